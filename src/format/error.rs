@@ -1,0 +1,176 @@
+//! The one error type of the container layer. Each variant says what is wrong
+//! and where, so a user can act on it.
+
+use std::path::PathBuf;
+
+/// Result alias for container operations.
+pub type Result<T, E = FormatError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong reading or writing an `.expert` v2 file.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("not an .expert v2 file: bad magic {found:02x?}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
+    BadMagic {
+        found: Vec<u8>,
+        hint: Option<&'static str>,
+    },
+
+    #[error("unsupported format version {major}.{minor}: this build reads major version {supported}; upgrade expertui to open it")]
+    UnsupportedVersion { major: u16, minor: u16, supported: u16 },
+
+    #[error("file uses required features this build does not know (header flags {flags:#018x})")]
+    UnsupportedFeatures { flags: u64 },
+
+    #[error("truncated {what}: need {needed} bytes, file has {have}")]
+    Truncated {
+        what: &'static str,
+        needed: u64,
+        have: u64,
+    },
+
+    #[error("header field {field} is invalid: {reason}")]
+    BadHeader { field: &'static str, reason: String },
+
+    #[error("file size mismatch: header declares {declared} bytes, file has {actual} (truncated or appended to)")]
+    FileSizeMismatch { declared: u64, actual: u64 },
+
+    #[error("table of contents out of bounds: {count} entries of {entry_size} bytes at offset {offset} do not fit in {file_size} bytes")]
+    TocOutOfBounds {
+        offset: u64,
+        count: u64,
+        entry_size: u64,
+        file_size: u64,
+    },
+
+    #[error("section {index} ({name}) out of bounds: bytes {offset}..{end} pass the data limit {limit}")]
+    SectionOutOfBounds {
+        index: usize,
+        name: String,
+        offset: u64,
+        end: u128,
+        limit: u64,
+    },
+
+    #[error("section {index} ({name}) at offset {offset} overlaps the previous region ending at {previous_end}")]
+    SectionOverlap {
+        index: usize,
+        name: String,
+        offset: u64,
+        previous_end: u64,
+    },
+
+    #[error("section {index} ({name}) at offset {offset} leaves a gap: expected it at {expected}")]
+    SectionGap {
+        index: usize,
+        name: String,
+        offset: u64,
+        expected: u64,
+    },
+
+    #[error("section {index} ({name}) at offset {offset} is not aligned to {alignment} bytes")]
+    Misaligned {
+        index: usize,
+        name: String,
+        offset: u64,
+        alignment: u64,
+    },
+
+    #[error("section {index}: {reason}")]
+    BadEntry { index: usize, reason: String },
+
+    #[error("section {index} ({name}) has a type this build does not know ({code}) and is marked critical")]
+    UnknownCriticalSection {
+        index: usize,
+        name: String,
+        code: u16,
+    },
+
+    #[error("root digest mismatch: header or table of contents was modified (expected {expected}, computed {actual})")]
+    RootMismatch { expected: String, actual: String },
+
+    #[error("section {index} ({name}) is damaged: bytes {offset}..{end} hash to {actual}, expected {expected}")]
+    DigestMismatch {
+        index: usize,
+        name: String,
+        offset: u64,
+        end: u64,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("padding before section {index} ({name}) holds non-zero bytes")]
+    DirtyPadding { index: usize, name: String },
+
+    #[error("section {name}: decompression failed: {reason}")]
+    Decompression { name: String, reason: String },
+
+    #[error("section {name}: decodes to more or fewer bytes than the {declared} declared ({actual}{})", if *truncated_output { "+" } else { "" })]
+    RawLengthMismatch {
+        name: String,
+        declared: u64,
+        actual: u64,
+        truncated_output: bool,
+    },
+
+    #[error("section {name}: declared size {declared} exceeds the reader limit {limit} (raise it with ReaderLimits)")]
+    SectionTooLarge {
+        name: String,
+        declared: u64,
+        limit: u64,
+    },
+
+    #[error("no section {0}")]
+    SectionNotFound(String),
+
+    #[error("invalid section name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+
+    #[error("writer: {0}")]
+    Writer(String),
+}
+
+impl FormatError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// True when the file itself is invalid or damaged (exit code 3), false
+    /// for environment problems such as I/O errors (exit code 1).
+    pub fn is_corruption(&self) -> bool {
+        !matches!(
+            self,
+            Self::Io { .. }
+                | Self::Writer(_)
+                | Self::InvalidName { .. }
+                | Self::SectionNotFound(_)
+                | Self::SectionTooLarge { .. }
+        )
+    }
+
+    /// Byte offset in the file where the problem lies, when one is known
+    /// (the TUI opens its raw hex view there).
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Self::BadMagic { .. } | Self::UnsupportedVersion { .. } => Some(0),
+            Self::UnsupportedFeatures { .. } | Self::BadHeader { .. } => Some(0),
+            Self::TocOutOfBounds { offset, .. } => Some(*offset),
+            Self::SectionOutOfBounds { offset, .. }
+            | Self::SectionOverlap { offset, .. }
+            | Self::SectionGap { offset, .. }
+            | Self::Misaligned { offset, .. }
+            | Self::DigestMismatch { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
+}

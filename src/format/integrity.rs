@@ -1,0 +1,107 @@
+//! Digests: the root digest (header + TOC, checked in O(TOC) without touching
+//! section data) and the parallel per-section verification.
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::error::FormatError;
+use super::layout::TocEntry;
+
+/// Byte range of `Header::root_digest` inside the header.
+pub const ROOT_FIELD: std::ops::Range<usize> = 48..80;
+
+/// SHA-256 over the header with the root field zeroed, then the TOC bytes.
+/// Because every TOC entry holds its section's SHA-256, this one digest
+/// commits to every byte of the file.
+pub fn root_digest(header: &[u8], toc: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    match (header.get(..ROOT_FIELD.start), header.get(ROOT_FIELD.end..)) {
+        (Some(before), Some(after)) => {
+            hasher.update(before);
+            hasher.update([0u8; 32]);
+            hasher.update(after);
+        }
+        _ => hasher.update(header),
+    }
+    hasher.update(toc);
+    hasher.finalize().into()
+}
+
+/// Outcome of hashing one section.
+#[derive(Debug, Clone)]
+pub struct SectionCheck {
+    pub index: usize,
+    pub name: String,
+    pub offset: u64,
+    pub end: u64,
+    pub expected: [u8; 32],
+    pub actual: [u8; 32],
+    /// Whether the padding bytes before the section are all zero.
+    pub clean_padding: bool,
+}
+
+impl SectionCheck {
+    pub fn ok(&self) -> bool {
+        self.expected == self.actual && self.clean_padding
+    }
+
+    /// The typed error for a failed check.
+    pub fn error(&self) -> Option<FormatError> {
+        if self.expected != self.actual {
+            Some(FormatError::DigestMismatch {
+                index: self.index,
+                name: self.name.clone(),
+                offset: self.offset,
+                end: self.end,
+                expected: hex::encode(self.expected),
+                actual: hex::encode(self.actual),
+            })
+        } else if !self.clean_padding {
+            Some(FormatError::DirtyPadding {
+                index: self.index,
+                name: self.name.clone(),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+/// Hashes every section in parallel. `data` is the whole file; every entry
+/// must already have passed the structure checks (ranges inside `data`).
+/// `padding_start[i]` is where the padding before section `i` begins.
+pub fn verify_sections(data: &[u8], toc: &[TocEntry], padding_start: &[u64]) -> Vec<SectionCheck> {
+    // Big sections first, so one large section does not finish last on its own.
+    let mut order: Vec<usize> = (0..toc.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(toc[i].stored_len.get()));
+    let mut checks: Vec<SectionCheck> = order
+        .into_par_iter()
+        .map(|index| {
+            let entry = &toc[index];
+            let offset = entry.offset.get();
+            let end = offset.saturating_add(entry.stored_len.get());
+            let bytes = slice(data, offset, end);
+            let pad_from = padding_start.get(index).copied().unwrap_or(offset);
+            let clean_padding = slice(data, pad_from, offset).iter().all(|&b| b == 0);
+            SectionCheck {
+                index,
+                name: entry.name_str().unwrap_or("?").to_string(),
+                offset,
+                end,
+                expected: entry.sha256,
+                actual: Sha256::digest(bytes).into(),
+                clean_padding,
+            }
+        })
+        .collect();
+    checks.sort_by_key(|c| c.index);
+    checks
+}
+
+/// `data[start..end]`, or empty when out of range (never panics).
+fn slice(data: &[u8], start: u64, end: u64) -> &[u8] {
+    match (usize::try_from(start), usize::try_from(end)) {
+        (Ok(s), Ok(e)) => data.get(s..e).unwrap_or(&[]),
+        _ => &[],
+    }
+}

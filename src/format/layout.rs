@@ -1,0 +1,293 @@
+//! Fixed on-disk layouts of the `.expert` v2 container: the header, the table of
+//! contents (TOC) and the small enums stored in them.
+//!
+//! Every multi-byte integer is little-endian and every struct is `#[repr(C)]`
+//! with 1-byte alignment (zerocopy's byte-order types), so a struct can be read
+//! straight from any offset of a memory map on any host, big-endian included.
+//! docs/BINARY_FORMAT_SPEC.md is the normative description; keep them in step.
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// `\x89 E X P \r \n \x1a \n`. Like PNG's signature: the high-bit first byte
+/// catches 7-bit transports, CR LF catches line-ending conversion in either
+/// direction, and ^Z stops a DOS `type` from printing the binary.
+pub const MAGIC: [u8; 8] = *b"\x89EXP\r\n\x1a\n";
+
+/// The major version this build writes and reads. A file with another major is refused.
+pub const VERSION_MAJOR: u16 = 2;
+/// The minor version this build writes. Files with a newer minor are read:
+/// a minor release only adds section types, codecs or optional flags.
+pub const VERSION_MINOR: u16 = 0;
+
+/// Size in bytes of [`Header`] as written by this version.
+pub const HEADER_SIZE: usize = 128;
+/// Size in bytes of one [`TocEntry`] as written by this version.
+pub const TOC_ENTRY_SIZE: usize = 128;
+/// Bytes available for a section name in a TOC entry (UTF-8, NUL padded).
+pub const NAME_CAPACITY: usize = 56;
+/// Every section and the TOC start on a multiple of this.
+pub const BASE_ALIGNMENT: u64 = 64;
+/// The larger alignment a section may ask for (GPU DMA engines and `cudaMemcpy`
+/// from pinned host memory are fastest from 256-byte aligned addresses).
+pub const GPU_ALIGNMENT: u64 = 256;
+/// `TocEntry::layer` value for sections that do not belong to one layer.
+pub const NO_LAYER: u32 = u32::MAX;
+/// `Header::signature_index` value for an unsigned file.
+pub const NO_SIGNATURE: u32 = u32::MAX;
+/// Header flag bits 32..64 name features a reader must understand; bits 0..32
+/// are hints a reader may ignore. No flag is defined in 2.0.
+pub const REQUIRED_FLAGS_MASK: u64 = 0xFFFF_FFFF_0000_0000;
+
+/// TOC entry flag: the section was placed on a 256-byte boundary on request.
+pub const ENTRY_FLAG_ALIGN_256: u8 = 0b0000_0001;
+/// TOC entry flag: a reader that does not know this section's type must refuse
+/// the file instead of skipping the section.
+pub const ENTRY_FLAG_CRITICAL: u8 = 0b0000_0010;
+
+/// The file header, always at offset 0.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct Header {
+    pub magic: [u8; 8],
+    pub version_major: U16,
+    pub version_minor: U16,
+    /// Bytes from the start of the file to the end of the header (>= 128).
+    pub header_size: U32,
+    pub flags: U64,
+    /// Total length of the file; a mismatch means truncation or appended bytes.
+    pub file_size: U64,
+    pub toc_offset: U64,
+    pub toc_count: U32,
+    /// Bytes per TOC entry (>= 128); lets a later minor grow the entry.
+    pub toc_entry_size: U32,
+    /// SHA-256 over this header (with this field zeroed) followed by the whole TOC.
+    pub root_digest: [u8; 32],
+    /// Index in the TOC of the signature section, or [`NO_SIGNATURE`].
+    pub signature_index: U32,
+    /// The alignment the writer used for sections (64 or 256).
+    pub section_alignment: U32,
+    pub reserved: [u8; 40],
+}
+
+/// One entry of the table of contents.
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct TocEntry {
+    /// Unique within the file; the writer numbers sections 0, 1, 2, ...
+    pub section_id: U32,
+    /// A [`SectionType`] code.
+    pub section_type: U16,
+    /// A [`Codec`] code.
+    pub codec: u8,
+    pub flags: u8,
+    /// Model layer the section belongs to, or [`NO_LAYER`].
+    pub layer: U32,
+    pub reserved: U32,
+    /// Absolute file offset of the stored bytes.
+    pub offset: U64,
+    /// Bytes stored in the file (after compression).
+    pub stored_len: U64,
+    /// Bytes after decoding (equal to `stored_len` for [`Codec::None`]).
+    pub raw_len: U64,
+    /// SHA-256 of the stored bytes.
+    pub sha256: [u8; 32],
+    /// UTF-8, NUL padded, no interior NUL.
+    pub name: [u8; NAME_CAPACITY],
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<TocEntry>() == TOC_ENTRY_SIZE);
+
+/// What a section holds. Codes are stable forever; new ones are only added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SectionType {
+    /// `manifest.json` (UTF-8 JSON).
+    Manifest,
+    /// Adapter tensors of one layer (or of non-layer modules), safetensors layout.
+    Tensors,
+    RouterKeywords,
+    RouterEmbeddings,
+    /// GBNF grammar text.
+    Grammar,
+    SoftPrompt,
+    License,
+    /// README / model card text.
+    Docs,
+    /// Evaluation and quality metrics (JSON).
+    Metrics,
+    /// OSD-compressed deltas.
+    Osd,
+    Signature,
+    Certificate,
+    /// The adapter's own configuration (`adapter_config.json`).
+    AdapterConfig,
+    /// Tokenizer files, stored opaque.
+    Tokenizer,
+    /// Any other file carried along unchanged.
+    Blob,
+    /// A code in the extension range `0x8000..=0xFFFF`, free for users.
+    Custom(u16),
+    /// A code this build does not know (from a newer minor version); skipped.
+    Unknown(u16),
+}
+
+impl SectionType {
+    /// First code of the range reserved for user extensions.
+    pub const CUSTOM_BASE: u16 = 0x8000;
+
+    pub fn from_code(code: u16) -> Self {
+        match code {
+            1 => Self::Manifest,
+            2 => Self::Tensors,
+            3 => Self::RouterKeywords,
+            4 => Self::RouterEmbeddings,
+            5 => Self::Grammar,
+            6 => Self::SoftPrompt,
+            7 => Self::License,
+            8 => Self::Docs,
+            9 => Self::Metrics,
+            10 => Self::Osd,
+            11 => Self::Signature,
+            12 => Self::Certificate,
+            13 => Self::AdapterConfig,
+            14 => Self::Tokenizer,
+            15 => Self::Blob,
+            c if c >= Self::CUSTOM_BASE => Self::Custom(c),
+            c => Self::Unknown(c),
+        }
+    }
+
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Manifest => 1,
+            Self::Tensors => 2,
+            Self::RouterKeywords => 3,
+            Self::RouterEmbeddings => 4,
+            Self::Grammar => 5,
+            Self::SoftPrompt => 6,
+            Self::License => 7,
+            Self::Docs => 8,
+            Self::Metrics => 9,
+            Self::Osd => 10,
+            Self::Signature => 11,
+            Self::Certificate => 12,
+            Self::AdapterConfig => 13,
+            Self::Tokenizer => 14,
+            Self::Blob => 15,
+            Self::Custom(c) | Self::Unknown(c) => c,
+        }
+    }
+
+    /// Short lower-case name used in listings, JSON output and the CLI.
+    pub fn label(self) -> String {
+        match self {
+            Self::Manifest => "manifest".into(),
+            Self::Tensors => "tensors".into(),
+            Self::RouterKeywords => "router_keywords".into(),
+            Self::RouterEmbeddings => "router_embeddings".into(),
+            Self::Grammar => "grammar".into(),
+            Self::SoftPrompt => "soft_prompt".into(),
+            Self::License => "license".into(),
+            Self::Docs => "docs".into(),
+            Self::Metrics => "metrics".into(),
+            Self::Osd => "osd".into(),
+            Self::Signature => "signature".into(),
+            Self::Certificate => "certificate".into(),
+            Self::AdapterConfig => "adapter_config".into(),
+            Self::Tokenizer => "tokenizer".into(),
+            Self::Blob => "blob".into(),
+            Self::Custom(c) => format!("custom:{c:#06x}"),
+            Self::Unknown(c) => format!("unknown:{c}"),
+        }
+    }
+
+    /// Whether this build understands the type (unknown ones are skipped).
+    pub fn is_known(self) -> bool {
+        !matches!(self, Self::Unknown(_))
+    }
+}
+
+/// How a section's bytes are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// Stored as is: readable zero-copy from the map.
+    None,
+    /// One zstd frame.
+    Zstd,
+    /// Bytes of each element split into planes, then one zstd frame.
+    ShuffleZstd { element_size: u8 },
+}
+
+impl Codec {
+    /// Codes: 0 none, 1 zstd, 2 byte-shuffled zstd. The element size of the
+    /// shuffle lives in the entry's `reserved` field (low byte).
+    pub fn from_parts(code: u8, reserved: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::None),
+            1 => Some(Self::Zstd),
+            2 => match reserved & 0xFF {
+                n @ (2 | 4 | 8) => Some(Self::ShuffleZstd {
+                    element_size: n as u8,
+                }),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            Self::None => 0,
+            Self::Zstd => 1,
+            Self::ShuffleZstd { .. } => 2,
+        }
+    }
+
+    /// Value for the entry's `reserved` field.
+    pub fn reserved_bits(self) -> u32 {
+        match self {
+            Self::ShuffleZstd { element_size } => u32::from(element_size),
+            _ => 0,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zstd => "zstd",
+            Self::ShuffleZstd { .. } => "shuffle-zstd",
+        }
+    }
+}
+
+/// Rounds `value` up to a multiple of `align` (a power of two), or `None` on overflow.
+pub fn align_up(value: u64, align: u64) -> Option<u64> {
+    debug_assert!(align.is_power_of_two());
+    Some(value.checked_add(align - 1)? & !(align - 1))
+}
+
+impl TocEntry {
+    /// The section name, or `None` if the bytes are not NUL-padded UTF-8.
+    pub fn name_str(&self) -> Option<&str> {
+        let end = self
+            .name
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(NAME_CAPACITY);
+        let (text, padding) = self.name.split_at(end);
+        if padding.iter().any(|&b| b != 0) {
+            return None;
+        }
+        std::str::from_utf8(text).ok()
+    }
+
+    pub fn kind(&self) -> SectionType {
+        SectionType::from_code(self.section_type.get())
+    }
+
+    pub fn layer_index(&self) -> Option<u32> {
+        let layer = self.layer.get();
+        (layer != NO_LAYER).then_some(layer)
+    }
+}

@@ -1,0 +1,16 @@
+//! The `.expert` v2 container: fixed layouts, streaming writer, mmap reader
+//! and integrity checks. No UI code here.
+
+pub mod atomic;
+pub mod error;
+pub mod integrity;
+pub mod layout;
+pub mod reader;
+pub mod shuffle;
+pub mod structure;
+pub mod writer;
+
+pub use error::{FormatError, Result};
+pub use layout::{Codec, Header, SectionType, TocEntry};
+pub use reader::{ExpertReader, ReaderLimits, ReaderOptions, SectionBytes, SectionInfo};
+pub use writer::{ExpertWriter, SectionSpec, WriteSummary, WriterOptions};

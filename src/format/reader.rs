@@ -1,0 +1,419 @@
+//! Memory-mapped reader for `.expert` v2 files.
+//!
+//! Opening checks the structure and the root digest (O(TOC), no section data
+//! read). Uncompressed sections are zero-copy slices of the map; compressed
+//! ones are decoded on first use, into at most their declared length, and kept
+//! in a small byte-bounded cache.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use memmap2::Mmap;
+use zerocopy::IntoBytes;
+
+use super::error::{FormatError, Result};
+use super::integrity::{root_digest, verify_sections, SectionCheck};
+use super::layout::*;
+use super::shuffle::unshuffle_section;
+use super::structure::{parse_structure, Structure};
+
+/// Bounds a reader applies to what a file may ask of it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReaderLimits {
+    /// Largest decoded size of one compressed section.
+    pub max_section_bytes: u64,
+    /// Bytes of decoded sections kept for reuse.
+    pub cache_bytes: usize,
+}
+
+impl Default for ReaderLimits {
+    fn default() -> Self {
+        Self {
+            max_section_bytes: 4 << 30,
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy)]
+pub struct ReaderOptions {
+    /// Check the root digest on open (on by default; the TUI turns it off to
+    /// show damaged files).
+    pub check_root: bool,
+    pub limits: ReaderLimits,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        Self {
+            check_root: true,
+            limits: ReaderLimits::default(),
+        }
+    }
+}
+
+/// The bytes behind a reader.
+enum Backing {
+    Map(Mmap),
+    Static(&'static [u8]),
+    Owned(Vec<u8>),
+}
+
+impl Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Map(m) => m,
+            Self::Static(s) => s,
+            Self::Owned(v) => v,
+        }
+    }
+}
+
+/// A section's decoded bytes: borrowed from the map, or decoded and shared.
+#[derive(Clone)]
+pub enum SectionBytes<'a> {
+    Mapped(&'a [u8]),
+    Decoded(Arc<[u8]>),
+}
+
+impl Deref for SectionBytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Mapped(s) => s,
+            Self::Decoded(d) => d,
+        }
+    }
+}
+
+/// A section's TOC entry in friendly form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionInfo {
+    pub index: usize,
+    pub id: u32,
+    pub kind: SectionType,
+    pub codec: Option<Codec>,
+    pub name: String,
+    pub layer: Option<u32>,
+    pub offset: u64,
+    pub stored_len: u64,
+    pub raw_len: u64,
+    pub sha256: [u8; 32],
+    pub flags: u8,
+}
+
+impl SectionInfo {
+    fn from_entry(index: usize, entry: &TocEntry) -> Self {
+        Self {
+            index,
+            id: entry.section_id.get(),
+            kind: entry.kind(),
+            codec: Codec::from_parts(entry.codec, entry.reserved.get()),
+            name: entry.name_str().unwrap_or_default().to_string(),
+            layer: entry.layer_index(),
+            offset: entry.offset.get(),
+            stored_len: entry.stored_len.get(),
+            raw_len: entry.raw_len.get(),
+            sha256: entry.sha256,
+            flags: entry.flags,
+        }
+    }
+
+    /// End offset of the stored bytes (checked at open, cannot overflow).
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.stored_len)
+    }
+}
+
+/// Small LRU of decoded sections, bounded in bytes.
+#[derive(Default)]
+struct DecodeCache {
+    entries: Vec<(usize, Arc<[u8]>)>,
+    bytes: usize,
+}
+
+impl DecodeCache {
+    fn get(&mut self, index: usize) -> Option<Arc<[u8]>> {
+        let pos = self.entries.iter().position(|(i, _)| *i == index)?;
+        let hit = self.entries.remove(pos);
+        let data = hit.1.clone();
+        self.entries.push(hit);
+        Some(data)
+    }
+
+    fn put(&mut self, index: usize, data: Arc<[u8]>, budget: usize) {
+        if data.len() > budget {
+            return;
+        }
+        self.bytes += data.len();
+        self.entries.push((index, data));
+        while self.bytes > budget && !self.entries.is_empty() {
+            let (_, old) = self.entries.remove(0);
+            self.bytes -= old.len();
+        }
+    }
+}
+
+/// An open `.expert` v2 file.
+pub struct ExpertReader {
+    data: Backing,
+    structure: Structure,
+    sections: Vec<SectionInfo>,
+    by_name: HashMap<(u16, String), usize>,
+    options: ReaderOptions,
+    cache: Mutex<DecodeCache>,
+    path: Option<PathBuf>,
+}
+
+impl ExpertReader {
+    /// Opens and memory-maps `path`, checking structure and root digest.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, ReaderOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: ReaderOptions) -> Result<Self> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        // SAFETY: the map is read-only. If another process truncates the file
+        // while it is mapped, reads past the new end fault (SIGBUS); expertui
+        // writes by rename, never in place, so its own writes cannot cause it.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
+        let mut reader = Self::from_backing(Backing::Map(map), options)?;
+        reader.path = Some(path.to_path_buf());
+        Ok(reader)
+    }
+
+    /// Reads a file embedded in the binary (the demo expert).
+    pub fn from_static(bytes: &'static [u8]) -> Result<Self> {
+        Self::from_backing(Backing::Static(bytes), ReaderOptions::default())
+    }
+
+    /// Reads a file already in memory.
+    pub fn from_vec(bytes: Vec<u8>, options: ReaderOptions) -> Result<Self> {
+        Self::from_backing(Backing::Owned(bytes), options)
+    }
+
+    fn from_backing(data: Backing, options: ReaderOptions) -> Result<Self> {
+        let structure = parse_structure(&data)?;
+        let sections: Vec<SectionInfo> = structure
+            .toc
+            .iter()
+            .enumerate()
+            .map(|(i, e)| SectionInfo::from_entry(i, e))
+            .collect();
+        let by_name = sections
+            .iter()
+            .map(|s| ((s.kind.code(), s.name.clone()), s.index))
+            .collect();
+        let reader = Self {
+            data,
+            structure,
+            sections,
+            by_name,
+            options,
+            cache: Mutex::new(DecodeCache::default()),
+            path: None,
+        };
+        if options.check_root {
+            reader.check_root()?;
+        }
+        Ok(reader)
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.structure.header
+    }
+
+    pub fn sections(&self) -> &[SectionInfo] {
+        &self.sections
+    }
+
+    /// The whole file as bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The TOC bytes exactly as stored.
+    pub fn toc_bytes(&self) -> &[u8] {
+        let start = self.structure.header.toc_offset.get() as usize;
+        self.data.get(start..).unwrap_or(&[])
+    }
+
+    /// Recomputes the root digest from the header and TOC.
+    pub fn computed_root(&self) -> [u8; 32] {
+        let header_len = self.structure.header.header_size.get() as usize;
+        let header = self.data.get(..header_len).unwrap_or(&[]);
+        root_digest(header, self.toc_bytes())
+    }
+
+    /// Checks that header and TOC are exactly what the writer sealed.
+    pub fn check_root(&self) -> Result<()> {
+        let expected = self.structure.header.root_digest;
+        let actual = self.computed_root();
+        if expected != actual {
+            return Err(FormatError::RootMismatch {
+                expected: hex::encode(expected),
+                actual: hex::encode(actual),
+            });
+        }
+        Ok(())
+    }
+
+    /// O(1) lookup by type and name.
+    pub fn find(&self, kind: SectionType, name: &str) -> Option<&SectionInfo> {
+        let index = *self.by_name.get(&(kind.code(), name.to_string()))?;
+        self.sections.get(index)
+    }
+
+    /// All sections of one type, in file order.
+    pub fn find_all(&self, kind: SectionType) -> impl Iterator<Item = &SectionInfo> {
+        self.sections.iter().filter(move |s| s.kind == kind)
+    }
+
+    /// First section of a type (manifest, grammar, ...).
+    pub fn first(&self, kind: SectionType) -> Option<&SectionInfo> {
+        self.find_all(kind).next()
+    }
+
+    /// The stored (possibly compressed) bytes of section `index`.
+    pub fn stored(&self, index: usize) -> Result<&[u8]> {
+        let info = self
+            .sections
+            .get(index)
+            .ok_or_else(|| FormatError::SectionNotFound(format!("#{index}")))?;
+        let (start, end) = (usize::try_from(info.offset), usize::try_from(info.end()));
+        match (start, end) {
+            (Ok(s), Ok(e)) => self.data.get(s..e),
+            _ => None,
+        }
+        .ok_or_else(|| FormatError::SectionOutOfBounds {
+            index,
+            name: info.name.clone(),
+            offset: info.offset,
+            end: u128::from(info.end()),
+            limit: self.file_size(),
+        })
+    }
+
+    /// The decoded bytes of section `index`: zero-copy when uncompressed.
+    pub fn section(&self, index: usize) -> Result<SectionBytes<'_>> {
+        let stored = self.stored(index)?;
+        let info = self
+            .sections
+            .get(index)
+            .ok_or_else(|| FormatError::SectionNotFound(format!("#{index}")))?;
+        let codec = info.codec.ok_or_else(|| FormatError::Decompression {
+            name: info.name.clone(),
+            reason: "codec from a newer format version".into(),
+        })?;
+        if codec == Codec::None {
+            return Ok(SectionBytes::Mapped(stored));
+        }
+        if let Some(hit) = self.lock_cache().get(index) {
+            return Ok(SectionBytes::Decoded(hit));
+        }
+        let decoded: Arc<[u8]> = decode(info, codec, stored, &self.options.limits)?.into();
+        self.lock_cache()
+            .put(index, decoded.clone(), self.options.limits.cache_bytes);
+        Ok(SectionBytes::Decoded(decoded))
+    }
+
+    /// Decoded bytes of the section with this type and name.
+    pub fn section_named(&self, kind: SectionType, name: &str) -> Result<SectionBytes<'_>> {
+        let index = self
+            .find(kind, name)
+            .ok_or_else(|| FormatError::SectionNotFound(format!("{} {name:?}", kind.label())))?
+            .index;
+        self.section(index)
+    }
+
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, DecodeCache> {
+        // A panic while holding the lock cannot leave the cache inconsistent
+        // in a way that matters (worst case: a stale byte count), so recover.
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hashes every section in parallel and checks all padding is zero.
+    pub fn verify(&self) -> Vec<SectionCheck> {
+        verify_sections(&self.data, &self.structure.toc, &self.structure.padding_start)
+    }
+
+    /// Full verification: root digest, then every section; the first failure.
+    pub fn verify_all(&self) -> Result<()> {
+        self.check_root()?;
+        if let Some(error) = self.verify().iter().find_map(SectionCheck::error) {
+            return Err(error);
+        }
+        if !self.tail_padding_clean() {
+            return Err(FormatError::BadHeader {
+                field: "toc_offset",
+                reason: "padding before the TOC holds non-zero bytes".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the padding between the last section and the TOC is all zero.
+    pub fn tail_padding_clean(&self) -> bool {
+        let from = self.structure.data_end as usize;
+        let to = self.structure.header.toc_offset.get() as usize;
+        self.data.get(from..to).is_some_and(|p| p.iter().all(|&b| b == 0))
+    }
+
+    /// Header bytes as stored (for hex views and digests).
+    pub fn header_bytes(&self) -> &[u8] {
+        self.structure.header.as_bytes()
+    }
+}
+
+/// Decodes a compressed section into exactly `raw_len` bytes, or fails.
+/// The output grows with what the decoder really produces, so a lying
+/// `raw_len` cannot make us allocate more than the limit allows.
+fn decode(info: &SectionInfo, codec: Codec, stored: &[u8], limits: &ReaderLimits) -> Result<Vec<u8>> {
+    if info.raw_len > limits.max_section_bytes {
+        return Err(FormatError::SectionTooLarge {
+            name: info.name.clone(),
+            declared: info.raw_len,
+            limit: limits.max_section_bytes,
+        });
+    }
+    let failed = |reason: String| FormatError::Decompression {
+        name: info.name.clone(),
+        reason,
+    };
+    let decoder = zstd::stream::read::Decoder::new(stored).map_err(|e| failed(e.to_string()))?;
+    let initial = info
+        .raw_len
+        .min(info.stored_len.saturating_mul(8).saturating_add(1 << 16));
+    let mut out = Vec::with_capacity(initial as usize);
+    decoder
+        .take(info.raw_len.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| failed(e.to_string()))?;
+    if out.len() as u64 != info.raw_len {
+        return Err(FormatError::RawLengthMismatch {
+            name: info.name.clone(),
+            declared: info.raw_len,
+            actual: out.len() as u64,
+            truncated_output: out.len() as u64 > info.raw_len,
+        });
+    }
+    if let Codec::ShuffleZstd { element_size } = codec {
+        unshuffle_section(&mut out, usize::from(element_size));
+    }
+    Ok(out)
+}
