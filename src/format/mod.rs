@@ -3,8 +3,11 @@
 
 pub mod atomic;
 pub mod error;
+pub mod grammar;
 pub mod integrity;
 pub mod layout;
+pub mod legacy;
+pub mod manifest;
 pub mod reader;
 pub mod shuffle;
 pub mod structure;

@@ -1,0 +1,1 @@
+//! Legacy tar.gz `.expert` packages (read in memory; write for debugging).

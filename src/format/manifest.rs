@@ -1,0 +1,1 @@
+//! The expert manifest (`manifest.json`): serde model, schema and rules.
