@@ -1,1 +1,130 @@
-//! Headless subcommands (clap): validate, package, convert, extract, ...
+//! Headless subcommands (clap). Data goes to stdout, progress and logs to
+//! stderr; every verb takes `--json`. Exit codes: 0 success, 1 error,
+//! 2 usage, 3 invalid or corrupt input.
+
+mod convert;
+mod extract;
+mod inspect;
+mod package;
+mod progress;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code: the input is invalid or corrupt.
+pub const EXIT_INVALID: u8 = 3;
+/// Exit code: any other error (I/O, bad arguments that parsed).
+pub const EXIT_ERROR: u8 = 1;
+
+#[derive(Parser, Debug)]
+#[command(name = "expertui", version, about = "Inspect, package, validate and convert .expert LLM adapter experts")]
+pub struct Cli {
+    /// Never start the terminal UI (for scripts).
+    #[arg(long, global = true)]
+    pub headless: bool,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Expert file to open (the embedded demo expert when absent).
+    pub file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check structure, root digest, manifest and (optionally) every section digest.
+    Validate(validate::Args),
+    /// Turn a PEFT adapter folder into an expert.
+    Package(package::Args),
+    /// Convert between .expert v2, legacy tar.gz and PEFT folders.
+    Convert(convert::Args),
+    /// Write one section's decoded bytes to a file.
+    Extract(extract::Args),
+    /// Print the overview of an expert (the default without a verb).
+    Info(inspect::Args),
+}
+
+/// A failed verb: message plus exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn invalid(message: impl ToString) -> Self {
+        Self {
+            code: EXIT_INVALID,
+            message: message.to_string(),
+        }
+    }
+    pub fn error(message: impl ToString) -> Self {
+        Self {
+            code: EXIT_ERROR,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<crate::format::FormatError> for Failure {
+    fn from(e: crate::format::FormatError) -> Self {
+        if e.is_corruption() {
+            Self::invalid(e)
+        } else {
+            Self::error(e)
+        }
+    }
+}
+
+impl From<crate::format::package::PackageError> for Failure {
+    fn from(e: crate::format::package::PackageError) -> Self {
+        use crate::format::package::PackageError;
+        match e {
+            PackageError::Format(e) => e.into(),
+            e @ PackageError::Io { .. } => Self::error(e),
+            e => Self::invalid(e),
+        }
+    }
+}
+
+/// Prints a JSON value on stdout.
+pub(crate) fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into())
+    );
+}
+
+/// Entry point of the binary.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let json = cli.json;
+    let result = match cli.command {
+        Some(Command::Validate(args)) => validate::run(args, json),
+        Some(Command::Package(args)) => package::run(args, json),
+        Some(Command::Convert(args)) => convert::run(args, json),
+        Some(Command::Extract(args)) => extract::run(args, json),
+        Some(Command::Info(args)) => inspect::run(args, json),
+        None => inspect::run(inspect::Args { file: cli.file }, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if json {
+                print_json(&serde_json::json!({ "error": failure.message, "exit_code": failure.code }));
+            }
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}

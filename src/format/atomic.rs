@@ -48,6 +48,8 @@ impl AtomicFile {
     /// Flushes to stable storage and renames into place.
     pub fn commit(self) -> Result<()> {
         let target = self.target;
+        set_final_permissions(self.temp.as_file(), &target)
+            .map_err(|e| FormatError::io(&target, e))?;
         self.temp
             .as_file()
             .sync_all()
@@ -66,6 +68,20 @@ impl Write for AtomicFile {
     fn flush(&mut self) -> io::Result<()> {
         self.temp.flush()
     }
+}
+
+/// Temp files are created owner-only; the result should look like any other
+/// file: the replaced file's mode when there was one, else 0644.
+fn set_final_permissions(file: &File, target: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (file, target);
+    Ok(())
 }
 
 /// Makes the rename itself durable (POSIX needs an fsync of the directory).

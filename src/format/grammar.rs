@@ -1,1 +1,1284 @@
-//! GBNF grammar checks.
+//! GBNF grammar checks (the llama.cpp grammar format).
+//!
+//! [`parse_gbnf`] is a small recursive-descent parser that follows
+//! llama.cpp's `llama-grammar.cpp` closely, so that a grammar it accepts is
+//! one llama.cpp will load:
+//!
+//! - `name ::= alternatives`; names use letters, digits and `-` only.
+//! - Spaces, tabs and `# comments` separate items. Inside parentheses, and
+//!   right after `::=` or `|`, newlines are skipped too; elsewhere a newline
+//!   ends the rule. A line that *starts* with `|` does not continue the
+//!   previous rule (llama.cpp refuses it): put the `|` at the end of the line
+//!   or wrap the alternatives in parentheses.
+//! - Items: `"literal"`, `[class]` / `[^class]` with ranges, rule references,
+//!   `( group )`, `.`, tokens `<[id]>` / `<text>` / `!<...>`, and the
+//!   repetitions `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}` (at most 2000).
+//! - Escapes: `\n \r \t \\ \" \[ \]`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`.
+//!
+//! After parsing: every referenced rule must be defined, `root` must exist,
+//! and no rule may be left-recursive (llama.cpp refuses those at load time).
+//! Two checks are stricter than llama.cpp, because the grammars they catch
+//! are almost certainly mistakes: a rule defined twice (llama.cpp silently
+//! keeps the last) and an empty character class `[]` (which llama.cpp
+//! silently treats as matching the empty string).
+//!
+//! The parser never panics: positions are checked, nesting is limited to
+//! [`MAX_NESTING`] groups and all numbers use checked arithmetic.
+
+use std::collections::HashMap;
+
+/// Deepest nesting of parenthesised groups accepted.
+pub const MAX_NESTING: usize = 256;
+
+/// llama.cpp's `MAX_REPETITION_THRESHOLD`: the largest `{m,n}` bound, and
+/// the largest product of nested repetitions.
+pub const MAX_REPETITION: u64 = 2000;
+
+/// A parsed grammar: its rules in the order they are defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grammar {
+    pub rules: Vec<Rule>,
+}
+
+impl Grammar {
+    /// The rule called `name`, if defined.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// One rule definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    /// 1-based line of the rule name.
+    pub line: usize,
+}
+
+/// Why a grammar was refused. Lines and columns are 1-based; columns count
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrammarError {
+    #[error("grammar is empty: it defines no rules")]
+    Empty,
+
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    #[error("line {line}, column {column}: unterminated string literal (no closing '\"')")]
+    UnterminatedString { line: usize, column: usize },
+
+    #[error("line {line}, column {column}: unterminated character class (no closing ']')")]
+    UnterminatedClass { line: usize, column: usize },
+
+    #[error("line {line}, column {column}: {message}")]
+    BadEscape {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    #[error("line {line}, column {column}: rule {rule:?} uses {name:?}, which is never defined")]
+    UndefinedRule {
+        name: String,
+        rule: String,
+        line: usize,
+        column: usize,
+    },
+
+    #[error("grammar has no 'root' rule (llama.cpp starts from 'root')")]
+    MissingRoot,
+
+    #[error("line {line}: rule {name:?} is defined again (first on line {first_line})")]
+    DuplicateRule {
+        name: String,
+        line: usize,
+        first_line: usize,
+    },
+
+    #[error("line {line}, column {column}: groups nested deeper than {limit}")]
+    TooDeep {
+        line: usize,
+        column: usize,
+        limit: usize,
+    },
+
+    #[error("line {line}, column {column}: {message}")]
+    Repetition {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    #[error("line {line}: rule {name:?} is left-recursive (it can reach itself before matching any character), which llama.cpp refuses")]
+    LeftRecursion { name: String, line: usize },
+}
+
+/// Parses and checks a GBNF grammar.
+pub fn parse_gbnf(text: &str) -> Result<Grammar, GrammarError> {
+    let mut p = Parser::new(text);
+    if let Some(nul) = text.find('\0') {
+        return Err(p.syntax_at(nul, "NUL character in grammar".into()));
+    }
+    p.parse_space(true);
+    while p.peek().is_some() {
+        p.parse_rule()?;
+    }
+    p.finish()
+}
+
+/// One element of the rules as llama.cpp compiles them, reduced to what the
+/// left-recursion check needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Item {
+    /// Matches at least one character or token.
+    Term,
+    /// A reference to another node.
+    Ref(usize),
+}
+
+/// A user rule, or a rule llama.cpp generates for a group or a repetition.
+#[derive(Debug)]
+struct Node {
+    alts: Vec<Vec<Item>>,
+    /// The user rule this node belongs to (itself for user rules).
+    owner: usize,
+    name: String,
+    defined: bool,
+    line: usize,
+}
+
+#[derive(Clone, Copy)]
+enum Quoted {
+    String(usize),
+    Class(usize),
+}
+
+/// Sequence-local state while parsing one alternative.
+struct Seq {
+    items: Vec<Item>,
+    /// Where the last item starts in `items`; `None` before any item.
+    last_start: Option<usize>,
+    /// llama.cpp's `n_prev_rules`: rules the next repetition would copy.
+    n_prev: u64,
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    nodes: Vec<Node>,
+    names: HashMap<String, usize>,
+    /// Mirrors the size of llama.cpp's symbol table.
+    symbols: u64,
+    rules: Vec<Rule>,
+    /// Every rule reference: (node, byte position, referencing rule node).
+    refs: Vec<(usize, usize, usize)>,
+    depth: usize,
+    /// Byte offsets where lines start (after `\n`, `\r\n` or a lone `\r`).
+    line_starts: Vec<usize>,
+}
+
+impl<'a> Parser<'a> {
+    fn new(src: &'a str) -> Self {
+        Self {
+            src,
+            bytes: src.as_bytes(),
+            pos: 0,
+            nodes: Vec::new(),
+            names: HashMap::new(),
+            symbols: 0,
+            rules: Vec::new(),
+            refs: Vec::new(),
+            depth: 0,
+            line_starts: line_starts(src.as_bytes()),
+        }
+    }
+
+    // -- positions and errors ------------------------------------------------
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn peek_at(&self, offset: usize) -> Option<u8> {
+        self.pos
+            .checked_add(offset)
+            .and_then(|i| self.bytes.get(i))
+            .copied()
+    }
+
+    fn line_col(&self, pos: usize) -> (usize, usize) {
+        // Index of the last line start at or before `pos`.
+        let idx = self
+            .line_starts
+            .partition_point(|&s| s <= pos)
+            .saturating_sub(1);
+        let start = self.line_starts.get(idx).copied().unwrap_or(0);
+        let column = self
+            .src
+            .get(start..)
+            .map(|rest| {
+                rest.char_indices()
+                    .take_while(|&(i, _)| start + i < pos)
+                    .count()
+            })
+            .unwrap_or(0);
+        (idx + 1, column + 1)
+    }
+
+    fn line_of(&self, pos: usize) -> usize {
+        self.line_col(pos).0
+    }
+
+    fn syntax_at(&self, pos: usize, message: String) -> GrammarError {
+        let (line, column) = self.line_col(pos);
+        GrammarError::Syntax {
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn repetition_at(&self, pos: usize, message: String) -> GrammarError {
+        let (line, column) = self.line_col(pos);
+        GrammarError::Repetition {
+            line,
+            column,
+            message,
+        }
+    }
+
+    fn unterminated(&self, q: Quoted) -> GrammarError {
+        match q {
+            Quoted::String(at) => {
+                let (line, column) = self.line_col(at);
+                GrammarError::UnterminatedString { line, column }
+            }
+            Quoted::Class(at) => {
+                let (line, column) = self.line_col(at);
+                GrammarError::UnterminatedClass { line, column }
+            }
+        }
+    }
+
+    /// Describes what is at `self.pos`, for error messages.
+    fn found(&self) -> String {
+        match self.src.get(self.pos..).and_then(|s| s.chars().next()) {
+            None => "end of input".into(),
+            Some('\n') | Some('\r') => "end of line".into(),
+            Some(c) => format!("{c:?}"),
+        }
+    }
+
+    fn char_at(&self, pos: usize) -> Option<char> {
+        self.src.get(pos..).and_then(|s| s.chars().next())
+    }
+
+    // -- lexical helpers -------------------------------------------------------
+
+    fn parse_space(&mut self, newline_ok: bool) {
+        while let Some(c) = self.peek() {
+            match c {
+                b' ' | b'\t' => self.pos += 1,
+                b'\r' | b'\n' if newline_ok => self.pos += 1,
+                b'#' => {
+                    while let Some(c) = self.peek() {
+                        if c == b'\r' || c == b'\n' {
+                            break;
+                        }
+                        self.pos += 1;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn parse_name(&mut self) -> Option<&'a str> {
+        let start = self.pos;
+        while self.peek().is_some_and(is_word_char) {
+            self.pos += 1;
+        }
+        if self.pos == start {
+            None
+        } else {
+            self.src.get(start..self.pos)
+        }
+    }
+
+    /// Digits at `self.pos` as a u64; `Ok(None)` if there are none.
+    fn parse_int(&mut self) -> Result<Option<u64>, GrammarError> {
+        let start = self.pos;
+        let mut value: Option<u64> = Some(0);
+        while let Some(c) = self.peek().filter(u8::is_ascii_digit) {
+            value = value
+                .and_then(|v| v.checked_mul(10))
+                .and_then(|v| v.checked_add(u64::from(c - b'0')));
+            self.pos += 1;
+        }
+        if self.pos == start {
+            return Ok(None);
+        }
+        match value {
+            Some(v) => Ok(Some(v)),
+            None => Err(self.repetition_at(start, "number too large".into())),
+        }
+    }
+
+    /// Parses one (possibly escaped) character of a literal or class.
+    fn parse_char(&mut self, ctx: Quoted) -> Result<u32, GrammarError> {
+        match self.peek() {
+            None => Err(self.unterminated(ctx)),
+            Some(b'\\') => {
+                let at = self.pos;
+                let Some(esc) = self.peek_at(1) else {
+                    return Err(self.unterminated(ctx));
+                };
+                let digits = match esc {
+                    b'x' => 2,
+                    b'u' => 4,
+                    b'U' => 8,
+                    b't' | b'r' | b'n' | b'\\' | b'"' | b'[' | b']' => {
+                        self.pos += 2;
+                        return Ok(match esc {
+                            b't' => 9,
+                            b'r' => 13,
+                            b'n' => 10,
+                            other => u32::from(other),
+                        });
+                    }
+                    _ => {
+                        let shown = self.char_at(at + 1).unwrap_or('?');
+                        let (line, column) = self.line_col(at);
+                        return Err(GrammarError::BadEscape {
+                            line,
+                            column,
+                            message: format!(
+                                "unknown escape '\\{shown}' (use \\n \\r \\t \\\\ \\\" \\[ \\] \\xHH \\uHHHH \\UHHHHHHHH)"
+                            ),
+                        });
+                    }
+                };
+                self.pos += 2;
+                let mut value: u32 = 0;
+                for _ in 0..digits {
+                    let d = self.peek().and_then(|c| char::from(c).to_digit(16));
+                    let Some(d) = d else {
+                        let (line, column) = self.line_col(at);
+                        return Err(GrammarError::BadEscape {
+                            line,
+                            column,
+                            message: format!(
+                                "escape '\\{}' needs {digits} hex digits",
+                                char::from(esc)
+                            ),
+                        });
+                    };
+                    value = (value << 4) | d;
+                    self.pos += 1;
+                }
+                Ok(value)
+            }
+            Some(_) => match self.char_at(self.pos) {
+                Some(c) => {
+                    self.pos += c.len_utf8();
+                    Ok(u32::from(c))
+                }
+                None => Err(self.unterminated(ctx)),
+            },
+        }
+    }
+
+    // -- symbols -----------------------------------------------------------------
+
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(&id) = self.names.get(name) {
+            return id;
+        }
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            alts: Vec::new(),
+            owner: id,
+            name: name.to_string(),
+            defined: false,
+            line: 0,
+        });
+        self.names.insert(name.to_string(), id);
+        self.symbols = self.symbols.saturating_add(1);
+        id
+    }
+
+    fn generated(&mut self, owner: usize) -> usize {
+        let id = self.nodes.len();
+        self.nodes.push(Node {
+            alts: Vec::new(),
+            owner,
+            name: String::new(),
+            defined: true,
+            line: 0,
+        });
+        id
+    }
+
+    fn set_alts(&mut self, node: usize, alts: Vec<Vec<Item>>) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.alts = alts;
+        }
+    }
+
+    // -- grammar -------------------------------------------------------------------
+
+    fn parse_rule(&mut self) -> Result<(), GrammarError> {
+        let start = self.pos;
+        let Some(name) = self.parse_name() else {
+            let hint = if self.peek() == Some(b'|') {
+                " (a rule does not continue on a line that starts with '|': end the previous line with '|' or wrap the alternatives in parentheses)"
+            } else {
+                ""
+            };
+            return Err(self.syntax_at(
+                start,
+                format!("expecting a rule name, found {}{hint}", self.found()),
+            ));
+        };
+        self.parse_space(false);
+        if !self
+            .bytes
+            .get(self.pos..)
+            .is_some_and(|b| b.starts_with(b"::="))
+        {
+            let hint = if self.peek() == Some(b'_') {
+                " (rule names may only use letters, digits and '-')"
+            } else {
+                ""
+            };
+            return Err(self.syntax_at(
+                self.pos,
+                format!(
+                    "expecting '::=' after rule name {name:?}, found {}{hint}",
+                    self.found()
+                ),
+            ));
+        }
+        let line = self.line_of(start);
+        let id = self.intern(name);
+        if let Some(node) = self.nodes.get_mut(id) {
+            if node.defined {
+                return Err(GrammarError::DuplicateRule {
+                    name: name.to_string(),
+                    line,
+                    first_line: node.line,
+                });
+            }
+            node.defined = true;
+            node.line = line;
+        }
+        self.rules.push(Rule {
+            name: name.to_string(),
+            line,
+        });
+        self.pos += 3;
+        self.parse_space(true);
+        let alts = self.parse_alternates(id, false)?;
+        self.set_alts(id, alts);
+
+        match self.peek() {
+            Some(b'\r') => {
+                self.pos += if self.peek_at(1) == Some(b'\n') { 2 } else { 1 };
+            }
+            Some(b'\n') => self.pos += 1,
+            None => {}
+            Some(_) => {
+                return Err(self.syntax_at(
+                    self.pos,
+                    format!(
+                        "expecting the end of rule {name:?} (newline or end of input), found {}",
+                        self.found()
+                    ),
+                ))
+            }
+        }
+        self.parse_space(true);
+        Ok(())
+    }
+
+    fn parse_alternates(
+        &mut self,
+        owner: usize,
+        nested: bool,
+    ) -> Result<Vec<Vec<Item>>, GrammarError> {
+        let mut alts = vec![self.parse_sequence(owner, nested)?];
+        while self.peek() == Some(b'|') {
+            self.pos += 1;
+            self.parse_space(true);
+            alts.push(self.parse_sequence(owner, nested)?);
+        }
+        Ok(alts)
+    }
+
+    fn parse_sequence(&mut self, owner: usize, nested: bool) -> Result<Vec<Item>, GrammarError> {
+        let mut seq = Seq {
+            items: Vec::new(),
+            last_start: None,
+            n_prev: 1,
+        };
+        while let Some(c) = self.peek() {
+            match c {
+                b'"' => {
+                    let start = self.pos;
+                    self.pos += 1;
+                    let mut empty = true;
+                    loop {
+                        match self.peek() {
+                            None => return Err(self.unterminated(Quoted::String(start))),
+                            Some(b'"') => break,
+                            Some(_) => {
+                                self.parse_char(Quoted::String(start))?;
+                                empty = false;
+                            }
+                        }
+                    }
+                    self.pos += 1;
+                    seq.last_start = Some(seq.items.len());
+                    if !empty {
+                        seq.items.push(Item::Term);
+                    }
+                    seq.n_prev = 1;
+                    self.parse_space(nested);
+                }
+                b'[' => {
+                    let start = self.pos;
+                    self.pos += 1;
+                    if self.peek() == Some(b'^') {
+                        self.pos += 1;
+                    }
+                    let mut ranges = 0usize;
+                    loop {
+                        match self.peek() {
+                            None => return Err(self.unterminated(Quoted::Class(start))),
+                            Some(b']') => break,
+                            Some(_) => {
+                                self.parse_char(Quoted::Class(start))?;
+                                if self.peek() == Some(b'-') && self.peek_at(1) != Some(b']') {
+                                    if self.peek_at(1).is_none() {
+                                        return Err(self.unterminated(Quoted::Class(start)));
+                                    }
+                                    self.pos += 1;
+                                    self.parse_char(Quoted::Class(start))?;
+                                }
+                                ranges += 1;
+                            }
+                        }
+                    }
+                    if ranges == 0 {
+                        return Err(self.syntax_at(
+                            start,
+                            "empty character class matches nothing (llama.cpp would treat it as the empty string)".into(),
+                        ));
+                    }
+                    self.pos += 1;
+                    seq.last_start = Some(seq.items.len());
+                    seq.items.push(Item::Term);
+                    seq.n_prev = 1;
+                    self.parse_space(nested);
+                }
+                b'<' | b'!' => {
+                    self.parse_token()?;
+                    seq.last_start = Some(seq.items.len());
+                    seq.items.push(Item::Term);
+                    seq.n_prev = 1;
+                    self.parse_space(nested);
+                }
+                b'(' => {
+                    let start = self.pos;
+                    self.depth += 1;
+                    if self.depth > MAX_NESTING {
+                        let (line, column) = self.line_col(start);
+                        return Err(GrammarError::TooDeep {
+                            line,
+                            column,
+                            limit: MAX_NESTING,
+                        });
+                    }
+                    self.pos += 1;
+                    self.parse_space(true);
+                    let symbols_before = self.symbols;
+                    let group = self.generated(owner);
+                    self.symbols = self.symbols.saturating_add(1);
+                    let alts = self.parse_alternates(owner, true)?;
+                    if self.peek() != Some(b')') {
+                        let (line, column) = self.line_col(start);
+                        return Err(self.syntax_at(
+                            self.pos,
+                            format!(
+                                "expecting ')' to close the group opened at line {line}, column {column}, found {}",
+                                self.found()
+                            ),
+                        ));
+                    }
+                    self.depth -= 1;
+                    self.set_alts(group, alts);
+                    seq.n_prev = self.symbols.saturating_sub(symbols_before).max(1);
+                    seq.last_start = Some(seq.items.len());
+                    seq.items.push(Item::Ref(group));
+                    self.pos += 1;
+                    self.parse_space(nested);
+                }
+                b'.' => {
+                    self.pos += 1;
+                    seq.last_start = Some(seq.items.len());
+                    seq.items.push(Item::Term);
+                    seq.n_prev = 1;
+                    self.parse_space(nested);
+                }
+                b'*' | b'+' | b'?' => {
+                    let at = self.pos;
+                    self.pos += 1;
+                    self.parse_space(nested);
+                    let (min, max) = match c {
+                        b'*' => (0, None),
+                        b'+' => (1, None),
+                        _ => (0, Some(1)),
+                    };
+                    self.repeat(&mut seq, owner, at, char::from(c), min, max)?;
+                }
+                b'{' => {
+                    let at = self.pos;
+                    self.pos += 1;
+                    self.parse_space(nested);
+                    let Some(min) = self.parse_int()? else {
+                        return Err(self.syntax_at(
+                            self.pos,
+                            format!("expecting a number after '{{', found {}", self.found()),
+                        ));
+                    };
+                    self.parse_space(nested);
+                    let max = match self.peek() {
+                        Some(b'}') => {
+                            self.pos += 1;
+                            Some(min)
+                        }
+                        Some(b',') => {
+                            self.pos += 1;
+                            self.parse_space(nested);
+                            let max = self.parse_int()?;
+                            self.parse_space(nested);
+                            if self.peek() != Some(b'}') {
+                                return Err(self.syntax_at(
+                                    self.pos,
+                                    format!("expecting '}}', found {}", self.found()),
+                                ));
+                            }
+                            self.pos += 1;
+                            max
+                        }
+                        _ => {
+                            return Err(self.syntax_at(
+                                self.pos,
+                                format!("expecting ',' or '}}', found {}", self.found()),
+                            ))
+                        }
+                    };
+                    self.parse_space(nested);
+                    self.repeat(&mut seq, owner, at, '{', min, max)?;
+                }
+                c if is_word_char(c) => {
+                    let start = self.pos;
+                    let Some(name) = self.parse_name() else {
+                        break;
+                    };
+                    let id = self.intern(name);
+                    self.refs.push((id, start, owner));
+                    seq.last_start = Some(seq.items.len());
+                    seq.items.push(Item::Ref(id));
+                    seq.n_prev = 1;
+                    self.parse_space(nested);
+                }
+                _ => break,
+            }
+        }
+        Ok(seq.items)
+    }
+
+    /// `<[id]>`, `<text>`, optionally negated with `!`.
+    fn parse_token(&mut self) -> Result<(), GrammarError> {
+        let start = self.pos;
+        if self.peek() == Some(b'!') {
+            self.pos += 1;
+        }
+        if self.peek() != Some(b'<') {
+            return Err(self.syntax_at(
+                self.pos,
+                format!("expecting '<' to start a token, found {}", self.found()),
+            ));
+        }
+        self.pos += 1;
+        if self.peek() == Some(b'[') {
+            self.pos += 1;
+            let id_at = self.pos;
+            let id = self.parse_int()?;
+            match id {
+                None => {
+                    return Err(self.syntax_at(
+                        self.pos,
+                        format!("expecting a token id after '<[', found {}", self.found()),
+                    ))
+                }
+                Some(v) if v > u64::from(u32::MAX) => {
+                    return Err(self.syntax_at(id_at, format!("token id {v} is too large")))
+                }
+                Some(_) => {}
+            }
+            for want in [b']', b'>'] {
+                if self.peek() != Some(want) {
+                    return Err(self.syntax_at(
+                        self.pos,
+                        format!("expecting '{}', found {}", char::from(want), self.found()),
+                    ));
+                }
+                self.pos += 1;
+            }
+            return Ok(());
+        }
+        while let Some(c) = self.peek() {
+            if c == b'>' {
+                self.pos += 1;
+                return Ok(());
+            }
+            self.pos += 1;
+        }
+        Err(self.syntax_at(start, "unterminated token (no closing '>')".into()))
+    }
+
+    /// Wraps the last item of `seq` in a repetition, as llama.cpp rewrites
+    /// `S{m,n}` into `S` m times followed by optional rules.
+    fn repeat(
+        &mut self,
+        seq: &mut Seq,
+        owner: usize,
+        at: usize,
+        op: char,
+        min: u64,
+        max: Option<u64>,
+    ) -> Result<(), GrammarError> {
+        let Some(start) = seq.last_start else {
+            return Err(self.syntax_at(at, format!("'{op}' has no preceding item to repeat")));
+        };
+        if start >= seq.items.len() {
+            return Err(self.syntax_at(
+                at,
+                format!("'{op}' repeats an item that matches nothing (an empty literal or a zero repetition)"),
+            ));
+        }
+        if min > MAX_REPETITION || max.is_some_and(|m| m > MAX_REPETITION) {
+            return Err(self.repetition_at(
+                at,
+                format!("repetition count above {MAX_REPETITION} (llama.cpp's limit)"),
+            ));
+        }
+        if let Some(m) = max {
+            if m < min {
+                return Err(self.repetition_at(
+                    at,
+                    format!("repetition maximum {m} is below the minimum {min}"),
+                ));
+            }
+        }
+        let total = match max {
+            Some(m) if m > 0 => m,
+            _ if min > 0 => min,
+            _ => 1,
+        };
+        if seq.n_prev.saturating_mul(total) >= MAX_REPETITION {
+            return Err(self.repetition_at(
+                at,
+                format!("nested repetitions expand to {MAX_REPETITION} rules or more (llama.cpp's limit)"),
+            ));
+        }
+        let n_opt = match max {
+            None => 1,
+            Some(m) => m - min,
+        };
+        self.symbols = self.symbols.saturating_add(n_opt);
+        let prev = seq.items.split_off(start);
+        if min >= 1 {
+            // Copies 2..m add no new leftmost references: one is enough.
+            seq.items.extend_from_slice(&prev);
+        }
+        if n_opt > 0 {
+            // llama.cpp builds a chain of `n_opt` optional rules
+            // (`S S' | ε`); one node has the same leftmost references. An
+            // unbounded repetition refers to itself (`S' ::= S S' | ε`).
+            let node = self.generated(owner);
+            let mut first = prev;
+            if max.is_none() {
+                first.push(Item::Ref(node));
+            }
+            self.set_alts(node, vec![first, Vec::new()]);
+            seq.items.push(Item::Ref(node));
+        }
+        seq.n_prev = seq.n_prev.saturating_mul(total);
+        Ok(())
+    }
+
+    // -- checks ----------------------------------------------------------------------
+
+    fn finish(self) -> Result<Grammar, GrammarError> {
+        if self.rules.is_empty() {
+            return Err(GrammarError::Empty);
+        }
+        for &(id, pos, owner) in &self.refs {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            if !node.defined {
+                let (line, column) = self.line_col(pos);
+                let rule = self
+                    .nodes
+                    .get(owner)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default();
+                return Err(GrammarError::UndefinedRule {
+                    name: node.name.clone(),
+                    rule,
+                    line,
+                    column,
+                });
+            }
+        }
+        if !self
+            .names
+            .get("root")
+            .and_then(|&id| self.nodes.get(id))
+            .is_some_and(|n| n.defined)
+        {
+            return Err(GrammarError::MissingRoot);
+        }
+        if let Some(node) = self.find_left_recursion() {
+            let owner = self.nodes.get(node).and_then(|n| self.nodes.get(n.owner));
+            let (name, line) = owner.map(|n| (n.name.clone(), n.line)).unwrap_or_default();
+            return Err(GrammarError::LeftRecursion { name, line });
+        }
+        Ok(Grammar { rules: self.rules })
+    }
+
+    /// llama.cpp's `llama_grammar_detect_left_recursion`: follow the leftmost
+    /// reference of each alternative, and the next one while the referenced
+    /// rule has an empty alternative; a cycle is left recursion. Iterative,
+    /// so long rule chains cannot overflow the stack. Returns a node on the
+    /// cycle.
+    fn find_left_recursion(&self) -> Option<usize> {
+        let n = self.nodes.len();
+        let may_be_empty: Vec<bool> = self
+            .nodes
+            .iter()
+            .map(|node| node.alts.iter().any(Vec::is_empty))
+            .collect();
+        let edges: Vec<Vec<usize>> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut out = Vec::new();
+                for alt in &node.alts {
+                    for item in alt {
+                        match *item {
+                            Item::Term => break,
+                            Item::Ref(t) => {
+                                out.push(t);
+                                if !may_be_empty.get(t).copied().unwrap_or(false) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+
+        // 0 = unvisited, 1 = on the stack, 2 = done.
+        let mut state = vec![0u8; n];
+        for root in 0..n {
+            if state.get(root).copied() != Some(0) {
+                continue;
+            }
+            let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+            if let Some(s) = state.get_mut(root) {
+                *s = 1;
+            }
+            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+                let succ = edges.get(node).and_then(|e| e.get(*next)).copied();
+                *next += 1;
+                match succ {
+                    Some(t) => match state.get(t).copied() {
+                        Some(0) => {
+                            if let Some(s) = state.get_mut(t) {
+                                *s = 1;
+                            }
+                            stack.push((t, 0));
+                        }
+                        Some(1) => return Some(t),
+                        _ => {}
+                    },
+                    None => {
+                        if let Some(s) = state.get_mut(node) {
+                            *s = 2;
+                        }
+                        stack.pop();
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+fn line_starts(b: &[u8]) -> Vec<usize> {
+    let mut starts = vec![0];
+    for (i, &c) in b.iter().enumerate() {
+        let is_break = c == b'\n' || (c == b'\r' && b.get(i + 1) != Some(&b'\n'));
+        if is_break {
+            starts.push(i + 1);
+        }
+    }
+    starts
+}
+
+fn is_word_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE: &str = r#"root ::= select-stmt ";"?
+select-stmt ::= "SELECT " columns " FROM " ident where?
+columns ::= "*" | ident ("," " "? ident)*
+where ::= " WHERE " ident " = " value
+ident ::= [a-zA-Z_] [a-zA-Z0-9_]*
+value ::= [0-9]+ | "'" [^']* "'""#;
+
+    fn fixture_grammar() -> String {
+        use std::io::Read;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/minilm-sql-dora.v0.3.0.expert"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path_bytes().as_ref() == b"grammar.gbnf" {
+                let mut s = String::new();
+                e.read_to_string(&mut s).unwrap();
+                return s;
+            }
+        }
+        panic!("no grammar.gbnf in fixture");
+    }
+
+    fn err(text: &str) -> GrammarError {
+        match parse_gbnf(text) {
+            Ok(g) => panic!("accepted {text:?}: {g:?}"),
+            Err(e) => e,
+        }
+    }
+
+    fn ok(text: &str) -> Grammar {
+        match parse_gbnf(text) {
+            Ok(g) => g,
+            Err(e) => panic!("refused {text:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn fixture_grammar_parses() {
+        let text = fixture_grammar();
+        assert_eq!(text.trim_end(), FIXTURE);
+        let g = ok(&text);
+        let names: Vec<&str> = g.rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["root", "select-stmt", "columns", "where", "ident", "value"]
+        );
+        assert_eq!(g.rule("value").unwrap().line, 6);
+        assert_eq!(g.rule("root").unwrap().line, 1);
+    }
+
+    #[test]
+    fn llama_cpp_syntax() {
+        // Multi-line rule bodies, comments, escapes, classes, tokens,
+        // every repetition form.
+        let g = ok(r#"
+# leading comment
+root   ::= object | array # trailing comment
+object ::=
+  "{" ws (
+            string ":" ws value
+    ("," ws string ":" ws value)*
+  )? "}" ws
+array  ::= "[" ws ( value ("," ws value)* )? "]" ws
+value  ::= object | array | string | number | ("true" | "false" | "null") ws |
+           "\x41\u00e9\U0001F600\n\t\\\"\[\]" | . | <[42]> | !<[7]> | <think> | "é" [é-ü]
+string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" (["\\bfnrt] | "u" [0-9a-fA-F]{4}) )* "\"" ws
+number ::= ("-"? ([0-9] | [1-9] [0-9]{0,15})) ("." [0-9]+)? ([eE] [-+]? [0-9]{1,} )? ws
+ws ::= | " " | "\n" [ \t]{0,20}
+"#);
+        assert_eq!(g.rules.len(), 7);
+        assert_eq!(g.rule("object").unwrap().line, 4);
+        // CRLF line endings.
+        ok("root ::= a\r\na ::= \"x\"\r\n");
+        // Empty alternatives and empty literals are fine.
+        ok("root ::= \"\" | ");
+        ok("root ::= (\"a\" |)");
+        ok("root ::= \"a\"{0} \"b\"");
+    }
+
+    #[test]
+    fn leading_pipe_does_not_continue_a_rule() {
+        // llama.cpp ends the rule at the newline and then finds no name.
+        let e = err("root ::= \"a\"\n  | \"b\"\n");
+        match e {
+            GrammarError::Syntax {
+                line,
+                column,
+                ref message,
+            } => {
+                assert_eq!((line, column), (2, 3));
+                assert!(message.contains("starts with '|'"), "{message}");
+            }
+            e => panic!("{e:?}"),
+        }
+        // A trailing pipe, or parentheses, do continue it.
+        ok("root ::= \"a\" |\n  \"b\"\n");
+        ok("root ::= (\"a\"\n  | \"b\")\n");
+    }
+
+    #[test]
+    fn undefined_rule_named_with_position() {
+        match err("root ::= a\na ::= \"x\" missing-rule\n") {
+            GrammarError::UndefinedRule {
+                name,
+                rule,
+                line,
+                column,
+            } => {
+                assert_eq!(name, "missing-rule");
+                assert_eq!(rule, "a");
+                assert_eq!((line, column), (2, 11));
+            }
+            e => panic!("{e:?}"),
+        }
+        // Inside a group, the owning user rule is named.
+        match err("root ::= (\"a\" | nope)*") {
+            GrammarError::UndefinedRule { name, rule, .. } => {
+                assert_eq!((name.as_str(), rule.as_str()), ("nope", "root"))
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn root_and_empty() {
+        assert_eq!(err("a ::= \"x\"\n"), GrammarError::MissingRoot);
+        assert_eq!(err(""), GrammarError::Empty);
+        assert_eq!(err("  # only a comment\n\n"), GrammarError::Empty);
+    }
+
+    #[test]
+    fn unterminated_string_and_class() {
+        assert_eq!(
+            err("root ::= a\na ::= \"abc\n"),
+            GrammarError::UnterminatedString { line: 2, column: 7 }
+        );
+        assert_eq!(
+            err("root ::= [a-z"),
+            GrammarError::UnterminatedClass {
+                line: 1,
+                column: 10
+            }
+        );
+        assert_eq!(
+            err("root ::= [a-"),
+            GrammarError::UnterminatedClass {
+                line: 1,
+                column: 10
+            }
+        );
+        assert_eq!(
+            err("root ::= \"ab\\"),
+            GrammarError::UnterminatedString {
+                line: 1,
+                column: 10
+            }
+        );
+        assert!(matches!(err("root ::= <abc"), GrammarError::Syntax { .. }));
+    }
+
+    #[test]
+    fn bad_escapes() {
+        assert!(matches!(
+            err(r#"root ::= "\q""#),
+            GrammarError::BadEscape {
+                line: 1,
+                column: 11,
+                ..
+            }
+        ));
+        assert!(matches!(
+            err(r#"root ::= "\x4""#),
+            GrammarError::BadEscape { .. }
+        ));
+        assert!(matches!(
+            err(r#"root ::= [\u12G4]"#),
+            GrammarError::BadEscape { .. }
+        ));
+    }
+
+    #[test]
+    fn syntax_errors() {
+        let cases = [
+            "root = \"a\"",        // missing ::=
+            "my_rule ::= \"a\"",   // underscore in a name
+            "root ::= (\"a\"",     // unclosed group
+            "root ::= \"a\" )",    // stray ')'
+            "root ::= * \"a\"",    // repetition without item
+            "root ::= \"a\"{x}",   // bad count
+            "root ::= \"a\"{1,2",  // unclosed count
+            "root ::= \"a\"{1;2}", // bad separator
+            "root ::= []",         // empty class
+            "root ::= \"\"*",      // repeating nothing
+            "root ::= \"a\"{0}+",  // repeating a zero repetition
+            "root ::= !\"a\"",     // '!' without token
+            "root ::= <[x]>",      // bad token id
+            "::= \"a\"",           // no name
+            "root ::= \"a\"\0",    // NUL
+        ];
+        for c in cases {
+            assert!(matches!(err(c), GrammarError::Syntax { .. }), "{c:?}");
+        }
+        match err("root ::= \"a\" )") {
+            GrammarError::Syntax { line, column, .. } => assert_eq!((line, column), (1, 14)),
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn repetition_limits() {
+        ok("root ::= \"a\"{1999}");
+        ok("root ::= (\"a\"{100}){19}");
+        for c in [
+            "root ::= \"a\"{2000}",
+            "root ::= \"a\"{2001}",
+            "root ::= \"a\"{0,2001}",
+            "root ::= \"a\"{5,2}",
+            "root ::= \"a\"{99999999999999999999999}",
+            "root ::= (\"a\"{0,100}){100}",
+            "root ::= \"a\"{50}{50}",
+        ] {
+            assert!(matches!(err(c), GrammarError::Repetition { .. }), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_rule() {
+        assert_eq!(
+            err("root ::= a\na ::= \"x\"\na ::= \"y\"\n"),
+            GrammarError::DuplicateRule {
+                name: "a".into(),
+                line: 3,
+                first_line: 2
+            }
+        );
+    }
+
+    #[test]
+    fn left_recursion() {
+        for c in [
+            "root ::= root \"a\" | \"b\"",
+            "root ::= a\na ::= b \"x\"\nb ::= a | \"y\"",
+            // through a rule with an empty alternative
+            "root ::= e root \"a\" | \"b\"\ne ::= \"x\" | ",
+            // inside a group
+            "root ::= (root \"a\")? \"b\"",
+            // llama.cpp also flags a `*` over a rule that may be empty
+            "root ::= e*\ne ::= \"x\" | ",
+        ] {
+            assert!(
+                matches!(err(c), GrammarError::LeftRecursion { .. }),
+                "{c:?}: {:?}",
+                parse_gbnf(c)
+            );
+        }
+        match err("root ::= a\na ::= a \"x\" | \"y\"") {
+            GrammarError::LeftRecursion { name, line } => {
+                assert_eq!((name.as_str(), line), ("a", 2))
+            }
+            e => panic!("{e:?}"),
+        }
+        // Right recursion and recursion after a terminal are fine; so is a
+        // `*` over a rule that only may be empty through its own `?`.
+        ok("root ::= \"a\" root | \"b\"");
+        ok("root ::= list\nlist ::= item (\",\" list)?\nitem ::= [a-z]+");
+        ok("root ::= e? \"a\"\ne ::= \"x\"?");
+        ok("root ::= (\"a\"?)* \"b\"");
+    }
+
+    #[test]
+    fn nesting_is_limited() {
+        let deep = format!("root ::= {}\"a\"{}", "(".repeat(256), ")".repeat(256));
+        ok(&deep);
+        let deeper = format!(
+            "root ::= {}\"a\"{}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        assert!(matches!(
+            err(&deeper),
+            GrammarError::TooDeep { limit: 256, .. }
+        ));
+        // Long chains of rules do not recurse.
+        let mut chain = String::from("root ::= r0\n");
+        for i in 0..50_000 {
+            chain.push_str(&format!("r{i} ::= r{}\n", i + 1));
+        }
+        chain.push_str("r50000 ::= \"end\"\n");
+        ok(&chain);
+        chain.push_str("r50001 ::= r0\nr-loop ::= r0\n");
+        ok(&chain);
+    }
+
+    #[test]
+    fn no_panic_on_any_prefix() {
+        let text = fixture_grammar();
+        for i in 0..=text.len() {
+            if let Some(prefix) = text.get(..i) {
+                let _ = parse_gbnf(prefix);
+            }
+        }
+        // Nor on pseudo-random soup made of grammar characters.
+        let alphabet: Vec<char> = "ab-_ ::=|()[]^\"\\xuU0123456789{},*+?.#\n\r\t<>!é"
+            .chars()
+            .collect();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let len = (state >> 59) as usize + 1;
+            let mut s = String::from("root ::= ");
+            for _ in 0..len * 3 {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let idx = (state >> 33) as usize % alphabet.len();
+                s.push(alphabet[idx]);
+            }
+            let _ = parse_gbnf(&s);
+            let _ = parse_gbnf(&s[9..]);
+        }
+    }
+}

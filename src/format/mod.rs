@@ -2,15 +2,20 @@
 //! and integrity checks. No UI code here.
 
 pub mod atomic;
+pub mod basecheck;
 pub mod error;
 pub mod grammar;
 pub mod integrity;
 pub mod layout;
 pub mod legacy;
+pub mod loader;
 pub mod manifest;
+pub mod package;
+pub mod peft;
 pub mod reader;
 pub mod shuffle;
 pub mod structure;
+pub mod tensors;
 pub mod writer;
 
 pub use error::{FormatError, Result};

@@ -1,0 +1,166 @@
+//! `package ADAPTER_DIR -o OUT.expert`: PEFT output (plus manifest, grammar,
+//! licence, README) into an expert, binary or legacy tar.gz.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::progress::bytes_bar;
+use super::{print_json, Failure};
+use crate::format::layout::{SectionType, GPU_ALIGNMENT};
+use crate::format::legacy;
+use crate::format::package::{ExpertContents, PackageError, PackageOptions, TensorCodec};
+use crate::format::tensors::parse_dtype;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Binary,
+    #[value(name = "tar.gz")]
+    TarGz,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Folder with adapter_config.json and adapter_model.safetensors.
+    pub adapter_dir: PathBuf,
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    #[arg(long)]
+    pub grammar: Option<PathBuf>,
+    #[arg(long)]
+    pub license: Option<PathBuf>,
+    #[arg(long)]
+    pub readme: Option<PathBuf>,
+    /// Base model folder or safetensors file to check shapes and hashes against.
+    #[arg(long)]
+    pub base_model: Option<PathBuf>,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "binary")]
+    pub format: OutputFormat,
+    /// zstd level for compressed sections.
+    #[arg(long, default_value_t = crate::format::writer::DEFAULT_ZSTD_LEVEL)]
+    pub compression_level: i32,
+    /// Codec of tensor sections.
+    #[arg(long, value_enum, default_value = "none")]
+    pub codec: TensorCodec,
+    /// Convert float tensors: f32, f16 or bf16.
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Align sections to 256 bytes (GPU DMA) instead of 64.
+    #[arg(long)]
+    pub align_256: bool,
+    /// Do not write OUT.sha256.
+    #[arg(long)]
+    pub no_sidecar: bool,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| Failure::error(format!("{}: {e}", path.display())))
+}
+
+/// Reads the adapter folder and the extra files named on the command line.
+fn gather(args: &Args) -> Result<ExpertContents, Failure> {
+    let mut contents = ExpertContents::from_adapter_dir(&args.adapter_dir)?;
+    if let Some(path) = &args.manifest {
+        contents.manifest = read(path)?;
+    }
+    crate::format::manifest::validate_manifest_bytes(&contents.manifest)
+        .map_err(|e| Failure::invalid(format!("manifest: {e}")))?;
+    let extras = [
+        (&args.grammar, SectionType::Grammar, "grammar.gbnf"),
+        (&args.license, SectionType::License, "LICENSE"),
+        (&args.readme, SectionType::Docs, "README.md"),
+    ];
+    for (path, kind, default_name) in extras {
+        if let Some(path) = path {
+            let name = path.file_name().map_or(default_name.to_string(), |n| n.to_string_lossy().into_owned());
+            contents.set_file(kind, &name, read(path)?);
+        }
+    }
+    Ok(contents)
+}
+
+pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
+    let dtype = match &args.dtype {
+        Some(name) => Some(parse_dtype(name).ok_or_else(|| Failure::error(format!("unknown dtype {name}: use f32, f16 or bf16")))?),
+        None => None,
+    };
+    let mut contents = gather(&args)?;
+    if let Some(base) = &args.base_model {
+        let report = crate::format::basecheck::check_against_base(&contents, base).map_err(Failure::from)?;
+        if !report.is_empty() {
+            return Err(Failure::invalid(format!("base model mismatch:\n  {}", report.join("\n  "))));
+        }
+    }
+    if let Some(dtype) = dtype {
+        contents.convert_dtype(dtype)?;
+    }
+    let legacy_files: Vec<legacy::LegacyFile> = contents
+        .to_files()?
+        .into_iter()
+        .map(|(path, data)| legacy::LegacyFile { path, data, mode: 0o644 })
+        .collect();
+    let legacy_size = legacy::legacy_bytes(&legacy_files).map(|b| b.len() as u64).map_err(|e| Failure::error(e))?;
+    let input_size = contents.input_bytes();
+    let output_size = match args.format {
+        OutputFormat::TarGz => {
+            legacy::write_legacy(&legacy_files, &args.output).map_err(|e| Failure::error(e))?;
+            legacy_size
+        }
+        OutputFormat::Binary => {
+            let options = PackageOptions {
+                tensor_codec: args.codec,
+                zstd_level: args.compression_level,
+                dtype: None,
+                alignment: if args.align_256 { GPU_ALIGNMENT } else { crate::format::layout::BASE_ALIGNMENT },
+            };
+            let bar = bytes_bar("packaging", json_out);
+            bar.set_length(input_size);
+            let summary = contents.write_binary(&args.output, &options, &mut |done, _| bar.set_position(done))?;
+            bar.finish_and_clear();
+            summary.file_size
+        }
+    };
+    if !args.no_sidecar {
+        write_sidecar(&args.output)?;
+    }
+    let ratio = input_size as f64 / output_size.max(1) as f64;
+    if json_out {
+        print_json(&json!({
+            "output": args.output.display().to_string(),
+            "format": match args.format { OutputFormat::Binary => "binary", OutputFormat::TarGz => "tar.gz" },
+            "output_bytes": output_size,
+            "input_bytes": input_size,
+            "tar_gz_bytes": legacy_size,
+            "compression_ratio": ratio,
+            "sidecar": !args.no_sidecar,
+        }));
+    } else {
+        println!(
+            "{}: {} bytes (inputs {} bytes, ratio {:.3}; tar.gz packing {} bytes, {:+.1}%)",
+            args.output.display(),
+            output_size,
+            input_size,
+            ratio,
+            legacy_size,
+            (output_size as f64 / legacy_size.max(1) as f64 - 1.0) * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// Writes `OUT.sha256` in sha256sum format, as the old packager did.
+pub fn write_sidecar(output: &Path) -> Result<(), Failure> {
+    let bytes = read(output)?;
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let line = legacy::sidecar_line(&bytes, &name);
+    crate::format::atomic::write_atomic(&legacy::sidecar_path(output), line.as_bytes())?;
+    Ok(())
+}
+
+impl From<legacy::LegacyError> for PackageError {
+    fn from(e: legacy::LegacyError) -> Self {
+        PackageError::Invalid(e.to_string())
+    }
+}

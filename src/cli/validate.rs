@@ -1,0 +1,213 @@
+//! `validate`: structure and root digest (O(TOC)), then optionally every
+//! section digest in parallel, the manifest and its schema.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::{print_json, Failure};
+use crate::format::integrity::SectionCheck;
+use crate::format::reader::{ExpertReader, ReaderOptions};
+use crate::format::{FormatError, SectionType};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub file: PathBuf,
+    /// Hash every section (in parallel) and compare with the TOC.
+    #[arg(long)]
+    pub verify_integrity: bool,
+    /// List the sections.
+    #[arg(long)]
+    pub list_sections: bool,
+    /// Print the header fields and the manifest.
+    #[arg(long)]
+    pub dump_metadata: bool,
+    /// Print the time each step took (stderr, or in the JSON).
+    #[arg(long)]
+    pub time: bool,
+}
+
+/// Timings of the steps, in order.
+#[derive(Default)]
+struct Steps(Vec<(&'static str, f64)>);
+
+impl Steps {
+    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.0.push((name, start.elapsed().as_secs_f64() * 1e3));
+        out
+    }
+}
+
+pub fn section_json(reader: &ExpertReader) -> Vec<Value> {
+    reader
+        .sections()
+        .iter()
+        .map(|s| {
+            json!({
+                "index": s.index,
+                "id": s.id,
+                "type": s.kind.label(),
+                "name": s.name,
+                "codec": s.codec.map_or("unknown", |c| c.label()),
+                "layer": s.layer,
+                "offset": s.offset,
+                "stored_len": s.stored_len,
+                "raw_len": s.raw_len,
+                "sha256": hex::encode(s.sha256),
+            })
+        })
+        .collect()
+}
+
+pub fn header_json(reader: &ExpertReader) -> Value {
+    let h = reader.header();
+    json!({
+        "version": format!("{}.{}", h.version_major.get(), h.version_minor.get()),
+        "header_size": h.header_size.get(),
+        "flags": h.flags.get(),
+        "file_size": h.file_size.get(),
+        "toc_offset": h.toc_offset.get(),
+        "toc_count": h.toc_count.get(),
+        "toc_entry_size": h.toc_entry_size.get(),
+        "section_alignment": h.section_alignment.get(),
+        "root_digest": hex::encode(h.root_digest),
+        "signed": h.signature_index.get() != crate::format::layout::NO_SIGNATURE,
+    })
+}
+
+fn damaged_json(check: &SectionCheck) -> Value {
+    json!({
+        "index": check.index,
+        "name": check.name,
+        "offset": check.offset,
+        "end": check.end,
+        "expected": hex::encode(check.expected),
+        "actual": hex::encode(check.actual),
+        "digest_ok": check.expected == check.actual,
+        "padding_ok": check.clean_padding,
+    })
+}
+
+pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
+    let mut steps = Steps::default();
+    let options = ReaderOptions {
+        check_root: false,
+        ..Default::default()
+    };
+    let reader = steps.time("open+structure", || ExpertReader::open_with(&args.file, options))?;
+    let mut problems: Vec<String> = Vec::new();
+    let root = steps.time("root digest", || reader.check_root());
+    if let Err(e) = &root {
+        problems.push(e.to_string());
+    }
+    let manifest = steps.time("manifest", || check_manifest(&reader));
+    if let Err(e) = &manifest {
+        problems.push(e.clone());
+    }
+    let mut damaged = Vec::new();
+    if args.verify_integrity {
+        let checks = steps.time("verify sections", || reader.verify());
+        for check in checks.into_iter().filter(|c| !c.ok()) {
+            if let Some(e) = check.error() {
+                problems.push(e.to_string());
+            }
+            damaged.push(check);
+        }
+        if !reader.tail_padding_clean() {
+            problems.push("padding before the TOC holds non-zero bytes".into());
+        }
+    }
+    let valid = problems.is_empty();
+    if json_out {
+        let mut out = json!({
+            "file": args.file.display().to_string(),
+            "format": "binary",
+            "valid": valid,
+            "root_ok": root.is_ok(),
+            "integrity_checked": args.verify_integrity,
+            "damaged": damaged.iter().map(damaged_json).collect::<Vec<_>>(),
+            "problems": problems,
+        });
+        if args.list_sections {
+            out["sections"] = Value::Array(section_json(&reader));
+        }
+        if args.dump_metadata {
+            out["header"] = header_json(&reader);
+            out["manifest"] = manifest.clone().unwrap_or(Value::Null);
+        }
+        if args.time {
+            out["timings_ms"] = steps.0.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        }
+        print_json(&out);
+    } else {
+        print_text(&args, &reader, manifest.as_ref().ok(), valid, &problems);
+    }
+    if args.time {
+        for (name, ms) in &steps.0 {
+            eprintln!("{name:>16}: {ms:.3} ms");
+        }
+    }
+    if valid {
+        Ok(())
+    } else {
+        Err(Failure::invalid(format!("{} is invalid", args.file.display())))
+    }
+}
+
+fn print_text(args: &Args, reader: &ExpertReader, manifest: Option<&Value>, valid: bool, problems: &[String]) {
+    let h = reader.header();
+    println!(
+        "{}: .expert v{}.{}, {} bytes, {} sections",
+        args.file.display(),
+        h.version_major.get(),
+        h.version_minor.get(),
+        reader.file_size(),
+        reader.sections().len()
+    );
+    if args.dump_metadata {
+        println!("{}", serde_json::to_string_pretty(&header_json(reader)).unwrap_or_default());
+        if let Some(m) = manifest {
+            println!("{}", serde_json::to_string_pretty(m).unwrap_or_default());
+        }
+    }
+    if args.list_sections {
+        print_sections(reader);
+    }
+    for problem in problems {
+        println!("  problem: {problem}");
+    }
+    let scope = if args.verify_integrity { "structure, root digest, manifest and every section" } else { "structure, root digest and manifest" };
+    println!("{}: {scope}", if valid { "valid" } else { "INVALID" });
+}
+
+/// The section table as text.
+pub fn print_sections(reader: &ExpertReader) {
+    println!("{:>3}  {:<17} {:<22} {:<12} {:>10} {:>10} {:>10}", "#", "type", "name", "codec", "offset", "stored", "raw");
+    for s in reader.sections() {
+        println!(
+            "{:>3}  {:<17} {:<22} {:<12} {:>10} {:>10} {:>10}",
+            s.index,
+            s.kind.label(),
+            s.name,
+            s.codec.map_or("unknown", |c| c.label()),
+            s.offset,
+            s.stored_len,
+            s.raw_len
+        );
+    }
+}
+
+/// Parses the manifest section and checks it against the schema and rules.
+pub fn check_manifest(reader: &ExpertReader) -> Result<Value, String> {
+    let info = reader
+        .first(SectionType::Manifest)
+        .ok_or_else(|| "no manifest section".to_string())?;
+    let bytes = reader
+        .section(info.index)
+        .map_err(|e: FormatError| e.to_string())?;
+    crate::format::manifest::validate_manifest_bytes(&bytes).map_err(|e| format!("manifest: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("manifest: {e}"))
+}

@@ -1,0 +1,161 @@
+//! `ExpertLoader`: opens an expert whatever its format, detected by content
+//! (never by extension), and falls back to a legacy package lying beside a
+//! damaged binary one.
+
+use std::path::{Path, PathBuf};
+
+use super::layout::MAGIC;
+use super::legacy::{is_gzip, read_legacy, LegacyLimits};
+use super::package::{ExpertContents, PackageError};
+use super::reader::ExpertReader;
+
+/// Which reader an expert was opened with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceFormat {
+    Binary,
+    LegacyTarGz,
+}
+
+impl SourceFormat {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Binary => "binary",
+            Self::LegacyTarGz => "tar.gz",
+        }
+    }
+}
+
+/// Guesses the format from the first bytes.
+pub fn detect(bytes: &[u8]) -> Option<SourceFormat> {
+    if bytes.starts_with(&MAGIC) {
+        Some(SourceFormat::Binary)
+    } else if is_gzip(bytes) {
+        Some(SourceFormat::LegacyTarGz)
+    } else {
+        None
+    }
+}
+
+/// An opened expert.
+pub struct LoadedExpert {
+    pub path: PathBuf,
+    pub format: SourceFormat,
+    /// The binary reader (zero-copy access), for binary files.
+    pub reader: Option<ExpertReader>,
+    pub contents: ExpertContents,
+    /// Deprecation and fallback notices for the user.
+    pub warnings: Vec<String>,
+}
+
+/// Where a legacy package of the same expert may lie beside `path`.
+pub fn legacy_candidates(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    if let Some(name) = name {
+        out.push(path.with_file_name(format!("{name}.tar.gz")));
+        out.push(path.with_file_name(format!("{name}.legacy")));
+        if let Some(stem) = name.strip_suffix(".expert") {
+            out.push(path.with_file_name(format!("{stem}.tar.gz")));
+            out.push(path.with_file_name(format!("{stem}.legacy.expert")));
+        }
+    }
+    out
+}
+
+pub struct ExpertLoader;
+
+impl ExpertLoader {
+    /// Opens `path` with the reader its content calls for.
+    pub fn open(path: &Path) -> Result<LoadedExpert, PackageError> {
+        match Self::open_exact(path) {
+            Ok(loaded) => Ok(loaded),
+            Err(error) => {
+                let fallback = legacy_candidates(path).into_iter().find(|p| p.is_file());
+                let Some(candidate) = fallback else {
+                    return Err(error);
+                };
+                let mut loaded = Self::open_exact(&candidate).map_err(|_| error.to_string());
+                match &mut loaded {
+                    Ok(l) if l.format == SourceFormat::LegacyTarGz => {
+                        l.warnings.insert(
+                            0,
+                            format!(
+                                "{} failed to open ({error}); fell back to the legacy package {}",
+                                path.display(),
+                                candidate.display()
+                            ),
+                        );
+                        loaded.map_err(PackageError::Invalid)
+                    }
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Opens `path` without any fallback.
+    pub fn open_exact(path: &Path) -> Result<LoadedExpert, PackageError> {
+        let mut head = [0u8; 8];
+        let read = {
+            use std::io::Read;
+            let mut file = std::fs::File::open(path).map_err(|e| PackageError::io(path, e))?;
+            file.read(&mut head).map_err(|e| PackageError::io(path, e))?
+        };
+        match detect(head.get(..read).unwrap_or(&[])) {
+            Some(SourceFormat::Binary) => {
+                let reader = ExpertReader::open(path)?;
+                let contents = ExpertContents::read_binary(&reader)?;
+                Ok(LoadedExpert {
+                    path: path.to_path_buf(),
+                    format: SourceFormat::Binary,
+                    reader: Some(reader),
+                    contents,
+                    warnings: Vec::new(),
+                })
+            }
+            Some(SourceFormat::LegacyTarGz) => {
+                let bytes = std::fs::read(path).map_err(|e| PackageError::io(path, e))?;
+                let mut warnings = vec![format!(
+                    "{} is a legacy tar.gz expert (deprecated): convert it with `expertui --headless convert {} -o OUT.expert`",
+                    path.display(),
+                    path.display()
+                )];
+                let sidecar = super::legacy::sidecar_path(path);
+                if let Ok(text) = std::fs::read_to_string(&sidecar) {
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    super::legacy::verify_sidecar(&bytes, &text, &name)
+                        .map_err(|e| PackageError::Invalid(e.to_string()))?;
+                } else {
+                    warnings.push("no .sha256 sidecar: the package is not verified".into());
+                }
+                let package = read_legacy(&bytes, &LegacyLimits::default())
+                    .map_err(|e| PackageError::Invalid(e.to_string()))?;
+                let prefix = package.root_prefix();
+                let files = package
+                    .files
+                    .into_iter()
+                    .map(|f| {
+                        let name = match &prefix {
+                            Some(p) => f.path.strip_prefix(p.as_str()).unwrap_or(&f.path),
+                            None => &f.path,
+                        };
+                        let name = name.trim_start_matches('/').to_string();
+                        (name, f.data)
+                    })
+                    .collect();
+                Ok(LoadedExpert {
+                    path: path.to_path_buf(),
+                    format: SourceFormat::LegacyTarGz,
+                    reader: None,
+                    contents: ExpertContents::from_files(files)?,
+                    warnings,
+                })
+            }
+            None => Err(PackageError::Invalid(format!(
+                "{}: neither an .expert v2 file nor a legacy tar.gz package (first bytes {:02x?})",
+                path.display(),
+                head.get(..read).unwrap_or(&[])
+            ))),
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! An expert's contents independent of how it is stored, and the mapping
+//! between that and the three on-disk forms: `.expert` v2, legacy tar.gz and a
+//! PEFT folder.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::Dtype;
+use serde_json::{json, Value};
+
+use super::error::FormatError;
+use super::layout::{Codec, SectionType};
+use super::peft::{layer_of, PeftAdapter, PeftError, PeftType};
+use super::reader::ExpertReader;
+use super::tensors::{
+    encode_tensor_blob, OwnedTensor, TensorBlob, TensorError, MODULES_KEY, SOURCE_METADATA_KEY,
+};
+use super::writer::{ExpertWriter, SectionSpec, WriteSummary, WriterOptions};
+
+/// File name of the adapter weights in PEFT folders and legacy packages.
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+pub const MANIFEST: &str = "manifest.json";
+/// `__metadata__` key naming the file a tensor section was cut from.
+const SOURCE_FILE_KEY: &str = "expertui.source";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Peft(#[from] PeftError),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("grammar {name}: {reason}")]
+    Grammar { name: String, reason: String },
+    #[error("manifest: {0}")]
+    Manifest(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PackageError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// One file carried in an expert besides manifest and adapter weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageFile {
+    pub kind: SectionType,
+    /// The file name, also the section name.
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// Everything an expert holds.
+#[derive(Debug, Clone)]
+pub struct ExpertContents {
+    /// `manifest.json` bytes, kept verbatim.
+    pub manifest: Vec<u8>,
+    pub adapter: Option<PeftAdapter>,
+    /// Other files, in package order.
+    pub files: Vec<PackageFile>,
+}
+
+/// How tensor sections are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TensorCodec {
+    /// Uncompressed: zero-copy from the memory map.
+    None,
+    Zstd,
+    /// Byte planes then zstd.
+    ShuffleZstd,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackageOptions {
+    pub tensor_codec: TensorCodec,
+    pub zstd_level: i32,
+    pub dtype: Option<Dtype>,
+    pub alignment: u64,
+}
+
+impl Default for PackageOptions {
+    fn default() -> Self {
+        Self {
+            tensor_codec: TensorCodec::None,
+            zstd_level: super::writer::DEFAULT_ZSTD_LEVEL,
+            dtype: None,
+            alignment: super::layout::BASE_ALIGNMENT,
+        }
+    }
+}
+
+/// The section type a carried file goes into, by its name.
+pub fn classify_file(name: &str) -> SectionType {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let lower = base.to_ascii_lowercase();
+    match lower.as_str() {
+        MANIFEST => SectionType::Manifest,
+        ADAPTER_CONFIG => SectionType::AdapterConfig,
+        "readme.md" | "readme" | "readme.txt" => SectionType::Docs,
+        "tokenizer.json" | "tokenizer_config.json" | "special_tokens_map.json" | "vocab.json"
+        | "vocab.txt" | "merges.txt" | "tokenizer.model" | "added_tokens.json" => {
+            SectionType::Tokenizer
+        }
+        _ if lower.starts_with("license") || lower.starts_with("licence") => SectionType::License,
+        _ if lower.ends_with(".gbnf") => SectionType::Grammar,
+        _ => SectionType::Blob,
+    }
+}
+
+/// Checks a grammar file parses as GBNF rules.
+pub fn check_grammar(name: &str, data: &[u8]) -> Result<(), PackageError> {
+    let text = std::str::from_utf8(data).map_err(|e| PackageError::Grammar {
+        name: name.into(),
+        reason: format!("not UTF-8: {e}"),
+    })?;
+    super::grammar::parse_gbnf(text)
+        .map(|_| ())
+        .map_err(|e| PackageError::Grammar {
+            name: name.into(),
+            reason: e.to_string(),
+        })
+}
+
+impl ExpertContents {
+    /// Manifest as JSON (for derived sections and reports).
+    pub fn manifest_json(&self) -> Result<Value, PackageError> {
+        serde_json::from_slice(&self.manifest).map_err(|e| PackageError::Manifest(e.to_string()))
+    }
+
+    /// A minimal manifest for an adapter folder that came without one.
+    pub fn synthesize_manifest(name: &str, adapter: &PeftAdapter) -> Vec<u8> {
+        let c = &adapter.config;
+        let kind = match adapter.peft_type {
+            PeftType::Ia3 => "ia3",
+            PeftType::PromptTuning => "prompt_tuning",
+            PeftType::Lora if c.get("use_dora") == Some(&Value::Bool(true)) => "dora",
+            PeftType::Lora => "lora",
+        };
+        let mut entry = json!({
+            "type": kind,
+            "target_modules": c.get("target_modules").cloned().unwrap_or(json!([])),
+            "path": ADAPTER_WEIGHTS,
+        });
+        for (from, to) in [("r", "r"), ("lora_alpha", "alpha")] {
+            if let Some(v) = c.get(from).filter(|v| !v.is_null()) {
+                entry[to] = v.clone();
+            }
+        }
+        if adapter.peft_type == PeftType::PromptTuning {
+            entry["target_modules"] = json!(["prompt_embeddings"]);
+        }
+        let base = c
+            .get("base_model_name_or_path")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        let manifest = json!({
+            "name": name,
+            "version": "0.1.0",
+            "schema_version": "2.0",
+            "base_models": [{ "name": base, "adapters": [entry] }],
+        });
+        serde_json::to_vec_pretty(&manifest).unwrap_or_default()
+    }
+
+    /// Reads an adapter folder: PEFT files plus any manifest, grammar,
+    /// licence, README and tokenizer files beside them.
+    pub fn from_adapter_dir(dir: &Path) -> Result<Self, PackageError> {
+        let adapter = PeftAdapter::read_dir(dir)?;
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| PackageError::io(dir, e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        entries.sort();
+        let mut manifest = None;
+        let mut files = Vec::new();
+        for name in entries {
+            if name == ADAPTER_WEIGHTS || name.ends_with(".bin") || name.starts_with('.') {
+                continue;
+            }
+            let kind = classify_file(&name);
+            if kind == SectionType::Blob {
+                continue; // only known kinds are picked up from a folder
+            }
+            let path = dir.join(&name);
+            let data = std::fs::read(&path).map_err(|e| PackageError::io(&path, e))?;
+            match kind {
+                SectionType::Manifest => manifest = Some(data),
+                SectionType::AdapterConfig => {}
+                _ => files.push(PackageFile { kind, name, data }),
+            }
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "expert".into());
+        let manifest = manifest.unwrap_or_else(|| Self::synthesize_manifest(&name, &adapter));
+        Ok(Self {
+            manifest,
+            adapter: Some(adapter),
+            files,
+        })
+    }
+
+    /// Adds or replaces a carried file.
+    pub fn set_file(&mut self, kind: SectionType, name: &str, data: Vec<u8>) {
+        self.files.retain(|f| f.kind != kind);
+        self.files.push(PackageFile {
+            kind,
+            name: name.to_string(),
+            data,
+        });
+    }
+
+    /// Total bytes of the inputs (for the size report).
+    pub fn input_bytes(&self) -> u64 {
+        let adapter = self.adapter.as_ref().map_or(0, |a| {
+            a.config_bytes.len() + a.tensors.iter().map(|t| t.data.len()).sum::<usize>()
+        });
+        (self.manifest.len() + adapter + self.files.iter().map(|f| f.data.len()).sum::<usize>())
+            as u64
+    }
+
+    /// The PEFT `adapter_model.safetensors` bytes, byte-identical to what
+    /// PEFT wrote when no dtype conversion happened.
+    pub fn adapter_weights(&self) -> Result<Option<Vec<u8>>, PackageError> {
+        let Some(adapter) = &self.adapter else {
+            return Ok(None);
+        };
+        Ok(Some(encode_tensor_blob(
+            &adapter.tensors,
+            adapter.source_metadata.clone(),
+        )?))
+    }
+
+    /// Files in legacy order: manifest first, weights, config, the rest.
+    pub fn to_files(&self) -> Result<Vec<(String, Vec<u8>)>, PackageError> {
+        let mut out = vec![(MANIFEST.to_string(), self.manifest.clone())];
+        if let (Some(weights), Some(adapter)) = (self.adapter_weights()?, &self.adapter) {
+            out.push((ADAPTER_WEIGHTS.to_string(), weights));
+            out.push((ADAPTER_CONFIG.to_string(), adapter.config_bytes.clone()));
+        }
+        out.extend(self.files.iter().map(|f| (f.name.clone(), f.data.clone())));
+        Ok(out)
+    }
+
+    /// Builds contents from (path, bytes) pairs as found in a legacy package.
+    pub fn from_files(files: Vec<(String, Vec<u8>)>) -> Result<Self, PackageError> {
+        let mut manifest = None;
+        let mut config = None;
+        let mut weights = None;
+        let mut rest = Vec::new();
+        for (name, data) in files {
+            match name.as_str() {
+                MANIFEST => manifest = Some(data),
+                ADAPTER_CONFIG => config = Some(data),
+                ADAPTER_WEIGHTS => weights = Some(data),
+                "adapter_model.bin" => return Err(PeftError::PickleRefused(name).into()),
+                _ => {
+                    let kind = classify_file(&name);
+                    rest.push(PackageFile { kind, name, data });
+                }
+            }
+        }
+        let manifest =
+            manifest.ok_or_else(|| PackageError::Manifest("the package has no manifest.json".into()))?;
+        let adapter = match (config, weights) {
+            (Some(config), Some(weights)) => Some(PeftAdapter::from_bytes(config, &weights)?),
+            (None, None) => None,
+            _ => {
+                return Err(PackageError::Invalid(
+                    "adapter_config.json and adapter_model.safetensors must come together".into(),
+                ))
+            }
+        };
+        Ok(Self {
+            manifest,
+            adapter,
+            files: rest,
+        })
+    }
+
+    /// Converts every float tensor to `dtype`.
+    pub fn convert_dtype(&mut self, dtype: Dtype) -> Result<(), PackageError> {
+        if let Some(adapter) = &mut self.adapter {
+            for tensor in &mut adapter.tensors {
+                *tensor = tensor.convert(dtype)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a PEFT folder (`adapter_config.json` + `adapter_model.safetensors`).
+    pub fn write_peft_dir(&self, dir: &Path) -> Result<(), PackageError> {
+        let adapter = self
+            .adapter
+            .as_ref()
+            .ok_or_else(|| PackageError::Invalid("the expert holds no adapter".into()))?;
+        std::fs::create_dir_all(dir).map_err(|e| PackageError::io(dir, e))?;
+        let weights = self.adapter_weights()?.unwrap_or_default();
+        super::atomic::write_atomic(&dir.join(ADAPTER_WEIGHTS), &weights)?;
+        super::atomic::write_atomic(&dir.join(ADAPTER_CONFIG), &adapter.config_bytes)?;
+        Ok(())
+    }
+
+    /// Writes the `.expert` v2 file. `progress(done, total)` counts raw bytes.
+    pub fn write_binary(
+        &self,
+        out: &Path,
+        options: &PackageOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<WriteSummary, PackageError> {
+        for file in self.files.iter().filter(|f| f.kind == SectionType::Grammar) {
+            check_grammar(&file.name, &file.data)?;
+        }
+        let manifest = self.manifest_json()?;
+        let writer_options = WriterOptions {
+            alignment: options.alignment,
+            zstd_level: options.zstd_level,
+        };
+        let mut writer = ExpertWriter::create(out, writer_options)?;
+        let total = self.input_bytes();
+        let mut done = 0u64;
+        let mut add = |writer: &mut ExpertWriter, spec: SectionSpec, data: &[u8]| {
+            writer.add_section(spec, data)?;
+            done += data.len() as u64;
+            progress(done, total);
+            Ok::<(), PackageError>(())
+        };
+        let text = |kind, name: &str| SectionSpec::new(kind, name).codec(Codec::Zstd);
+        add(&mut writer, text(SectionType::Manifest, MANIFEST), &self.manifest)?;
+        if let Some(adapter) = &self.adapter {
+            add(
+                &mut writer,
+                text(SectionType::AdapterConfig, ADAPTER_CONFIG),
+                &adapter.config_bytes,
+            )?;
+        }
+        for file in &self.files {
+            let codec = if file.kind == SectionType::Blob {
+                Codec::None
+            } else {
+                Codec::Zstd
+            };
+            add(
+                &mut writer,
+                SectionSpec::new(file.kind, &file.name).codec(codec),
+                &file.data,
+            )?;
+        }
+        for (kind, name, value) in derived_sections(&manifest) {
+            add(&mut writer, text(kind, name), &value)?;
+        }
+        if let Some(adapter) = &self.adapter {
+            for (spec, blob) in tensor_sections(adapter, options)? {
+                add(&mut writer, spec, &blob)?;
+            }
+        }
+        Ok(writer.finish()?)
+    }
+
+    /// Reassembles the contents of a `.expert` v2 file.
+    pub fn read_binary(reader: &ExpertReader) -> Result<Self, PackageError> {
+        let mut manifest = None;
+        let mut config = None;
+        let mut files = Vec::new();
+        let mut tensors = Vec::new();
+        let mut modules = Vec::new();
+        let mut source_metadata = HashMap::new();
+        for info in reader.sections() {
+            let bytes = || reader.section(info.index);
+            match info.kind {
+                SectionType::Manifest => manifest = Some(bytes()?.to_vec()),
+                SectionType::AdapterConfig => config = Some(bytes()?.to_vec()),
+                SectionType::Tensors | SectionType::SoftPrompt => {
+                    let data = bytes()?;
+                    let blob = TensorBlob::parse(&data, &info.name)?;
+                    if blob.metadata.get(SOURCE_FILE_KEY).map(String::as_str)
+                        != Some(ADAPTER_WEIGHTS)
+                    {
+                        continue;
+                    }
+                    modules.extend(blob.modules(&info.name)?);
+                    if let Some(meta) = blob.source_metadata() {
+                        source_metadata = meta;
+                    }
+                    for (name, view) in blob.tensors.iter() {
+                        tensors.push(OwnedTensor::from_view(name, &view));
+                    }
+                }
+                SectionType::Grammar
+                | SectionType::License
+                | SectionType::Docs
+                | SectionType::Tokenizer
+                | SectionType::Blob => files.push(PackageFile {
+                    kind: info.kind,
+                    name: info.name.clone(),
+                    data: bytes()?.to_vec(),
+                }),
+                _ => {}
+            }
+        }
+        let manifest =
+            manifest.ok_or_else(|| PackageError::Manifest("the file has no manifest section".into()))?;
+        let adapter = match config {
+            None => None,
+            Some(config_bytes) => {
+                let config: Value = serde_json::from_slice(&config_bytes)
+                    .map_err(|e| PeftError::Config(e.to_string()))?;
+                let peft_type = match config.get("peft_type").and_then(Value::as_str) {
+                    Some("IA3") => PeftType::Ia3,
+                    Some("PROMPT_TUNING") => PeftType::PromptTuning,
+                    _ => PeftType::Lora,
+                };
+                Some(PeftAdapter {
+                    config_bytes,
+                    config,
+                    peft_type,
+                    tensors,
+                    source_metadata,
+                    modules,
+                })
+            }
+        };
+        Ok(Self {
+            manifest,
+            adapter,
+            files,
+        })
+    }
+}
+
+/// Routing keywords and metrics pulled out of the manifest into their own
+/// sections, so a router or a dashboard reads them without the whole manifest.
+fn derived_sections(manifest: &Value) -> Vec<(SectionType, &'static str, Vec<u8>)> {
+    let mut out = Vec::new();
+    if let Some(routing) = manifest.get("routing") {
+        out.push((
+            SectionType::RouterKeywords,
+            "routing",
+            serde_json::to_vec(routing).unwrap_or_default(),
+        ));
+    }
+    let metrics: serde_json::Map<String, Value> = ["evaluation", "quality_metrics"]
+        .iter()
+        .filter_map(|k| manifest.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect();
+    if !metrics.is_empty() {
+        out.push((
+            SectionType::Metrics,
+            "metrics",
+            serde_json::to_vec(&metrics).unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+fn codec_for(choice: TensorCodec, dtype: Dtype) -> Codec {
+    match choice {
+        TensorCodec::None => Codec::None,
+        TensorCodec::Zstd => Codec::Zstd,
+        TensorCodec::ShuffleZstd => Codec::ShuffleZstd {
+            element_size: dtype.bitsize().div_ceil(8).clamp(1, 8) as u8,
+        },
+    }
+}
+
+/// One safetensors blob per layer (plus one for non-layer tensors), each
+/// carrying the module table of its modules.
+fn tensor_sections(
+    adapter: &PeftAdapter,
+    options: &PackageOptions,
+) -> Result<Vec<(SectionSpec, Vec<u8>)>, PackageError> {
+    let mut groups: std::collections::BTreeMap<Option<u32>, Vec<OwnedTensor>> = Default::default();
+    for tensor in &adapter.tensors {
+        let tensor = match options.dtype {
+            Some(dtype) => tensor.convert(dtype)?,
+            None => tensor.clone(),
+        };
+        groups.entry(layer_of(&tensor.name)).or_default().push(tensor);
+    }
+    let source_meta = serde_json::to_string(&adapter.source_metadata).unwrap_or_default();
+    let mut out = Vec::with_capacity(groups.len());
+    for (layer, tensors) in groups {
+        let modules: Vec<_> = adapter
+            .modules
+            .iter()
+            .filter(|m| m.layer == layer)
+            .collect();
+        let metadata = HashMap::from([
+            (MODULES_KEY.to_string(), serde_json::to_string(&modules).unwrap_or_default()),
+            (SOURCE_METADATA_KEY.to_string(), source_meta.clone()),
+            (SOURCE_FILE_KEY.to_string(), ADAPTER_WEIGHTS.to_string()),
+        ]);
+        let dtype = tensors.first().map_or(Dtype::F32, |t| t.dtype);
+        let blob = encode_tensor_blob(&tensors, metadata)?;
+        let codec = codec_for(options.tensor_codec, dtype);
+        let spec = match (layer, adapter.peft_type == PeftType::PromptTuning) {
+            (_, true) => SectionSpec::new(SectionType::SoftPrompt, "prompt_embeddings"),
+            (Some(l), false) => SectionSpec::new(SectionType::Tensors, format!("layer.{l}")).layer(l),
+            (None, false) => SectionSpec::new(SectionType::Tensors, "global"),
+        };
+        out.push((spec.codec(codec), blob));
+    }
+    Ok(out)
+}

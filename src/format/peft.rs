@@ -1,0 +1,322 @@
+//! Ingestion of what PEFT's `save_pretrained` writes: `adapter_config.json`
+//! plus `adapter_model.safetensors`, for LoRA (rsLoRA, rank/alpha patterns,
+//! fan_in_fan_out, embedding LoRA), DoRA, IA³ and prompt tuning.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+use super::tensors::{ModuleInfo, ModuleKind, OwnedTensor};
+
+/// PEFT's key prefix for adapter tensors.
+pub const KEY_PREFIX: &str = "base_model.model.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeftError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}: adapter_model.bin is a Python pickle, which can run code when loaded; re-save the adapter with safe_serialization=True (adapter_model.safetensors)")]
+    PickleRefused(String),
+    #[error("{0}: no adapter_model.safetensors found")]
+    MissingWeights(String),
+    #[error("adapter_config.json: {0}")]
+    Config(String),
+    #[error("adapter_model.safetensors: {0}")]
+    Weights(String),
+    #[error("module {module}: {reason}")]
+    Module { module: String, reason: String },
+    #[error("unsupported PEFT type {0}")]
+    Unsupported(String),
+}
+
+/// Which PEFT method produced the adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeftType {
+    Lora,
+    Ia3,
+    PromptTuning,
+}
+
+/// An adapter read from PEFT output, tensors in file order.
+#[derive(Debug, Clone)]
+pub struct PeftAdapter {
+    pub config_bytes: Vec<u8>,
+    pub config: Value,
+    pub peft_type: PeftType,
+    pub tensors: Vec<OwnedTensor>,
+    /// The safetensors file's own `__metadata__` (e.g. `{"format": "pt"}`).
+    pub source_metadata: HashMap<String, String>,
+    pub modules: Vec<ModuleInfo>,
+}
+
+impl PeftAdapter {
+    /// Reads `adapter_config.json` and `adapter_model.safetensors` from a folder.
+    pub fn read_dir(dir: &Path) -> Result<Self, PeftError> {
+        let io = |path: &Path, source| PeftError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let weights = dir.join("adapter_model.safetensors");
+        if !weights.exists() {
+            if dir.join("adapter_model.bin").exists() {
+                return Err(PeftError::PickleRefused(dir.display().to_string()));
+            }
+            return Err(PeftError::MissingWeights(dir.display().to_string()));
+        }
+        let config_path = dir.join("adapter_config.json");
+        let config = std::fs::read(&config_path).map_err(|e| io(&config_path, e))?;
+        let model = std::fs::read(&weights).map_err(|e| io(&weights, e))?;
+        Self::from_bytes(config, &model)
+    }
+
+    /// Parses the two files' contents.
+    pub fn from_bytes(config_bytes: Vec<u8>, model: &[u8]) -> Result<Self, PeftError> {
+        let config: Value = serde_json::from_slice(&config_bytes)
+            .map_err(|e| PeftError::Config(e.to_string()))?;
+        let peft_type = match config.get("peft_type").and_then(Value::as_str) {
+            Some("LORA") => PeftType::Lora,
+            Some("IA3") => PeftType::Ia3,
+            Some("PROMPT_TUNING") => PeftType::PromptTuning,
+            Some(other) => return Err(PeftError::Unsupported(other.to_string())),
+            None => return Err(PeftError::Config("missing peft_type".into())),
+        };
+        let (_, meta) =
+            SafeTensors::read_metadata(model).map_err(|e| PeftError::Weights(e.to_string()))?;
+        let source_metadata = meta.metadata().clone().unwrap_or_default();
+        let st = SafeTensors::deserialize(model).map_err(|e| PeftError::Weights(e.to_string()))?;
+        // File order (by offset) keeps sections deterministic.
+        let mut named: Vec<_> = st.tensors();
+        named.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
+        let tensors: Vec<OwnedTensor> = named
+            .iter()
+            .map(|(name, view)| OwnedTensor::from_view(name, view))
+            .collect();
+        let modules = match peft_type {
+            PeftType::PromptTuning => Vec::new(),
+            _ => build_modules(&config, &peft_type, &tensors)?,
+        };
+        Ok(Self {
+            config_bytes,
+            config,
+            peft_type,
+            tensors,
+            source_metadata,
+            modules,
+        })
+    }
+}
+
+/// Role of an adapter tensor, from its key suffix.
+fn split_key(key: &str) -> Option<(&str, &'static str)> {
+    const SUFFIXES: [(&str, &str); 7] = [
+        (".lora_A.weight", "A"),
+        (".lora_B.weight", "B"),
+        (".lora_magnitude_vector.weight", "magnitude"),
+        (".lora_magnitude_vector", "magnitude"),
+        (".ia3_l", "ia3"),
+        (".lora_embedding_A", "embedding_A"),
+        (".lora_embedding_B", "embedding_B"),
+    ];
+    let key = key.strip_prefix(KEY_PREFIX).unwrap_or(key);
+    SUFFIXES
+        .iter()
+        .find_map(|(suffix, role)| key.strip_suffix(suffix).map(|module| (module, *role)))
+}
+
+/// Index of the numbered layer a tensor or module name belongs to
+/// (`layer.3`, `layers.3`, `h.3`, `blocks.3`, `block.3`).
+pub fn layer_of(name: &str) -> Option<u32> {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.windows(2).find_map(|w| match w {
+        [tag, index] if matches!(*tag, "layer" | "layers" | "h" | "blocks" | "block") => {
+            index.parse().ok()
+        }
+        _ => None,
+    })
+}
+
+/// PEFT's pattern rule: a pattern key names a module when the module path
+/// equals it or ends with `.` + pattern.
+fn pattern_value<'a>(patterns: Option<&'a Value>, module: &str) -> Option<&'a Value> {
+    let map = patterns?.as_object()?;
+    map.iter().find_map(|(pattern, value)| {
+        let hit = module == pattern || module.ends_with(&format!(".{pattern}"));
+        hit.then_some(value)
+    })
+}
+
+fn config_f64(config: &Value, key: &str) -> Option<f64> {
+    config.get(key).and_then(Value::as_f64)
+}
+
+fn build_modules(
+    config: &Value,
+    peft_type: &PeftType,
+    tensors: &[OwnedTensor],
+) -> Result<Vec<ModuleInfo>, PeftError> {
+    let mut roles: BTreeMap<&str, BTreeMap<String, &OwnedTensor>> = BTreeMap::new();
+    for tensor in tensors {
+        if let Some((module, role)) = split_key(&tensor.name) {
+            roles.entry(module).or_default().insert(role.to_string(), tensor);
+        }
+    }
+    let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let feedforward_modules: Vec<&str> = config
+        .get("feedforward_modules")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut modules = Vec::with_capacity(roles.len());
+    for (module, parts) in roles {
+        let bad = |reason: String| PeftError::Module {
+            module: module.to_string(),
+            reason,
+        };
+        let tensor_names = parts
+            .iter()
+            .map(|(role, t)| (role.clone(), t.name.clone()))
+            .collect();
+        let mut info = ModuleInfo {
+            module: module.to_string(),
+            base_tensor: format!("{module}.weight"),
+            kind: ModuleKind::Lora,
+            layer: layer_of(module),
+            rank: None,
+            alpha: None,
+            scale: None,
+            use_rslora: flag("use_rslora"),
+            fan_in_fan_out: flag("fan_in_fan_out"),
+            feedforward: false,
+            tensors: tensor_names,
+        };
+        if *peft_type == PeftType::Ia3 {
+            let ia3 = parts.get("ia3").ok_or_else(|| bad("missing ia3_l".into()))?;
+            info.kind = ModuleKind::Ia3;
+            // PEFT's rule: a module is feed-forward when its name ends with an entry.
+            info.feedforward = feedforward_modules.iter().any(|f| module.ends_with(f));
+            let expected_ff = ia3.shape.first() == Some(&1);
+            if ia3.shape.len() != 2 || info.feedforward != expected_ff {
+                return Err(bad(format!(
+                    "ia3_l shape {:?} does not match feed-forward = {}",
+                    ia3.shape, info.feedforward
+                )));
+            }
+            modules.push(info);
+            continue;
+        }
+        let (a_role, b_role, embedding) = if parts.contains_key("embedding_A") {
+            ("embedding_A", "embedding_B", true)
+        } else {
+            ("A", "B", false)
+        };
+        let a = parts.get(a_role).ok_or_else(|| bad(format!("missing lora {a_role}")))?;
+        let b = parts.get(b_role).ok_or_else(|| bad(format!("missing lora {b_role}")))?;
+        let rank = match (a.shape.as_slice(), b.shape.as_slice()) {
+            ([ra, _], [_, rb]) if ra == rb => *ra,
+            (sa, sb) => return Err(bad(format!("A {sa:?} and B {sb:?} do not share a rank"))),
+        };
+        let r = pattern_value(config.get("rank_pattern"), module)
+            .and_then(Value::as_f64)
+            .or_else(|| config_f64(config, "r"))
+            .ok_or_else(|| bad("no rank in adapter_config.json".into()))?;
+        if r as usize != rank {
+            return Err(bad(format!(
+                "tensors have rank {rank}, adapter_config.json says {r}"
+            )));
+        }
+        let alpha = pattern_value(config.get("alpha_pattern"), module)
+            .and_then(Value::as_f64)
+            .or_else(|| config_f64(config, "lora_alpha"))
+            .ok_or_else(|| bad("no lora_alpha in adapter_config.json".into()))?;
+        let rank_f = rank as f64;
+        let scale = if info.use_rslora {
+            alpha / rank_f.sqrt()
+        } else {
+            alpha / rank_f
+        };
+        info.kind = if embedding {
+            ModuleKind::LoraEmbedding
+        } else if parts.contains_key("magnitude") {
+            ModuleKind::Dora
+        } else {
+            ModuleKind::Lora
+        };
+        if flag("use_dora") && info.kind != ModuleKind::Dora {
+            return Err(bad("use_dora is set but lora_magnitude_vector is missing".into()));
+        }
+        info.rank = Some(rank);
+        info.alpha = Some(alpha);
+        info.scale = Some(scale);
+        modules.push(info);
+    }
+    Ok(modules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PeftAdapter {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        PeftAdapter::read_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn layer_index_from_names() {
+        assert_eq!(layer_of("encoder.layer.3.attention.self.query"), Some(3));
+        assert_eq!(layer_of("model.layers.12.mlp.up_proj"), Some(12));
+        assert_eq!(layer_of("transformer.h.0.attn.c_attn"), Some(0));
+        assert_eq!(layer_of("embeddings.word_embeddings"), None);
+    }
+
+    #[test]
+    fn lora_scale_is_alpha_over_r() {
+        let a = fixture("minilm-lora-r8");
+        assert_eq!(a.modules.len(), 12);
+        assert!(a.modules.iter().all(|m| m.scale == Some(2.0) && m.kind == ModuleKind::Lora));
+    }
+
+    #[test]
+    fn rslora_patterns_give_per_module_rank_and_scale() {
+        let a = fixture("minilm-lora-rslora-pattern");
+        let find = |suffix: &str| a.modules.iter().find(|m| m.module.ends_with(suffix)).unwrap();
+        let key = find("layer.0.attention.self.key");
+        assert_eq!(key.rank, Some(4));
+        assert_eq!(key.scale, Some(8.0 / 2.0));
+        let value = find("layer.0.attention.self.value");
+        assert_eq!(value.scale, Some(32.0 / 8f64.sqrt()));
+        let query = find("layer.0.attention.self.query");
+        assert_eq!(query.scale, Some(8.0 / 8f64.sqrt()));
+    }
+
+    #[test]
+    fn dora_and_ia3_kinds() {
+        let d = fixture("minilm-dora-r8");
+        assert!(d.modules.iter().all(|m| m.kind == ModuleKind::Dora));
+        let i = fixture("minilm-ia3");
+        let ff: Vec<_> = i.modules.iter().filter(|m| m.feedforward).collect();
+        assert_eq!(ff.len(), 12, "attention.output.dense and output.dense end with output.dense");
+    }
+
+    #[test]
+    fn prompt_tuning_has_embeddings_and_no_modules() {
+        let p = fixture("minilm-prompt-tuning");
+        assert_eq!(p.peft_type, PeftType::PromptTuning);
+        assert_eq!(p.tensors[0].shape, vec![8, 384]);
+    }
+
+    #[test]
+    fn pickle_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("adapter_config.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("adapter_model.bin"), b"\x80\x02").unwrap();
+        let err = PeftAdapter::read_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, PeftError::PickleRefused(_)), "{err}");
+    }
+}

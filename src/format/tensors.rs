@@ -1,0 +1,215 @@
+//! Tensor sections: a safetensors blob per section (the safetensors crate
+//! parses and validates its index), with expertui's module table in the
+//! blob's `__metadata__`. Also dtype conversion.
+
+use std::collections::HashMap;
+
+use half::{bf16, f16};
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+/// `__metadata__` key holding the JSON array of [`ModuleInfo`].
+pub const MODULES_KEY: &str = "expertui.modules";
+/// `__metadata__` key holding the original file's own `__metadata__` (JSON),
+/// so converting back reproduces the PEFT file byte for byte.
+pub const SOURCE_METADATA_KEY: &str = "expertui.source_metadata";
+
+/// Errors of tensor handling.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error("invalid safetensors data in {context}: {reason}")]
+    Safetensors { context: String, reason: String },
+    #[error("tensor {name}: cannot convert {from} to {to}")]
+    Conversion {
+        name: String,
+        from: String,
+        to: String,
+    },
+    #[error("invalid module table in {context}: {reason}")]
+    Modules { context: String, reason: String },
+}
+
+/// Adapter method of one module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModuleKind {
+    Lora,
+    Dora,
+    Ia3,
+    LoraEmbedding,
+}
+
+/// How to apply one adapted module; the effective scale is stored explicitly
+/// so the runtime never re-derives it from patterns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    /// Base-model module path, e.g. `encoder.layer.0.attention.self.query`.
+    pub module: String,
+    /// Base tensor the delta applies to (`<module>.weight`).
+    pub base_tensor: String,
+    pub kind: ModuleKind,
+    /// Layer index, when the module sits in a numbered layer.
+    pub layer: Option<u32>,
+    /// Rank (LoRA/DoRA), from the tensor shapes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Effective multiplier of B·A: alpha/r, or alpha/sqrt(r) with rsLoRA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    #[serde(default)]
+    pub use_rslora: bool,
+    /// Base weight stored [in, out] (GPT-2 Conv1D): transpose the delta.
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    /// IA³: feed-forward module (scales input columns, not output rows).
+    #[serde(default)]
+    pub feedforward: bool,
+    /// Adapter tensor names (as in the PEFT file) by role: `A`, `B`, `magnitude`, `ia3`.
+    pub tensors: std::collections::BTreeMap<String, String>,
+}
+
+/// A tensor held in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnedTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+impl OwnedTensor {
+    pub fn view(&self) -> Result<TensorView<'_>, TensorError> {
+        TensorView::new(self.dtype, self.shape.clone(), &self.data).map_err(|e| {
+            TensorError::Safetensors {
+                context: self.name.clone(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    pub fn from_view(name: &str, view: &TensorView<'_>) -> Self {
+        Self {
+            name: name.to_string(),
+            dtype: view.dtype(),
+            shape: view.shape().to_vec(),
+            data: view.data().to_vec(),
+        }
+    }
+
+    /// Number of elements (checked at construction by safetensors).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Values as f32 (widening is exact); `None` for non-float dtypes.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        let chunks = |n: usize| self.data.chunks_exact(n);
+        Some(match self.dtype {
+            Dtype::F32 => chunks(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => chunks(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => chunks(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => return None,
+        })
+    }
+
+    /// Converts a float tensor to `to`: exact when widening, round to
+    /// nearest even when narrowing (the `half` crate's conversions).
+    pub fn convert(&self, to: Dtype) -> Result<Self, TensorError> {
+        if self.dtype == to {
+            return Ok(self.clone());
+        }
+        let err = || TensorError::Conversion {
+            name: self.name.clone(),
+            from: format!("{:?}", self.dtype),
+            to: format!("{to:?}"),
+        };
+        let values = self.to_f32().ok_or_else(err)?;
+        let data: Vec<u8> = match to {
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            Dtype::BF16 => values
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            _ => return Err(err()),
+        };
+        Ok(Self {
+            name: self.name.clone(),
+            dtype: to,
+            shape: self.shape.clone(),
+            data,
+        })
+    }
+}
+
+/// Parses a dtype name as used on the command line.
+pub fn parse_dtype(name: &str) -> Option<Dtype> {
+    match name.to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Some(Dtype::F32),
+        "f16" | "float16" => Some(Dtype::F16),
+        "bf16" | "bfloat16" => Some(Dtype::BF16),
+        _ => None,
+    }
+}
+
+/// Serializes tensors plus metadata as one safetensors blob.
+pub fn encode_tensor_blob(
+    tensors: &[OwnedTensor],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, TensorError> {
+    let views = tensors
+        .iter()
+        .map(|t| Ok((t.name.clone(), t.view()?)))
+        .collect::<Result<Vec<_>, TensorError>>()?;
+    let metadata = (!metadata.is_empty()).then_some(metadata);
+    safetensors::serialize(views, metadata).map_err(|e| TensorError::Safetensors {
+        context: "tensor section".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// A decoded tensor section: validated index, zero-copy views, module table.
+pub struct TensorBlob<'a> {
+    pub tensors: SafeTensors<'a>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl<'a> TensorBlob<'a> {
+    pub fn parse(bytes: &'a [u8], context: &str) -> Result<Self, TensorError> {
+        let bad = |e: safetensors::SafeTensorError| TensorError::Safetensors {
+            context: context.to_string(),
+            reason: e.to_string(),
+        };
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        let tensors = SafeTensors::deserialize(bytes).map_err(bad)?;
+        Ok(Self { tensors, metadata })
+    }
+
+    /// The module table stored with the tensors (empty when absent).
+    pub fn modules(&self, context: &str) -> Result<Vec<ModuleInfo>, TensorError> {
+        match self.metadata.get(MODULES_KEY) {
+            None => Ok(Vec::new()),
+            Some(json) => serde_json::from_str(json).map_err(|e| TensorError::Modules {
+                context: context.to_string(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// The original PEFT file's `__metadata__`, when recorded.
+    pub fn source_metadata(&self) -> Option<HashMap<String, String>> {
+        serde_json::from_str(self.metadata.get(SOURCE_METADATA_KEY)?).ok()
+    }
+}
