@@ -33,7 +33,10 @@ pub struct Args {
 }
 
 fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
-    let stem = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "expert".into());
+    let stem = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "expert".into());
     let stem = stem.strip_suffix(".expert").unwrap_or(&stem).to_string();
     match to {
         Target::Binary => out_dir.join(format!("{stem}.expert")),
@@ -47,15 +50,24 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Strin
     let loaded = ExpertLoader::open(input)?;
     match args.to {
         Target::Binary => {
-            let options = PackageOptions { tensor_codec: args.codec, ..Default::default() };
-            loaded.contents.write_binary(output, &options, &mut |_, _| {})?;
+            let options = PackageOptions {
+                tensor_codec: args.codec,
+                ..Default::default()
+            };
+            loaded
+                .contents
+                .write_binary(output, &options, &mut |_, _| {})?;
         }
         Target::TarGz => {
             let files: Vec<LegacyFile> = loaded
                 .contents
                 .to_files()?
                 .into_iter()
-                .map(|(path, data)| LegacyFile { path, data, mode: 0o644 })
+                .map(|(path, data)| LegacyFile {
+                    path,
+                    data,
+                    mode: 0o644,
+                })
                 .collect();
             write_legacy(&files, output).map_err(Failure::error)?;
         }
@@ -67,13 +79,18 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Strin
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let batch = args.inputs.len() > 1;
     if batch {
-        std::fs::create_dir_all(&args.output).map_err(|e| Failure::error(format!("{}: {e}", args.output.display())))?;
+        std::fs::create_dir_all(&args.output)
+            .map_err(|e| Failure::error(format!("{}: {e}", args.output.display())))?;
     }
     let bar = count_bar("converting", args.inputs.len() as u64, json_out || !batch);
     let mut results = Vec::new();
     let mut failed = None;
     for input in &args.inputs {
-        let output = if batch { output_for(input, &args.output, args.to) } else { args.output.clone() };
+        let output = if batch {
+            output_for(input, &args.output, args.to)
+        } else {
+            args.output.clone()
+        };
         match convert_one(input, &output, &args) {
             Ok(warnings) => {
                 for w in &warnings {
@@ -83,7 +100,9 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             }
             Err(f) => {
                 bar.suspend(|| eprintln!("error: {}: {}", input.display(), f.message));
-                results.push(json!({"input": input.display().to_string(), "ok": false, "error": f.message}));
+                results.push(
+                    json!({"input": input.display().to_string(), "ok": false, "error": f.message}),
+                );
                 failed.get_or_insert(f);
             }
         }
@@ -95,7 +114,11 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     } else {
         for r in &results {
             if r["ok"] == true {
-                println!("{} -> {}", r["input"].as_str().unwrap_or(""), r["output"].as_str().unwrap_or(""));
+                println!(
+                    "{} -> {}",
+                    r["input"].as_str().unwrap_or(""),
+                    r["output"].as_str().unwrap_or("")
+                );
             }
         }
     }

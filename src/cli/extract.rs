@@ -24,13 +24,22 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             || args.section == format!("{}:{}", s.kind.label(), s.name)
             || args.section == format!("#{}", s.index)
     });
-    let info = found.ok_or_else(|| Failure::error(FormatError::SectionNotFound(args.section.clone())))?;
+    let info =
+        found.ok_or_else(|| Failure::error(FormatError::SectionNotFound(args.section.clone())))?;
     let bytes = reader.section(info.index)?;
     write_atomic(&args.output, &bytes)?;
     if json_out {
-        print_json(&json!({"section": info.name, "type": info.kind.label(), "bytes": bytes.len(), "output": args.output.display().to_string()}));
+        print_json(
+            &json!({"section": info.name, "type": info.kind.label(), "bytes": bytes.len(), "output": args.output.display().to_string()}),
+        );
     } else {
-        println!("{} bytes of {} {} written to {}", bytes.len(), info.kind.label(), info.name, args.output.display());
+        println!(
+            "{} bytes of {} {} written to {}",
+            bytes.len(),
+            info.kind.label(),
+            info.name,
+            args.output.display()
+        );
     }
     Ok(())
 }

@@ -17,7 +17,10 @@ pub struct Args {
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let (reader, label) = match &args.file {
         Some(path) => (ExpertReader::open(path)?, path.display().to_string()),
-        None => (ExpertReader::from_static(crate::DEMO_EXPERT)?, "demo expert (embedded)".into()),
+        None => (
+            ExpertReader::from_static(crate::DEMO_EXPERT)?,
+            "demo expert (embedded)".into(),
+        ),
     };
     let manifest = check_manifest(&reader);
     if json_out {

@@ -20,7 +20,11 @@ pub const EXIT_INVALID: u8 = 3;
 pub const EXIT_ERROR: u8 = 1;
 
 #[derive(Parser, Debug)]
-#[command(name = "expertui", version, about = "Inspect, package, validate and convert .expert LLM adapter experts")]
+#[command(
+    name = "expertui",
+    version,
+    about = "Inspect, package, validate and convert .expert LLM adapter experts"
+)]
 pub struct Cli {
     /// Never start the terminal UI (for scripts).
     #[arg(long, global = true)]
@@ -121,7 +125,9 @@ pub fn run() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             if json {
-                print_json(&serde_json::json!({ "error": failure.message, "exit_code": failure.code }));
+                print_json(
+                    &serde_json::json!({ "error": failure.message, "exit_code": failure.code }),
+                );
             }
             eprintln!("error: {}", failure.message);
             ExitCode::from(failure.code)

@@ -74,7 +74,9 @@ fn gather(args: &Args) -> Result<ExpertContents, Failure> {
     ];
     for (path, kind, default_name) in extras {
         if let Some(path) = path {
-            let name = path.file_name().map_or(default_name.to_string(), |n| n.to_string_lossy().into_owned());
+            let name = path.file_name().map_or(default_name.to_string(), |n| {
+                n.to_string_lossy().into_owned()
+            });
             contents.set_file(kind, &name, read(path)?);
         }
     }
@@ -83,14 +85,20 @@ fn gather(args: &Args) -> Result<ExpertContents, Failure> {
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let dtype = match &args.dtype {
-        Some(name) => Some(parse_dtype(name).ok_or_else(|| Failure::error(format!("unknown dtype {name}: use f32, f16 or bf16")))?),
+        Some(name) => Some(parse_dtype(name).ok_or_else(|| {
+            Failure::error(format!("unknown dtype {name}: use f32, f16 or bf16"))
+        })?),
         None => None,
     };
     let mut contents = gather(&args)?;
     if let Some(base) = &args.base_model {
-        let report = crate::format::basecheck::check_against_base(&contents, base).map_err(Failure::from)?;
+        let report =
+            crate::format::basecheck::check_against_base(&contents, base).map_err(Failure::from)?;
         if !report.is_empty() {
-            return Err(Failure::invalid(format!("base model mismatch:\n  {}", report.join("\n  "))));
+            return Err(Failure::invalid(format!(
+                "base model mismatch:\n  {}",
+                report.join("\n  ")
+            )));
         }
     }
     if let Some(dtype) = dtype {
@@ -99,13 +107,19 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let legacy_files: Vec<legacy::LegacyFile> = contents
         .to_files()?
         .into_iter()
-        .map(|(path, data)| legacy::LegacyFile { path, data, mode: 0o644 })
+        .map(|(path, data)| legacy::LegacyFile {
+            path,
+            data,
+            mode: 0o644,
+        })
         .collect();
-    let legacy_size = legacy::legacy_bytes(&legacy_files).map(|b| b.len() as u64).map_err(|e| Failure::error(e))?;
+    let legacy_size = legacy::legacy_bytes(&legacy_files)
+        .map(|b| b.len() as u64)
+        .map_err(Failure::error)?;
     let input_size = contents.input_bytes();
     let output_size = match args.format {
         OutputFormat::TarGz => {
-            legacy::write_legacy(&legacy_files, &args.output).map_err(|e| Failure::error(e))?;
+            legacy::write_legacy(&legacy_files, &args.output).map_err(Failure::error)?;
             legacy_size
         }
         OutputFormat::Binary => {
@@ -113,11 +127,17 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
                 tensor_codec: args.codec,
                 zstd_level: args.compression_level,
                 dtype: None,
-                alignment: if args.align_256 { GPU_ALIGNMENT } else { crate::format::layout::BASE_ALIGNMENT },
+                alignment: if args.align_256 {
+                    GPU_ALIGNMENT
+                } else {
+                    crate::format::layout::BASE_ALIGNMENT
+                },
             };
             let bar = bytes_bar("packaging", json_out);
             bar.set_length(input_size);
-            let summary = contents.write_binary(&args.output, &options, &mut |done, _| bar.set_position(done))?;
+            let summary = contents.write_binary(&args.output, &options, &mut |done, _| {
+                bar.set_position(done)
+            })?;
             bar.finish_and_clear();
             summary.file_size
         }
@@ -153,7 +173,10 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
 /// Writes `OUT.sha256` in sha256sum format, as the old packager did.
 pub fn write_sidecar(output: &Path) -> Result<(), Failure> {
     let bytes = read(output)?;
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let line = legacy::sidecar_line(&bytes, &name);
     crate::format::atomic::write_atomic(&legacy::sidecar_path(output), line.as_bytes())?;
     Ok(())

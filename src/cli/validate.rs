@@ -97,7 +97,9 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         check_root: false,
         ..Default::default()
     };
-    let reader = steps.time("open+structure", || ExpertReader::open_with(&args.file, options))?;
+    let reader = steps.time("open+structure", || {
+        ExpertReader::open_with(&args.file, options)
+    })?;
     let mut problems: Vec<String> = Vec::new();
     let root = steps.time("root digest", || reader.check_root());
     if let Err(e) = &root {
@@ -139,7 +141,11 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             out["manifest"] = manifest.clone().unwrap_or(Value::Null);
         }
         if args.time {
-            out["timings_ms"] = steps.0.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            out["timings_ms"] = steps
+                .0
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
         }
         print_json(&out);
     } else {
@@ -153,11 +159,20 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     if valid {
         Ok(())
     } else {
-        Err(Failure::invalid(format!("{} is invalid", args.file.display())))
+        Err(Failure::invalid(format!(
+            "{} is invalid",
+            args.file.display()
+        )))
     }
 }
 
-fn print_text(args: &Args, reader: &ExpertReader, manifest: Option<&Value>, valid: bool, problems: &[String]) {
+fn print_text(
+    args: &Args,
+    reader: &ExpertReader,
+    manifest: Option<&Value>,
+    valid: bool,
+    problems: &[String],
+) {
     let h = reader.header();
     println!(
         "{}: .expert v{}.{}, {} bytes, {} sections",
@@ -168,7 +183,10 @@ fn print_text(args: &Args, reader: &ExpertReader, manifest: Option<&Value>, vali
         reader.sections().len()
     );
     if args.dump_metadata {
-        println!("{}", serde_json::to_string_pretty(&header_json(reader)).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&header_json(reader)).unwrap_or_default()
+        );
         if let Some(m) = manifest {
             println!("{}", serde_json::to_string_pretty(m).unwrap_or_default());
         }
@@ -179,13 +197,20 @@ fn print_text(args: &Args, reader: &ExpertReader, manifest: Option<&Value>, vali
     for problem in problems {
         println!("  problem: {problem}");
     }
-    let scope = if args.verify_integrity { "structure, root digest, manifest and every section" } else { "structure, root digest and manifest" };
+    let scope = if args.verify_integrity {
+        "structure, root digest, manifest and every section"
+    } else {
+        "structure, root digest and manifest"
+    };
     println!("{}: {scope}", if valid { "valid" } else { "INVALID" });
 }
 
 /// The section table as text.
 pub fn print_sections(reader: &ExpertReader) {
-    println!("{:>3}  {:<17} {:<22} {:<12} {:>10} {:>10} {:>10}", "#", "type", "name", "codec", "offset", "stored", "raw");
+    println!(
+        "{:>3}  {:<17} {:<22} {:<12} {:>10} {:>10} {:>10}",
+        "#", "type", "name", "codec", "offset", "stored", "raw"
+    );
     for s in reader.sections() {
         println!(
             "{:>3}  {:<17} {:<22} {:<12} {:>10} {:>10} {:>10}",
@@ -208,6 +233,7 @@ pub fn check_manifest(reader: &ExpertReader) -> Result<Value, String> {
     let bytes = reader
         .section(info.index)
         .map_err(|e: FormatError| e.to_string())?;
-    crate::format::manifest::validate_manifest_bytes(&bytes).map_err(|e| format!("manifest: {e}"))?;
+    crate::format::manifest::validate_manifest_bytes(&bytes)
+        .map_err(|e| format!("manifest: {e}"))?;
     serde_json::from_slice(&bytes).map_err(|e| format!("manifest: {e}"))
 }

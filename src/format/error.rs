@@ -23,7 +23,11 @@ pub enum FormatError {
     },
 
     #[error("unsupported format version {major}.{minor}: this build reads major version {supported}; upgrade expertui to open it")]
-    UnsupportedVersion { major: u16, minor: u16, supported: u16 },
+    UnsupportedVersion {
+        major: u16,
+        minor: u16,
+        supported: u16,
+    },
 
     #[error("file uses required features this build does not know (header flags {flags:#018x})")]
     UnsupportedFeatures { flags: u64 },
@@ -49,7 +53,9 @@ pub enum FormatError {
         file_size: u64,
     },
 
-    #[error("section {index} ({name}) out of bounds: bytes {offset}..{end} pass the data limit {limit}")]
+    #[error(
+        "section {index} ({name}) out of bounds: bytes {offset}..{end} pass the data limit {limit}"
+    )]
     SectionOutOfBounds {
         index: usize,
         name: String,

@@ -601,9 +601,10 @@ pub fn sidecar_line(bytes: &[u8], file_name: &str) -> String {
     format!("{}  {}\n", hex::encode(Sha256::digest(bytes)), file_name)
 }
 
-/// Checks `package_bytes` against a sha256sum-style sidecar. The line naming
-/// `file_name` (compared by basename) is used; a sidecar with a single line
-/// may name the file differently only if the name is omitted.
+/// Checks `package_bytes` against a sha256sum-style sidecar
+/// (`"{hex}  {name}"` or `"{hex} *{name}"`). The line whose name matches
+/// `file_name` by basename is used; a single bare `"{hex}"` line is accepted
+/// too. A sidecar that names only other files is a [`LegacyError::SidecarFormat`].
 pub fn verify_sidecar(
     package_bytes: &[u8],
     sidecar_text: &str,

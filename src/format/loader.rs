@@ -99,7 +99,8 @@ impl ExpertLoader {
         let read = {
             use std::io::Read;
             let mut file = std::fs::File::open(path).map_err(|e| PackageError::io(path, e))?;
-            file.read(&mut head).map_err(|e| PackageError::io(path, e))?
+            file.read(&mut head)
+                .map_err(|e| PackageError::io(path, e))?
         };
         match detect(head.get(..read).unwrap_or(&[])) {
             Some(SourceFormat::Binary) => {
@@ -122,7 +123,10 @@ impl ExpertLoader {
                 )];
                 let sidecar = super::legacy::sidecar_path(path);
                 if let Ok(text) = std::fs::read_to_string(&sidecar) {
-                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let name = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     super::legacy::verify_sidecar(&bytes, &text, &name)
                         .map_err(|e| PackageError::Invalid(e.to_string()))?;
                 } else {

@@ -111,10 +111,14 @@ pub fn classify_file(name: &str) -> SectionType {
         MANIFEST => SectionType::Manifest,
         ADAPTER_CONFIG => SectionType::AdapterConfig,
         "readme.md" | "readme" | "readme.txt" => SectionType::Docs,
-        "tokenizer.json" | "tokenizer_config.json" | "special_tokens_map.json" | "vocab.json"
-        | "vocab.txt" | "merges.txt" | "tokenizer.model" | "added_tokens.json" => {
-            SectionType::Tokenizer
-        }
+        "tokenizer.json"
+        | "tokenizer_config.json"
+        | "special_tokens_map.json"
+        | "vocab.json"
+        | "vocab.txt"
+        | "merges.txt"
+        | "tokenizer.model"
+        | "added_tokens.json" => SectionType::Tokenizer,
         _ if lower.starts_with("license") || lower.starts_with("licence") => SectionType::License,
         _ if lower.ends_with(".gbnf") => SectionType::Grammar,
         _ => SectionType::Blob,
@@ -277,8 +281,8 @@ impl ExpertContents {
                 }
             }
         }
-        let manifest =
-            manifest.ok_or_else(|| PackageError::Manifest("the package has no manifest.json".into()))?;
+        let manifest = manifest
+            .ok_or_else(|| PackageError::Manifest("the package has no manifest.json".into()))?;
         let adapter = match (config, weights) {
             (Some(config), Some(weights)) => Some(PeftAdapter::from_bytes(config, &weights)?),
             (None, None) => None,
@@ -343,7 +347,11 @@ impl ExpertContents {
             Ok::<(), PackageError>(())
         };
         let text = |kind, name: &str| SectionSpec::new(kind, name).codec(Codec::Zstd);
-        add(&mut writer, text(SectionType::Manifest, MANIFEST), &self.manifest)?;
+        add(
+            &mut writer,
+            text(SectionType::Manifest, MANIFEST),
+            &self.manifest,
+        )?;
         if let Some(adapter) = &self.adapter {
             add(
                 &mut writer,
@@ -415,8 +423,8 @@ impl ExpertContents {
                 _ => {}
             }
         }
-        let manifest =
-            manifest.ok_or_else(|| PackageError::Manifest("the file has no manifest section".into()))?;
+        let manifest = manifest
+            .ok_or_else(|| PackageError::Manifest("the file has no manifest section".into()))?;
         let adapter = match config {
             None => None,
             Some(config_bytes) => {
@@ -492,7 +500,10 @@ fn tensor_sections(
             Some(dtype) => tensor.convert(dtype)?,
             None => tensor.clone(),
         };
-        groups.entry(layer_of(&tensor.name)).or_default().push(tensor);
+        groups
+            .entry(layer_of(&tensor.name))
+            .or_default()
+            .push(tensor);
     }
     let source_meta = serde_json::to_string(&adapter.source_metadata).unwrap_or_default();
     let mut out = Vec::with_capacity(groups.len());
@@ -503,7 +514,10 @@ fn tensor_sections(
             .filter(|m| m.layer == layer)
             .collect();
         let metadata = HashMap::from([
-            (MODULES_KEY.to_string(), serde_json::to_string(&modules).unwrap_or_default()),
+            (
+                MODULES_KEY.to_string(),
+                serde_json::to_string(&modules).unwrap_or_default(),
+            ),
             (SOURCE_METADATA_KEY.to_string(), source_meta.clone()),
             (SOURCE_FILE_KEY.to_string(), ADAPTER_WEIGHTS.to_string()),
         ]);
@@ -512,7 +526,9 @@ fn tensor_sections(
         let codec = codec_for(options.tensor_codec, dtype);
         let spec = match (layer, adapter.peft_type == PeftType::PromptTuning) {
             (_, true) => SectionSpec::new(SectionType::SoftPrompt, "prompt_embeddings"),
-            (Some(l), false) => SectionSpec::new(SectionType::Tensors, format!("layer.{l}")).layer(l),
+            (Some(l), false) => {
+                SectionSpec::new(SectionType::Tensors, format!("layer.{l}")).layer(l)
+            }
             (None, false) => SectionSpec::new(SectionType::Tensors, "global"),
         };
         out.push((spec.codec(codec), blob));

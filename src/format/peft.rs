@@ -77,8 +77,8 @@ impl PeftAdapter {
 
     /// Parses the two files' contents.
     pub fn from_bytes(config_bytes: Vec<u8>, model: &[u8]) -> Result<Self, PeftError> {
-        let config: Value = serde_json::from_slice(&config_bytes)
-            .map_err(|e| PeftError::Config(e.to_string()))?;
+        let config: Value =
+            serde_json::from_slice(&config_bytes).map_err(|e| PeftError::Config(e.to_string()))?;
         let peft_type = match config.get("peft_type").and_then(Value::as_str) {
             Some("LORA") => PeftType::Lora,
             Some("IA3") => PeftType::Ia3,
@@ -163,7 +163,10 @@ fn build_modules(
     let mut roles: BTreeMap<&str, BTreeMap<String, &OwnedTensor>> = BTreeMap::new();
     for tensor in tensors {
         if let Some((module, role)) = split_key(&tensor.name) {
-            roles.entry(module).or_default().insert(role.to_string(), tensor);
+            roles
+                .entry(module)
+                .or_default()
+                .insert(role.to_string(), tensor);
         }
     }
     let flag = |key: &str| config.get(key).and_then(Value::as_bool).unwrap_or(false);
@@ -196,7 +199,9 @@ fn build_modules(
             tensors: tensor_names,
         };
         if *peft_type == PeftType::Ia3 {
-            let ia3 = parts.get("ia3").ok_or_else(|| bad("missing ia3_l".into()))?;
+            let ia3 = parts
+                .get("ia3")
+                .ok_or_else(|| bad("missing ia3_l".into()))?;
             info.kind = ModuleKind::Ia3;
             // PEFT's rule: a module is feed-forward when its name ends with an entry.
             info.feedforward = feedforward_modules.iter().any(|f| module.ends_with(f));
@@ -215,8 +220,12 @@ fn build_modules(
         } else {
             ("A", "B", false)
         };
-        let a = parts.get(a_role).ok_or_else(|| bad(format!("missing lora {a_role}")))?;
-        let b = parts.get(b_role).ok_or_else(|| bad(format!("missing lora {b_role}")))?;
+        let a = parts
+            .get(a_role)
+            .ok_or_else(|| bad(format!("missing lora {a_role}")))?;
+        let b = parts
+            .get(b_role)
+            .ok_or_else(|| bad(format!("missing lora {b_role}")))?;
         let rank = match (a.shape.as_slice(), b.shape.as_slice()) {
             ([ra, _], [_, rb]) if ra == rb => *ra,
             (sa, sb) => return Err(bad(format!("A {sa:?} and B {sb:?} do not share a rank"))),
@@ -248,7 +257,9 @@ fn build_modules(
             ModuleKind::Lora
         };
         if flag("use_dora") && info.kind != ModuleKind::Dora {
-            return Err(bad("use_dora is set but lora_magnitude_vector is missing".into()));
+            return Err(bad(
+                "use_dora is set but lora_magnitude_vector is missing".into()
+            ));
         }
         info.rank = Some(rank);
         info.alpha = Some(alpha);
@@ -263,7 +274,9 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> PeftAdapter {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
         PeftAdapter::read_dir(&dir).unwrap()
     }
 
@@ -279,13 +292,21 @@ mod tests {
     fn lora_scale_is_alpha_over_r() {
         let a = fixture("minilm-lora-r8");
         assert_eq!(a.modules.len(), 12);
-        assert!(a.modules.iter().all(|m| m.scale == Some(2.0) && m.kind == ModuleKind::Lora));
+        assert!(a
+            .modules
+            .iter()
+            .all(|m| m.scale == Some(2.0) && m.kind == ModuleKind::Lora));
     }
 
     #[test]
     fn rslora_patterns_give_per_module_rank_and_scale() {
         let a = fixture("minilm-lora-rslora-pattern");
-        let find = |suffix: &str| a.modules.iter().find(|m| m.module.ends_with(suffix)).unwrap();
+        let find = |suffix: &str| {
+            a.modules
+                .iter()
+                .find(|m| m.module.ends_with(suffix))
+                .unwrap()
+        };
         let key = find("layer.0.attention.self.key");
         assert_eq!(key.rank, Some(4));
         assert_eq!(key.scale, Some(8.0 / 2.0));
@@ -301,7 +322,11 @@ mod tests {
         assert!(d.modules.iter().all(|m| m.kind == ModuleKind::Dora));
         let i = fixture("minilm-ia3");
         let ff: Vec<_> = i.modules.iter().filter(|m| m.feedforward).collect();
-        assert_eq!(ff.len(), 12, "attention.output.dense and output.dense end with output.dense");
+        assert_eq!(
+            ff.len(),
+            12,
+            "attention.output.dense and output.dense end with output.dense"
+        );
     }
 
     #[test]

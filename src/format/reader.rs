@@ -82,6 +82,12 @@ pub enum SectionBytes<'a> {
     Decoded(Arc<[u8]>),
 }
 
+impl std::fmt::Debug for SectionBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SectionBytes({} bytes)", self.len())
+    }
+}
+
 impl Deref for SectionBytes<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -349,7 +355,11 @@ impl ExpertReader {
 
     /// Hashes every section in parallel and checks all padding is zero.
     pub fn verify(&self) -> Vec<SectionCheck> {
-        verify_sections(&self.data, &self.structure.toc, &self.structure.padding_start)
+        verify_sections(
+            &self.data,
+            &self.structure.toc,
+            &self.structure.padding_start,
+        )
     }
 
     /// Full verification: root digest, then every section; the first failure.
@@ -371,7 +381,9 @@ impl ExpertReader {
     pub fn tail_padding_clean(&self) -> bool {
         let from = self.structure.data_end as usize;
         let to = self.structure.header.toc_offset.get() as usize;
-        self.data.get(from..to).is_some_and(|p| p.iter().all(|&b| b == 0))
+        self.data
+            .get(from..to)
+            .is_some_and(|p| p.iter().all(|&b| b == 0))
     }
 
     /// Header bytes as stored (for hex views and digests).
@@ -383,7 +395,12 @@ impl ExpertReader {
 /// Decodes a compressed section into exactly `raw_len` bytes, or fails.
 /// The output grows with what the decoder really produces, so a lying
 /// `raw_len` cannot make us allocate more than the limit allows.
-fn decode(info: &SectionInfo, codec: Codec, stored: &[u8], limits: &ReaderLimits) -> Result<Vec<u8>> {
+fn decode(
+    info: &SectionInfo,
+    codec: Codec,
+    stored: &[u8],
+    limits: &ReaderLimits,
+) -> Result<Vec<u8>> {
     if info.raw_len > limits.max_section_bytes {
         return Err(FormatError::SectionTooLarge {
             name: info.name.clone(),

@@ -23,7 +23,11 @@ pub fn unshuffle_block(block: &mut [u8], element_size: usize, scratch: &mut Vec<
     let count = whole / element_size;
     scratch.clear();
     scratch.extend_from_slice(&block[..whole]);
-    for (plane, bytes) in scratch.chunks_exact(count.max(1)).enumerate().take(element_size) {
+    for (plane, bytes) in scratch
+        .chunks_exact(count.max(1))
+        .enumerate()
+        .take(element_size)
+    {
         for (i, &b) in bytes.iter().enumerate() {
             block[i * element_size + plane] = b;
         }

@@ -137,7 +137,10 @@ pub fn parse_structure(data: &[u8]) -> Result<Structure> {
         ));
     }
     if toc_offset % BASE_ALIGNMENT != 0 {
-        return Err(bad_header("toc_offset", format!("{toc_offset} is not 64-byte aligned")));
+        return Err(bad_header(
+            "toc_offset",
+            format!("{toc_offset} is not 64-byte aligned"),
+        ));
     }
     let newer_minor = header.version_minor.get() > VERSION_MINOR;
     let file_alignment = u64::from(header.section_alignment.get());
@@ -158,10 +161,16 @@ pub fn parse_structure(data: &[u8]) -> Result<Structure> {
             .ok_or_else(|| bad("name is not NUL-padded UTF-8".into()))?
             .to_string();
         if !ids.insert(entry.section_id.get()) {
-            return Err(bad(format!("duplicate section id {}", entry.section_id.get())));
+            return Err(bad(format!(
+                "duplicate section id {}",
+                entry.section_id.get()
+            )));
         }
         if !names.insert((entry.section_type.get(), name.clone())) {
-            return Err(bad(format!("duplicate section {} {name:?}", entry.kind().label())));
+            return Err(bad(format!(
+                "duplicate section {} {name:?}",
+                entry.kind().label()
+            )));
         }
         if !entry.kind().is_known() && entry.flags & ENTRY_FLAG_CRITICAL != 0 {
             return Err(FormatError::UnknownCriticalSection {

@@ -213,7 +213,8 @@ impl ExpertWriter {
         };
         if entry.codec != Codec::None.code() && entry.stored_len.get() >= entry.raw_len.get() {
             self.toc.pop();
-            self.names.remove(&(fallback.kind.code(), fallback.name.clone()));
+            self.names
+                .remove(&(fallback.kind.code(), fallback.name.clone()));
             self.out
                 .truncate_to(start)
                 .map_err(|e| FormatError::io(&self.out.path, e))?;
@@ -282,7 +283,12 @@ impl ExpertWriter {
         let toc_offset = align_up(self.out.pos, BASE_ALIGNMENT)
             .ok_or_else(|| FormatError::Writer("file too large".into()))?;
         self.out.pad_to(toc_offset).map_err(io)?;
-        let toc_bytes: Vec<u8> = self.toc.iter().flat_map(|e| e.as_bytes()).copied().collect();
+        let toc_bytes: Vec<u8> = self
+            .toc
+            .iter()
+            .flat_map(|e| e.as_bytes())
+            .copied()
+            .collect();
         let file_size = toc_offset + toc_bytes.len() as u64;
         let signature_index = self
             .toc
@@ -405,8 +411,15 @@ impl SectionWriter<'_> {
                 .finish()
                 .map_err(|e| FormatError::Writer(format!("zstd: {e}")))?,
         };
-        let flags = if self.spec.align_256 { ENTRY_FLAG_ALIGN_256 } else { 0 }
-            | if self.spec.critical { ENTRY_FLAG_CRITICAL } else { 0 };
+        let flags = if self.spec.align_256 {
+            ENTRY_FLAG_ALIGN_256
+        } else {
+            0
+        } | if self.spec.critical {
+            ENTRY_FLAG_CRITICAL
+        } else {
+            0
+        };
         let id = self.toc.len() as u32;
         self.toc.push(TocEntry {
             section_id: U32::new(id),
