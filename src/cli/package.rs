@@ -101,32 +101,22 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             )));
         }
     }
-    if let Some(dtype) = dtype {
-        contents.convert_dtype(dtype)?;
-    }
-    let legacy_files: Vec<legacy::LegacyFile> = contents
-        .to_files()?
-        .into_iter()
-        .map(|(path, data)| legacy::LegacyFile {
-            path,
-            data,
-            mode: 0o644,
-        })
-        .collect();
-    let legacy_size = legacy::legacy_bytes(&legacy_files)
-        .map(|b| b.len() as u64)
-        .map_err(Failure::error)?;
     let input_size = contents.input_bytes();
-    let output_size = match args.format {
+    let (output_size, legacy_size) = match args.format {
         OutputFormat::TarGz => {
-            legacy::write_legacy(&legacy_files, &args.output).map_err(Failure::error)?;
-            legacy_size
+            if let Some(dtype) = dtype {
+                contents.convert_dtype(dtype)?;
+            }
+            let files = legacy_files(&contents)?;
+            legacy::write_legacy(&files, &args.output).map_err(Failure::error)?;
+            let size = file_size(&args.output)?;
+            (size, Some(size))
         }
         OutputFormat::Binary => {
             let options = PackageOptions {
                 tensor_codec: args.codec,
                 zstd_level: args.compression_level,
-                dtype: None,
+                dtype,
                 alignment: if args.align_256 {
                     GPU_ALIGNMENT
                 } else {
@@ -139,7 +129,14 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
                 bar.set_position(done)
             })?;
             bar.finish_and_clear();
-            summary.file_size
+            // The tar.gz comparison packs everything in memory: only for small experts.
+            let legacy_size = if input_size <= COMPARE_LIMIT && dtype.is_none() {
+                let files = legacy_files(&contents)?;
+                Some(legacy::legacy_bytes(&files).map_err(Failure::error)?.len() as u64)
+            } else {
+                None
+            };
+            (summary.file_size, legacy_size)
         }
     };
     if !args.no_sidecar {
@@ -157,17 +154,35 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             "sidecar": !args.no_sidecar,
         }));
     } else {
+        let versus = legacy_size.map_or(String::new(), |l| {
+            format!(
+                "; tar.gz packing {l} bytes, {:+.1}%",
+                (output_size as f64 / l.max(1) as f64 - 1.0) * 100.0
+            )
+        });
         println!(
-            "{}: {} bytes (inputs {} bytes, ratio {:.3}; tar.gz packing {} bytes, {:+.1}%)",
-            args.output.display(),
-            output_size,
-            input_size,
-            ratio,
-            legacy_size,
-            (output_size as f64 / legacy_size.max(1) as f64 - 1.0) * 100.0
+            "{}: {output_size} bytes (inputs {input_size} bytes, ratio {ratio:.3}{versus})",
+            args.output.display()
         );
     }
     Ok(())
+}
+
+/// Inputs above this size skip the in-memory tar.gz size comparison.
+const COMPARE_LIMIT: u64 = 256 << 20;
+
+fn legacy_files(contents: &ExpertContents) -> Result<Vec<legacy::LegacyFile>, Failure> {
+    Ok(contents
+        .to_files()?
+        .into_iter()
+        .map(|(path, data)| legacy::LegacyFile::new(path, data))
+        .collect())
+}
+
+fn file_size(path: &Path) -> Result<u64, Failure> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| Failure::error(format!("{}: {e}", path.display())))
 }
 
 /// Writes `OUT.sha256` in sha256sum format, as the old packager did.

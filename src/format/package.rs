@@ -233,11 +233,12 @@ impl ExpertContents {
 
     /// Total bytes of the inputs (for the size report).
     pub fn input_bytes(&self) -> u64 {
-        let adapter = self.adapter.as_ref().map_or(0, |a| {
-            a.config_bytes.len() + a.tensors.iter().map(|t| t.data.len()).sum::<usize>()
-        });
-        (self.manifest.len() + adapter + self.files.iter().map(|f| f.data.len()).sum::<usize>())
-            as u64
+        let adapter = self
+            .adapter
+            .as_ref()
+            .map_or(0, |a| a.config_bytes.len() as u64 + a.tensor_bytes());
+        let files: usize = self.files.iter().map(|f| f.data.len()).sum();
+        self.manifest.len() as u64 + adapter + files as u64
     }
 
     /// The PEFT `adapter_model.safetensors` bytes, byte-identical to what
@@ -246,8 +247,11 @@ impl ExpertContents {
         let Some(adapter) = &self.adapter else {
             return Ok(None);
         };
+        let tensors = (0..adapter.tensors.len())
+            .map(|i| adapter.tensor(i))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(encode_tensor_blob(
-            &adapter.tensors,
+            &tensors,
             adapter.source_metadata.clone(),
         )?))
     }
@@ -302,9 +306,7 @@ impl ExpertContents {
     /// Converts every float tensor to `dtype`.
     pub fn convert_dtype(&mut self, dtype: Dtype) -> Result<(), PackageError> {
         if let Some(adapter) = &mut self.adapter {
-            for tensor in &mut adapter.tensors {
-                *tensor = tensor.convert(dtype)?;
-            }
+            adapter.convert_dtype(dtype)?;
         }
         Ok(())
     }
@@ -375,9 +377,9 @@ impl ExpertContents {
             add(&mut writer, text(kind, name), &value)?;
         }
         if let Some(adapter) = &self.adapter {
-            for (spec, blob) in tensor_sections(adapter, options)? {
-                add(&mut writer, spec, &blob)?;
-            }
+            for_each_tensor_section(adapter, options, &mut |spec, blob| {
+                add(&mut writer, spec, blob)
+            })?;
         }
         Ok(writer.finish()?)
     }
@@ -427,23 +429,12 @@ impl ExpertContents {
             .ok_or_else(|| PackageError::Manifest("the file has no manifest section".into()))?;
         let adapter = match config {
             None => None,
-            Some(config_bytes) => {
-                let config: Value = serde_json::from_slice(&config_bytes)
-                    .map_err(|e| PeftError::Config(e.to_string()))?;
-                let peft_type = match config.get("peft_type").and_then(Value::as_str) {
-                    Some("IA3") => PeftType::Ia3,
-                    Some("PROMPT_TUNING") => PeftType::PromptTuning,
-                    _ => PeftType::Lora,
-                };
-                Some(PeftAdapter {
-                    config_bytes,
-                    config,
-                    peft_type,
-                    tensors,
-                    source_metadata,
-                    modules,
-                })
-            }
+            Some(config_bytes) => Some(PeftAdapter::from_parts(
+                config_bytes,
+                tensors,
+                source_metadata,
+                modules,
+            )?),
         };
         Ok(Self {
             manifest,
@@ -489,25 +480,29 @@ fn codec_for(choice: TensorCodec, dtype: Dtype) -> Codec {
 }
 
 /// One safetensors blob per layer (plus one for non-layer tensors), each
-/// carrying the module table of its modules.
-fn tensor_sections(
+/// carrying the module table of its modules. Blobs are built and handed to
+/// `emit` one at a time, so only one section's tensors are ever in memory.
+fn for_each_tensor_section(
     adapter: &PeftAdapter,
     options: &PackageOptions,
-) -> Result<Vec<(SectionSpec, Vec<u8>)>, PackageError> {
-    let mut groups: std::collections::BTreeMap<Option<u32>, Vec<OwnedTensor>> = Default::default();
-    for tensor in &adapter.tensors {
-        let tensor = match options.dtype {
-            Some(dtype) => tensor.convert(dtype)?,
-            None => tensor.clone(),
-        };
-        groups
-            .entry(layer_of(&tensor.name))
-            .or_default()
-            .push(tensor);
+    emit: &mut dyn FnMut(SectionSpec, &[u8]) -> Result<(), PackageError>,
+) -> Result<(), PackageError> {
+    let mut groups: std::collections::BTreeMap<Option<u32>, Vec<usize>> = Default::default();
+    for (i, tensor) in adapter.tensors.iter().enumerate() {
+        groups.entry(layer_of(&tensor.name)).or_default().push(i);
     }
     let source_meta = serde_json::to_string(&adapter.source_metadata).unwrap_or_default();
-    let mut out = Vec::with_capacity(groups.len());
-    for (layer, tensors) in groups {
+    for (layer, members) in groups {
+        let tensors = members
+            .iter()
+            .map(|&i| {
+                let tensor = adapter.tensor(i)?;
+                Ok(match options.dtype {
+                    Some(dtype) => tensor.convert(dtype)?,
+                    None => tensor,
+                })
+            })
+            .collect::<Result<Vec<_>, PackageError>>()?;
         let modules: Vec<_> = adapter
             .modules
             .iter()
@@ -523,6 +518,7 @@ fn tensor_sections(
         ]);
         let dtype = tensors.first().map_or(Dtype::F32, |t| t.dtype);
         let blob = encode_tensor_blob(&tensors, metadata)?;
+        drop(tensors);
         let codec = codec_for(options.tensor_codec, dtype);
         let spec = match (layer, adapter.peft_type == PeftType::PromptTuning) {
             (_, true) => SectionSpec::new(SectionType::SoftPrompt, "prompt_embeddings"),
@@ -531,7 +527,7 @@ fn tensor_sections(
             }
             (None, false) => SectionSpec::new(SectionType::Tensors, "global"),
         };
-        out.push((spec.codec(codec), blob));
+        emit(spec.codec(codec), &blob)?;
     }
-    Ok(out)
+    Ok(())
 }

@@ -3,12 +3,14 @@
 //! fan_in_fan_out, embedding LoRA), DoRA, IA³ and prompt tuning.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
 
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-use super::tensors::{ModuleInfo, ModuleKind, OwnedTensor};
+use super::tensors::{ModuleInfo, ModuleKind, OwnedTensor, TensorMeta};
 
 /// PEFT's key prefix for adapter tensors.
 pub const KEY_PREFIX: &str = "base_model.model.";
@@ -43,13 +45,28 @@ pub enum PeftType {
     PromptTuning,
 }
 
+/// Where tensor data lives: in memory, or read on demand from the file, so
+/// that packaging a large adapter holds one section at a time, not the whole.
+#[derive(Debug, Clone)]
+enum TensorStore {
+    Memory(Vec<Vec<u8>>),
+    File {
+        file: Arc<File>,
+        /// Absolute (offset, length) of each tensor's bytes.
+        ranges: Vec<(u64, u64)>,
+        path: String,
+    },
+}
+
 /// An adapter read from PEFT output, tensors in file order.
 #[derive(Debug, Clone)]
 pub struct PeftAdapter {
     pub config_bytes: Vec<u8>,
     pub config: Value,
     pub peft_type: PeftType,
-    pub tensors: Vec<OwnedTensor>,
+    /// Tensor names, dtypes and shapes, in file order; data via [`PeftAdapter::tensor`].
+    pub tensors: Vec<TensorMeta>,
+    store: TensorStore,
     /// The safetensors file's own `__metadata__` (e.g. `{"format": "pt"}`).
     pub source_metadata: HashMap<String, String>,
     pub modules: Vec<ModuleInfo>,
@@ -71,32 +88,66 @@ impl PeftAdapter {
         }
         let config_path = dir.join("adapter_config.json");
         let config = std::fs::read(&config_path).map_err(|e| io(&config_path, e))?;
-        let model = std::fs::read(&weights).map_err(|e| io(&weights, e))?;
-        Self::from_bytes(config, &model)
+        let file = File::open(&weights).map_err(|e| io(&weights, e))?;
+        // SAFETY: read-only map used only to parse and validate the header;
+        // tensor bytes are read later with positioned reads.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| io(&weights, e))?;
+        let index = index_tensors(&map)?;
+        let ranges = index.entries.iter().map(|(_, range)| *range).collect();
+        let store = TensorStore::File {
+            file: Arc::new(file),
+            ranges,
+            path: weights.display().to_string(),
+        };
+        Self::build(config, index, store)
     }
 
-    /// Parses the two files' contents.
+    /// Parses the two files' contents held in memory.
     pub fn from_bytes(config_bytes: Vec<u8>, model: &[u8]) -> Result<Self, PeftError> {
+        let index = index_tensors(model)?;
+        let data = index
+            .entries
+            .iter()
+            .map(|(_, (start, len))| {
+                let (start, len) = (*start as usize, *len as usize);
+                model.get(start..start + len).map(<[u8]>::to_vec)
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| PeftError::Weights("tensor outside the file".into()))?;
+        Self::build(config_bytes, index, TensorStore::Memory(data))
+    }
+
+    /// An adapter from tensors already decoded (e.g. read back from sections).
+    pub fn from_parts(
+        config_bytes: Vec<u8>,
+        tensors: Vec<OwnedTensor>,
+        source_metadata: HashMap<String, String>,
+        modules: Vec<ModuleInfo>,
+    ) -> Result<Self, PeftError> {
         let config: Value =
             serde_json::from_slice(&config_bytes).map_err(|e| PeftError::Config(e.to_string()))?;
-        let peft_type = match config.get("peft_type").and_then(Value::as_str) {
-            Some("LORA") => PeftType::Lora,
-            Some("IA3") => PeftType::Ia3,
-            Some("PROMPT_TUNING") => PeftType::PromptTuning,
-            Some(other) => return Err(PeftError::Unsupported(other.to_string())),
-            None => return Err(PeftError::Config("missing peft_type".into())),
-        };
-        let (_, meta) =
-            SafeTensors::read_metadata(model).map_err(|e| PeftError::Weights(e.to_string()))?;
-        let source_metadata = meta.metadata().clone().unwrap_or_default();
-        let st = SafeTensors::deserialize(model).map_err(|e| PeftError::Weights(e.to_string()))?;
-        // File order (by offset) keeps sections deterministic.
-        let mut named: Vec<_> = st.tensors();
-        named.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
-        let tensors: Vec<OwnedTensor> = named
-            .iter()
-            .map(|(name, view)| OwnedTensor::from_view(name, view))
-            .collect();
+        let peft_type = peft_type_of(&config)?;
+        let (metas, data) = tensors.into_iter().map(|t| (t.meta(), t.data)).unzip();
+        Ok(Self {
+            config_bytes,
+            config,
+            peft_type,
+            tensors: metas,
+            store: TensorStore::Memory(data),
+            source_metadata,
+            modules,
+        })
+    }
+
+    fn build(
+        config_bytes: Vec<u8>,
+        index: TensorIndex,
+        store: TensorStore,
+    ) -> Result<Self, PeftError> {
+        let config: Value =
+            serde_json::from_slice(&config_bytes).map_err(|e| PeftError::Config(e.to_string()))?;
+        let peft_type = peft_type_of(&config)?;
+        let tensors: Vec<TensorMeta> = index.entries.into_iter().map(|(meta, _)| meta).collect();
         let modules = match peft_type {
             PeftType::PromptTuning => Vec::new(),
             _ => build_modules(&config, &peft_type, &tensors)?,
@@ -106,10 +157,110 @@ impl PeftAdapter {
             config,
             peft_type,
             tensors,
-            source_metadata,
+            store,
+            source_metadata: index.metadata,
             modules,
         })
     }
+
+    /// Loads tensor `i` (a positioned read when the adapter is on disk).
+    pub fn tensor(&self, i: usize) -> Result<OwnedTensor, PeftError> {
+        let meta = self
+            .tensors
+            .get(i)
+            .ok_or_else(|| PeftError::Weights(format!("no tensor #{i}")))?;
+        let data = match &self.store {
+            TensorStore::Memory(data) => data.get(i).cloned().unwrap_or_default(),
+            TensorStore::File { file, ranges, path } => {
+                let (offset, len) = ranges.get(i).copied().unwrap_or_default();
+                let mut buf = vec![0u8; len as usize];
+                read_exact_at(file, &mut buf, offset).map_err(|source| PeftError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                buf
+            }
+        };
+        Ok(OwnedTensor::new(meta.clone(), data))
+    }
+
+    /// Total bytes of tensor data.
+    pub fn tensor_bytes(&self) -> u64 {
+        self.tensors.iter().map(|t| t.byte_len()).sum()
+    }
+
+    /// Converts every tensor to `dtype`, in memory.
+    pub fn convert_dtype(&mut self, dtype: safetensors::Dtype) -> Result<(), PeftError> {
+        let mut metas = Vec::with_capacity(self.tensors.len());
+        let mut data = Vec::with_capacity(self.tensors.len());
+        for i in 0..self.tensors.len() {
+            let t = self
+                .tensor(i)?
+                .convert(dtype)
+                .map_err(|e| PeftError::Weights(e.to_string()))?;
+            metas.push(t.meta());
+            data.push(t.data);
+        }
+        self.tensors = metas;
+        self.store = TensorStore::Memory(data);
+        Ok(())
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(buf)
+}
+
+fn peft_type_of(config: &Value) -> Result<PeftType, PeftError> {
+    match config.get("peft_type").and_then(Value::as_str) {
+        Some("LORA") => Ok(PeftType::Lora),
+        Some("IA3") => Ok(PeftType::Ia3),
+        Some("PROMPT_TUNING") => Ok(PeftType::PromptTuning),
+        Some(other) => Err(PeftError::Unsupported(other.to_string())),
+        None => Err(PeftError::Config("missing peft_type".into())),
+    }
+}
+
+/// A validated safetensors index: tensors in file order with absolute ranges.
+struct TensorIndex {
+    entries: Vec<(TensorMeta, (u64, u64))>,
+    metadata: HashMap<String, String>,
+}
+
+/// Validates a safetensors file with the safetensors crate (offsets tile the
+/// data exactly) and lists its tensors in file order.
+fn index_tensors(bytes: &[u8]) -> Result<TensorIndex, PeftError> {
+    let bad = |e: safetensors::SafeTensorError| PeftError::Weights(e.to_string());
+    let (header_len, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+    SafeTensors::deserialize(bytes).map_err(bad)?;
+    let data_start = 8 + header_len as u64;
+    let mut entries: Vec<(TensorMeta, (u64, u64))> = meta
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (start, end) = info.data_offsets;
+            let meta = TensorMeta {
+                name,
+                dtype: info.dtype,
+                shape: info.shape.clone(),
+            };
+            (meta, (data_start + start as u64, (end - start) as u64))
+        })
+        .collect();
+    entries.sort_by_key(|(_, (start, _))| *start);
+    Ok(TensorIndex {
+        entries,
+        metadata: meta.metadata().clone().unwrap_or_default(),
+    })
 }
 
 /// Role of an adapter tensor, from its key suffix.
@@ -158,9 +309,9 @@ fn config_f64(config: &Value, key: &str) -> Option<f64> {
 fn build_modules(
     config: &Value,
     peft_type: &PeftType,
-    tensors: &[OwnedTensor],
+    tensors: &[TensorMeta],
 ) -> Result<Vec<ModuleInfo>, PeftError> {
-    let mut roles: BTreeMap<&str, BTreeMap<String, &OwnedTensor>> = BTreeMap::new();
+    let mut roles: BTreeMap<&str, BTreeMap<String, &TensorMeta>> = BTreeMap::new();
     for tensor in tensors {
         if let Some((module, role)) = split_key(&tensor.name) {
             roles

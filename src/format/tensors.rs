@@ -70,6 +70,22 @@ pub struct ModuleInfo {
     pub tensors: std::collections::BTreeMap<String, String>,
 }
 
+/// Name, dtype and shape of a tensor, without its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorMeta {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+impl TensorMeta {
+    /// Bytes of data (shape and dtype were validated by safetensors).
+    pub fn byte_len(&self) -> u64 {
+        let numel: usize = self.shape.iter().product();
+        (numel * self.dtype.bitsize()).div_ceil(8) as u64
+    }
+}
+
 /// A tensor held in memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnedTensor {
@@ -80,6 +96,23 @@ pub struct OwnedTensor {
 }
 
 impl OwnedTensor {
+    pub fn new(meta: TensorMeta, data: Vec<u8>) -> Self {
+        Self {
+            name: meta.name,
+            dtype: meta.dtype,
+            shape: meta.shape,
+            data,
+        }
+    }
+
+    pub fn meta(&self) -> TensorMeta {
+        TensorMeta {
+            name: self.name.clone(),
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+        }
+    }
+
     pub fn view(&self) -> Result<TensorView<'_>, TensorError> {
         TensorView::new(self.dtype, self.shape.clone(), &self.data).map_err(|e| {
             TensorError::Safetensors {
