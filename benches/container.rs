@@ -1,1 +1,401 @@
-fn main() {}
+//! Container benchmarks: every figure beside its anchor, measured in the same
+//! run. `cargo bench --bench container` prints a Markdown report (paste into
+//! BENCHMARKS.md). `-- --make-adapter DIR MB` writes a synthetic PEFT adapter
+//! of about MB megabytes (used by benches/package_rss.sh).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use expertui::format::legacy::{legacy_bytes, read_legacy, LegacyFile, LegacyLimits};
+use expertui::format::package::{ExpertContents, PackageOptions, TensorCodec};
+use expertui::format::shuffle::shuffle_block;
+use expertui::format::tensors::{encode_tensor_blob, OwnedTensor, TensorBlob};
+use expertui::format::{ExpertReader, SectionType};
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+/// Median and spread of repeated timings, in milliseconds.
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn measure(repeat: usize, mut f: impl FnMut()) -> Stat {
+    f(); // warm-up
+    let mut times: Vec<f64> = (0..repeat)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    Stat {
+        median: times[times.len() / 2],
+        min: times[0],
+        max: times[times.len() - 1],
+    }
+}
+
+fn fmt(s: &Stat) -> String {
+    format!("{:.3} ms ({:.3}–{:.3})", s.median, s.min, s.max)
+}
+
+/// Deterministic pseudo-random f32 values shaped like trained adapter weights.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Roughly normal (sum of uniforms), scaled like LoRA weights.
+    fn weight(&mut self) -> f32 {
+        let s: f32 = (0..4)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
+            .sum();
+        (s - 2.0) * 0.02
+    }
+}
+
+/// A Qwen3-0.6B-shaped DoRA adapter (r = 12 on q,k,v,o,up,down; 28 layers):
+/// about 25.8 MB in 504 tensors, like the real expert-sql package.
+fn qwen_dora(layers: usize) -> Vec<OwnedTensor> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let r = 12;
+    let modules = [
+        ("self_attn.q_proj", 2048, 1024),
+        ("self_attn.k_proj", 1024, 1024),
+        ("self_attn.v_proj", 1024, 1024),
+        ("self_attn.o_proj", 1024, 2048),
+        ("mlp.up_proj", 3072, 1024),
+        ("mlp.down_proj", 1024, 3072),
+    ];
+    let mut out = Vec::new();
+    let mut tensor = |name: String, shape: Vec<usize>, rng: &mut Rng| {
+        let n: usize = shape.iter().product();
+        let data = (0..n).flat_map(|_| rng.weight().to_le_bytes()).collect();
+        out.push(OwnedTensor {
+            name,
+            dtype: Dtype::F32,
+            shape,
+            data,
+        });
+    };
+    for layer in 0..layers {
+        for (module, out_dim, in_dim) in modules {
+            let base = format!("base_model.model.model.layers.{layer}.{module}");
+            tensor(format!("{base}.lora_A.weight"), vec![r, in_dim], &mut rng);
+            tensor(format!("{base}.lora_B.weight"), vec![out_dim, r], &mut rng);
+            tensor(
+                format!("{base}.lora_magnitude_vector"),
+                vec![out_dim],
+                &mut rng,
+            );
+        }
+    }
+    out
+}
+
+const DORA_CONFIG: &str = r#"{"peft_type":"LORA","r":12,"lora_alpha":24,"use_dora":true,"use_rslora":false,
+"target_modules":["q_proj","k_proj","v_proj","o_proj","up_proj","down_proj"],"fan_in_fan_out":false,
+"base_model_name_or_path":"Qwen/Qwen3-0.6B","rank_pattern":{},"alpha_pattern":{}}"#;
+
+fn write_adapter_dir(dir: &Path, tensors: &[OwnedTensor]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    std::fs::write(
+        dir.join("adapter_model.safetensors"),
+        encode_tensor_blob(tensors, meta).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("adapter_config.json"), DORA_CONFIG).unwrap();
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!(
+        "{cpu}, {cores} cores, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+fn mb_per_s(bytes: usize, s: &Stat) -> f64 {
+    bytes as f64 / 1e6 / (s.median / 1e3)
+}
+
+/// Every tensor view of a binary expert ready (validated index, zero copy).
+fn binary_views(path: &Path) -> usize {
+    use rayon::prelude::*;
+    let r = ExpertReader::open(path).unwrap();
+    let sections: Vec<_> = r.find_all(SectionType::Tensors).collect();
+    // Sections are independent: their indexes parse in parallel.
+    sections
+        .par_iter()
+        .map(|info| {
+            let bytes = r.section(info.index).unwrap();
+            let blob = TensorBlob::parse(&bytes, &info.name).unwrap();
+            blob.tensors
+                .iter()
+                .map(|(_, v)| black_box(v.data().len()).min(1))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn safetensors_views(path: &Path) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let st = SafeTensors::deserialize(&map).unwrap();
+    st.iter()
+        .map(|(_, v)| black_box(v.data().len()).min(1))
+        .sum()
+}
+
+fn legacy_views(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let pkg = read_legacy(&bytes, &LegacyLimits::default()).unwrap();
+    let weights = pkg.get("adapter_model.safetensors").unwrap();
+    let st = SafeTensors::deserialize(&weights.data).unwrap();
+    st.iter()
+        .map(|(_, v)| black_box(v.data().len()).min(1))
+        .sum()
+}
+
+fn codec_rows(label: &str, data: &[u8], element: usize, out: &mut String) {
+    let mut shuffled = Vec::new();
+    shuffle_block(data, element, &mut shuffled);
+    for level in [1, 3, 6, 9, 12, 19] {
+        for (codec, input) in [("zstd", data), ("shuffle-zstd", shuffled.as_slice())] {
+            let mut packed = Vec::new();
+            let c = measure(3, || packed = zstd::bulk::compress(input, level).unwrap());
+            let d = measure(5, || {
+                black_box(zstd::bulk::decompress(&packed, input.len()).unwrap());
+            });
+            out.push_str(&format!(
+                "| {label} | {codec} | {level} | {:.3} | {:.0} | {:.0} |\n",
+                data.len() as f64 / packed.len() as f64,
+                mb_per_s(data.len(), &c),
+                mb_per_s(data.len(), &d)
+            ));
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--make-adapter") {
+        let dir = PathBuf::from(&args[i + 1]);
+        let mb: usize = args[i + 2].parse().unwrap();
+        // 28 layers ≈ 25.8 MB; scale the layer count.
+        let layers = (mb * 28).div_ceil(26).max(1);
+        let tensors = qwen_dora(layers);
+        write_adapter_dir(&dir, &tensors);
+        eprintln!("wrote {} tensors to {}", tensors.len(), dir.display());
+        return;
+    }
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let adapter_dir = dir.path().join("expert-sql-qwen3");
+    let tensors = qwen_dora(28);
+    write_adapter_dir(&adapter_dir, &tensors);
+    let weights = adapter_dir.join("adapter_model.safetensors");
+    let contents = ExpertContents::from_adapter_dir(&adapter_dir).unwrap();
+    let binary = dir.path().join("expert.expert");
+    let zstd_file = dir.path().join("expert-zstd.expert");
+    let shuffle_file = dir.path().join("expert-shuffle.expert");
+    let pack = |path: &Path, codec| {
+        let options = PackageOptions {
+            tensor_codec: codec,
+            ..Default::default()
+        };
+        contents
+            .write_binary(path, &options, &mut |_, _| {})
+            .unwrap()
+    };
+    pack(&binary, TensorCodec::None);
+    pack(&zstd_file, TensorCodec::Zstd);
+    pack(&shuffle_file, TensorCodec::ShuffleZstd);
+    let files: Vec<LegacyFile> = contents
+        .to_files()
+        .unwrap()
+        .into_iter()
+        .map(|(p, d)| LegacyFile::new(p, d))
+        .collect();
+    let legacy = dir.path().join("expert.tar.gz");
+    std::fs::write(&legacy, legacy_bytes(&files).unwrap()).unwrap();
+    let size = std::fs::metadata(&binary).unwrap().len() as usize;
+    let file_bytes = std::fs::read(&binary).unwrap();
+
+    let mut report = String::new();
+    report.push_str(&format!("Machine: {}\n\n", machine()));
+    report.push_str(&format!(
+        "Synthetic Qwen3-0.6B-shaped DoRA expert: {} tensors, {:.1} MB binary ({} sections), {:.1} MB tar.gz. Hot page cache; median of 20 (min–max).\n\n",
+        tensors.len(),
+        size as f64 / 1e6,
+        ExpertReader::open(&binary).unwrap().sections().len(),
+        std::fs::metadata(&legacy).unwrap().len() as f64 / 1e6
+    ));
+
+    // 1. validate (structure + root digest) vs the safetensors header parse.
+    let validate = measure(20, || {
+        black_box(ExpertReader::open(&binary).unwrap());
+    });
+    let st_header = measure(20, || {
+        let file = std::fs::File::open(&weights).unwrap();
+        let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+        black_box(SafeTensors::read_metadata(&map).unwrap());
+    });
+    report.push_str("| measurement | expertui | anchor | ratio |\n|---|---|---|---|\n");
+    report.push_str(&format!(
+        "| validate (open, structure, root digest) | {} | safetensors header parse {} | {:.2}× |\n",
+        fmt(&validate),
+        fmt(&st_header),
+        validate.median / st_header.median
+    ));
+
+    // 2. --verify-integrity vs one-thread SHA-256 of the whole file.
+    let reader = ExpertReader::open(&binary).unwrap();
+    let verify = measure(20, || reader.verify_all().unwrap());
+    let one_thread = measure(20, || {
+        black_box(Sha256::digest(&file_bytes));
+    });
+    report.push_str(&format!(
+        "| verify integrity (rayon, all sections) | {} = {:.0} MB/s | sha2 one thread, whole file {} = {:.0} MB/s | {:.2}× faster |\n",
+        fmt(&verify),
+        mb_per_s(size, &verify),
+        fmt(&one_thread),
+        mb_per_s(size, &one_thread),
+        one_thread.median / verify.median
+    ));
+    if let Ok(out) = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+    {
+        let openssl = measure(10, || {
+            let ok = std::process::Command::new("openssl")
+                .args(["dgst", "-sha256"])
+                .arg(&binary)
+                .output()
+                .unwrap();
+            black_box(ok);
+        });
+        let empty = measure(10, || {
+            black_box(
+                std::process::Command::new("openssl")
+                    .args(["version"])
+                    .output()
+                    .unwrap(),
+            );
+        });
+        let net = Stat {
+            median: (openssl.median - empty.median).max(1e-3),
+            min: openssl.min - empty.median,
+            max: openssl.max - empty.median,
+        };
+        report.push_str(&format!(
+            "| verify integrity | {} | `openssl dgst -sha256` ({}, process start subtracted) {} = {:.0} MB/s | {:.2}× faster |\n",
+            fmt(&verify),
+            String::from_utf8_lossy(&out.stdout).trim(),
+            fmt(&net),
+            mb_per_s(size, &net),
+            net.median / verify.median
+        ));
+    }
+
+    // 3. Open → every tensor view ready.
+    let bin = measure(20, || {
+        black_box(binary_views(&binary));
+    });
+    let st = measure(20, || {
+        black_box(safetensors_views(&weights));
+    });
+    let leg = measure(5, || {
+        black_box(legacy_views(&legacy));
+    });
+    report.push_str(&format!(
+        "| open → all {} tensor views ready | {} | safetensors crate (mmap + deserialize) {} | {:.2}× |\n",
+        tensors.len(),
+        fmt(&bin),
+        fmt(&st),
+        bin.median / st.median
+    ));
+    report.push_str(&format!(
+        "| open → all tensor views ready | {} | legacy tar.gz (gunzip + untar in memory + deserialize) {} | {:.1}× faster |\n",
+        fmt(&bin),
+        fmt(&leg),
+        leg.median / bin.median
+    ));
+
+    // 4. Section read throughput.
+    let memcpy = measure(20, || {
+        black_box(file_bytes.clone());
+    });
+    for (label, path) in [
+        ("none (zero-copy + checksum pass)", &binary),
+        ("zstd", &zstd_file),
+        ("shuffle-zstd", &shuffle_file),
+    ] {
+        let r = ExpertReader::open(path).unwrap();
+        let raw: usize = r
+            .find_all(SectionType::Tensors)
+            .map(|s| s.raw_len as usize)
+            .sum();
+        let read = measure(10, || {
+            let r = ExpertReader::open(path).unwrap(); // fresh reader: empty cache
+            let mut sum = 0u64;
+            for info in r.find_all(SectionType::Tensors) {
+                let bytes = r.section(info.index).unwrap();
+                sum = sum.wrapping_add(bytes.iter().step_by(64).map(|&b| b as u64).sum::<u64>());
+            }
+            black_box(sum);
+        });
+        let stored = std::fs::metadata(path).unwrap().len();
+        report.push_str(&format!(
+            "| read all tensor sections, codec {label} ({:.1} MB on disk) | {} = {:.0} MB/s | memcpy of the file {} = {:.0} MB/s | {:.2}× |\n",
+            stored as f64 / 1e6,
+            fmt(&read),
+            mb_per_s(raw, &read),
+            fmt(&memcpy),
+            mb_per_s(size, &memcpy),
+            read.median / memcpy.median
+        ));
+    }
+
+    // 5. Codec table on the real fixtures (fp32 and bf16) and the synthetic expert.
+    report.push_str("\n| data | codec | level | ratio | compress MB/s | decompress MB/s |\n|---|---|---|---|---|---|\n");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm-dora-r8");
+    let real = ExpertContents::from_adapter_dir(&fixture).unwrap();
+    let adapter = real.adapter.as_ref().unwrap();
+    let mut fp32 = Vec::new();
+    let mut bf16 = Vec::new();
+    for i in 0..adapter.tensors.len() {
+        let t = adapter.tensor(i).unwrap();
+        fp32.extend_from_slice(&t.data);
+        bf16.extend_from_slice(&t.convert(Dtype::BF16).unwrap().data);
+    }
+    codec_rows("MiniLM DoRA fixture fp32", &fp32, 4, &mut report);
+    codec_rows("MiniLM DoRA fixture bf16", &bf16, 2, &mut report);
+    let synth: Vec<u8> = tensors
+        .iter()
+        .take(60)
+        .flat_map(|t| t.data.iter().copied())
+        .collect();
+    codec_rows("synthetic DoRA fp32", &synth, 4, &mut report);
+    println!("{report}");
+}

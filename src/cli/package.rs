@@ -187,14 +187,7 @@ fn file_size(path: &Path) -> Result<u64, Failure> {
 
 /// Writes `OUT.sha256` in sha256sum format, as the old packager did.
 pub fn write_sidecar(output: &Path) -> Result<(), Failure> {
-    let bytes = read(output)?;
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let line = legacy::sidecar_line(&bytes, &name);
-    crate::format::atomic::write_atomic(&legacy::sidecar_path(output), line.as_bytes())?;
-    Ok(())
+    legacy::write_sidecar(output).map_err(Failure::error)
 }
 
 impl From<legacy::LegacyError> for PackageError {

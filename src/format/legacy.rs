@@ -598,7 +598,28 @@ pub fn sidecar_path(p: &Path) -> PathBuf {
 
 /// The sidecar content for `bytes`: `"{hex}  {file_name}\n"`.
 pub fn sidecar_line(bytes: &[u8], file_name: &str) -> String {
-    format!("{}  {}\n", hex::encode(Sha256::digest(bytes)), file_name)
+    sidecar_line_for_digest(&Sha256::digest(bytes).into(), file_name)
+}
+
+/// The sidecar line for an already computed digest.
+pub fn sidecar_line_for_digest(digest: &[u8; 32], file_name: &str) -> String {
+    format!("{}  {}\n", hex::encode(digest), file_name)
+}
+
+/// Writes `<path>.sha256` for the file at `path`, hashing it as a stream
+/// (a multi-gigabyte expert is never read into memory).
+pub fn write_sidecar(path: &Path) -> Result<(), LegacyError> {
+    let mut file = std::fs::File::open(path).map_err(|e| LegacyError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| LegacyError::io(path, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let line = sidecar_line_for_digest(&hasher.finalize().into(), &name);
+    let sidecar = sidecar_path(path);
+    crate::format::atomic::write_atomic(&sidecar, line.as_bytes())
+        .map_err(|e| LegacyError::from_format(&sidecar, e))
 }
 
 /// Checks `package_bytes` against a sha256sum-style sidecar

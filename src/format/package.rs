@@ -473,8 +473,12 @@ fn codec_for(choice: TensorCodec, dtype: Dtype) -> Codec {
     match choice {
         TensorCodec::None => Codec::None,
         TensorCodec::Zstd => Codec::Zstd,
-        TensorCodec::ShuffleZstd => Codec::ShuffleZstd {
-            element_size: dtype.bitsize().div_ceil(8).clamp(1, 8) as u8,
+        // Shuffling needs multi-byte elements; 1-byte dtypes get plain zstd.
+        TensorCodec::ShuffleZstd => match dtype.bitsize() {
+            16 => Codec::ShuffleZstd { element_size: 2 },
+            32 => Codec::ShuffleZstd { element_size: 4 },
+            64 => Codec::ShuffleZstd { element_size: 8 },
+            _ => Codec::Zstd,
         },
     }
 }

@@ -412,6 +412,17 @@ fn decode(
         name: info.name.clone(),
         reason,
     };
+    // A frame that states its size must state the declared one.
+    if let Ok(Some(stated)) = zstd::zstd_safe::get_frame_content_size(stored) {
+        if stated != info.raw_len {
+            return Err(FormatError::RawLengthMismatch {
+                name: info.name.clone(),
+                declared: info.raw_len,
+                actual: stated,
+                truncated_output: stated > info.raw_len,
+            });
+        }
+    }
     let decoder = zstd::stream::read::Decoder::new(stored).map_err(|e| failed(e.to_string()))?;
     let initial = info
         .raw_len

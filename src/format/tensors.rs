@@ -214,7 +214,8 @@ pub fn encode_tensor_blob(
 
 /// A decoded tensor section: validated index, zero-copy views, module table.
 pub struct TensorBlob<'a> {
-    pub tensors: SafeTensors<'a>,
+    /// Tensors in data order, as zero-copy views of the section bytes.
+    pub tensors: Vec<(String, TensorView<'a>)>,
     pub metadata: HashMap<String, String>,
 }
 
@@ -224,9 +225,24 @@ impl<'a> TensorBlob<'a> {
             context: context.to_string(),
             reason: e.to_string(),
         };
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+        // One parse: read_metadata validates that the offsets tile the data
+        // exactly and fit the buffer; TensorView::new checks shape × dtype.
+        let (header_len, meta) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+        let data = bytes.get(8 + header_len..).unwrap_or(&[]);
+        let mut tensors = Vec::with_capacity(meta.tensors().len());
+        for (name, info) in meta.tensors() {
+            let (start, end) = info.data_offsets;
+            let slice = data
+                .get(start..end)
+                .ok_or_else(|| TensorError::Safetensors {
+                    context: context.to_string(),
+                    reason: format!("tensor {name} outside the data"),
+                })?;
+            let view = TensorView::new(info.dtype, info.shape.clone(), slice).map_err(bad)?;
+            tensors.push((name, view));
+        }
+        tensors.sort_by_key(|(_, v)| v.data().as_ptr() as usize);
         let metadata = meta.metadata().clone().unwrap_or_default();
-        let tensors = SafeTensors::deserialize(bytes).map_err(bad)?;
         Ok(Self { tensors, metadata })
     }
 

@@ -202,7 +202,7 @@ impl ExpertWriter {
     pub fn add_section(&mut self, spec: SectionSpec, bytes: &[u8]) -> Result<()> {
         let fallback = spec.clone().codec(Codec::None);
         let start = {
-            let mut section = self.begin_section(spec)?;
+            let mut section = self.begin_section_sized(spec, Some(bytes.len() as u64))?;
             let start = section.start;
             section.write_all(bytes).map_err(|e| section.io_error(e))?;
             section.finish()?;
@@ -228,6 +228,16 @@ impl ExpertWriter {
     /// Starts a streamed section: write its raw bytes into the returned
     /// writer, then call [`SectionWriter::finish`].
     pub fn begin_section(&mut self, spec: SectionSpec) -> Result<SectionWriter<'_>> {
+        self.begin_section_sized(spec, None)
+    }
+
+    /// Like [`begin_section`](Self::begin_section); a known raw size is
+    /// recorded in the zstd frame header, so a reader can check it up front.
+    fn begin_section_sized(
+        &mut self,
+        spec: SectionSpec,
+        raw_size: Option<u64>,
+    ) -> Result<SectionWriter<'_>> {
         let name = encode_name(&spec.name)?;
         if !self.names.insert((spec.kind.code(), spec.name.clone())) {
             return Err(FormatError::Writer(format!(
@@ -259,8 +269,14 @@ impl ExpertWriter {
             Codec::Zstd | Codec::ShuffleZstd { .. } => {
                 let mut encoder = zstd::stream::write::Encoder::new(sink, self.options.zstd_level)
                     .map_err(|e| FormatError::Writer(format!("zstd: {e}")))?;
-                // Lets a reader check the size before decoding anything.
-                encoder.include_contentsize(true).ok();
+                if raw_size.is_some() {
+                    encoder
+                        .set_pledged_src_size(raw_size)
+                        .map_err(|e| FormatError::Writer(format!("zstd: {e}")))?;
+                    encoder
+                        .include_contentsize(true)
+                        .map_err(|e| FormatError::Writer(format!("zstd: {e}")))?;
+                }
                 Body::Zstd(Box::new(encoder))
             }
         };
