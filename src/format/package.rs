@@ -410,7 +410,7 @@ impl ExpertContents {
                         source_metadata = meta;
                     }
                     for (name, view) in blob.tensors.iter() {
-                        tensors.push(OwnedTensor::from_view(name, &view));
+                        tensors.push(OwnedTensor::from_view(name, view));
                     }
                 }
                 SectionType::Grammar
@@ -483,13 +483,16 @@ fn codec_for(choice: TensorCodec, dtype: Dtype) -> Codec {
     }
 }
 
+/// Receives finished sections one at a time.
+type SectionSink<'a> = dyn FnMut(SectionSpec, &[u8]) -> Result<(), PackageError> + 'a;
+
 /// One safetensors blob per layer (plus one for non-layer tensors), each
 /// carrying the module table of its modules. Blobs are built and handed to
 /// `emit` one at a time, so only one section's tensors are ever in memory.
 fn for_each_tensor_section(
     adapter: &PeftAdapter,
     options: &PackageOptions,
-    emit: &mut dyn FnMut(SectionSpec, &[u8]) -> Result<(), PackageError>,
+    emit: &mut SectionSink<'_>,
 ) -> Result<(), PackageError> {
     let mut groups: std::collections::BTreeMap<Option<u32>, Vec<usize>> = Default::default();
     for (i, tensor) in adapter.tensors.iter().enumerate() {
