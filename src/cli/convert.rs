@@ -123,6 +123,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         }
     }
     match failed {
+        Some(f) if json_out => Err(f.reported()),
         Some(f) => Err(f),
         None => Ok(()),
     }

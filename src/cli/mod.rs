@@ -57,6 +57,8 @@ pub enum Command {
 pub struct Failure {
     pub code: u8,
     pub message: String,
+    /// The verb already printed its JSON report; print no second document.
+    pub reported: bool,
 }
 
 impl Failure {
@@ -64,13 +66,20 @@ impl Failure {
         Self {
             code: EXIT_INVALID,
             message: message.to_string(),
+            reported: false,
         }
     }
     pub fn error(message: impl ToString) -> Self {
         Self {
             code: EXIT_ERROR,
             message: message.to_string(),
+            reported: false,
         }
+    }
+    /// Marks the failure as already reported in the verb's JSON output.
+    pub fn reported(mut self) -> Self {
+        self.reported = true;
+        self
     }
 }
 
@@ -124,7 +133,7 @@ pub fn run() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            if json {
+            if json && !failure.reported {
                 print_json(
                     &serde_json::json!({ "error": failure.message, "exit_code": failure.code }),
                 );

@@ -10,13 +10,29 @@ use super::{print_json, Failure};
 use crate::format::layout::{SectionType, GPU_ALIGNMENT};
 use crate::format::legacy;
 use crate::format::package::{ExpertContents, PackageError, PackageOptions, TensorCodec};
-use crate::format::tensors::parse_dtype;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
     Binary,
     #[value(name = "tar.gz")]
     TarGz,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl DtypeArg {
+    fn dtype(self) -> safetensors::Dtype {
+        match self {
+            Self::F32 => safetensors::Dtype::F32,
+            Self::F16 => safetensors::Dtype::F16,
+            Self::Bf16 => safetensors::Dtype::BF16,
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -44,9 +60,9 @@ pub struct Args {
     /// Codec of tensor sections.
     #[arg(long, value_enum, default_value = "none")]
     pub codec: TensorCodec,
-    /// Convert float tensors: f32, f16 or bf16.
-    #[arg(long)]
-    pub dtype: Option<String>,
+    /// Convert float tensors (exact when widening, round-to-nearest-even when narrowing).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
     /// Align sections to 256 bytes (GPU DMA) instead of 64.
     #[arg(long)]
     pub align_256: bool,
@@ -80,16 +96,12 @@ fn gather(args: &Args) -> Result<ExpertContents, Failure> {
             contents.set_file(kind, &name, read(path)?);
         }
     }
+    contents.check_files()?;
     Ok(contents)
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
-    let dtype = match &args.dtype {
-        Some(name) => Some(parse_dtype(name).ok_or_else(|| {
-            Failure::error(format!("unknown dtype {name}: use f32, f16 or bf16"))
-        })?),
-        None => None,
-    };
+    let dtype = args.dtype.map(DtypeArg::dtype);
     let mut contents = gather(&args)?;
     if let Some(base) = &args.base_model {
         let report =

@@ -128,6 +128,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             "file": args.file.display().to_string(),
             "format": "binary",
             "valid": valid,
+            "exit_code": if valid { 0 } else { super::EXIT_INVALID },
             "root_ok": root.is_ok(),
             "integrity_checked": args.verify_integrity,
             "damaged": damaged.iter().map(damaged_json).collect::<Vec<_>>(),
@@ -159,10 +160,12 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     if valid {
         Ok(())
     } else {
-        Err(Failure::invalid(format!(
-            "{} is invalid",
-            args.file.display()
-        )))
+        let failure = Failure::invalid(format!("{} is invalid", args.file.display()));
+        Err(if json_out {
+            failure.reported()
+        } else {
+            failure
+        })
     }
 }
 

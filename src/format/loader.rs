@@ -105,6 +105,9 @@ impl ExpertLoader {
         match detect(head.get(..read).unwrap_or(&[])) {
             Some(SourceFormat::Binary) => {
                 let reader = ExpertReader::open(path)?;
+                // Every section is read to build the contents anyway: check
+                // them all, so damage is never copied into a fresh file.
+                reader.verify_all()?;
                 let contents = ExpertContents::read_binary(&reader)?;
                 Ok(LoadedExpert {
                     path: path.to_path_buf(),

@@ -5,6 +5,7 @@ pub mod atomic;
 pub mod basecheck;
 pub mod error;
 pub mod grammar;
+pub mod inspect;
 pub mod integrity;
 pub mod layout;
 pub mod legacy;
@@ -20,5 +21,5 @@ pub mod writer;
 
 pub use error::{FormatError, Result};
 pub use layout::{Codec, Header, SectionType, TocEntry};
-pub use reader::{ExpertReader, ReaderLimits, ReaderOptions, SectionBytes, SectionInfo};
+pub use reader::{ExpertReader, FileBytes, ReaderLimits, ReaderOptions, SectionBytes, SectionInfo};
 pub use writer::{ExpertWriter, SectionSpec, WriteSummary, WriterOptions};

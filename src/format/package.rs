@@ -12,17 +12,13 @@ use super::error::FormatError;
 use super::layout::{Codec, SectionType};
 use super::peft::{layer_of, PeftAdapter, PeftError, PeftType};
 use super::reader::ExpertReader;
-use super::tensors::{
-    encode_tensor_blob, OwnedTensor, TensorBlob, TensorError, MODULES_KEY, SOURCE_METADATA_KEY,
-};
+use super::tensors::{encode_tensor_blob, OwnedTensor, SectionTable, TensorBlob, TensorError};
 use super::writer::{ExpertWriter, SectionSpec, WriteSummary, WriterOptions};
 
 /// File name of the adapter weights in PEFT folders and legacy packages.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const MANIFEST: &str = "manifest.json";
-/// `__metadata__` key naming the file a tensor section was cut from.
-const SOURCE_FILE_KEY: &str = "expertui.source";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
@@ -140,6 +136,15 @@ pub fn check_grammar(name: &str, data: &[u8]) -> Result<(), PackageError> {
 }
 
 impl ExpertContents {
+    /// Checks carried files that have a syntax (GBNF grammars), whatever
+    /// the output format.
+    pub fn check_files(&self) -> Result<(), PackageError> {
+        for file in self.files.iter().filter(|f| f.kind == SectionType::Grammar) {
+            check_grammar(&file.name, &file.data)?;
+        }
+        Ok(())
+    }
+
     /// Manifest as JSON (for derived sections and reports).
     pub fn manifest_json(&self) -> Result<Value, PackageError> {
         serde_json::from_slice(&self.manifest).map_err(|e| PackageError::Manifest(e.to_string()))
@@ -331,9 +336,7 @@ impl ExpertContents {
         options: &PackageOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<WriteSummary, PackageError> {
-        for file in self.files.iter().filter(|f| f.kind == SectionType::Grammar) {
-            check_grammar(&file.name, &file.data)?;
-        }
+        self.check_files()?;
         let manifest = self.manifest_json()?;
         let writer_options = WriterOptions {
             alignment: options.alignment,
@@ -400,15 +403,12 @@ impl ExpertContents {
                 SectionType::Tensors | SectionType::SoftPrompt => {
                     let data = bytes()?;
                     let blob = TensorBlob::parse(&data, &info.name)?;
-                    if blob.metadata.get(SOURCE_FILE_KEY).map(String::as_str)
-                        != Some(ADAPTER_WEIGHTS)
-                    {
+                    let table = blob.table(&info.name)?;
+                    if table.source.as_deref() != Some(ADAPTER_WEIGHTS) {
                         continue;
                     }
-                    modules.extend(blob.modules(&info.name)?);
-                    if let Some(meta) = blob.source_metadata() {
-                        source_metadata = meta;
-                    }
+                    modules.extend(table.modules);
+                    source_metadata = table.source_metadata.into_iter().collect();
                     for (name, view) in blob.tensors.iter() {
                         tensors.push(OwnedTensor::from_view(name, view));
                     }
@@ -498,7 +498,11 @@ fn for_each_tensor_section(
     for (i, tensor) in adapter.tensors.iter().enumerate() {
         groups.entry(layer_of(&tensor.name)).or_default().push(i);
     }
-    let source_meta = serde_json::to_string(&adapter.source_metadata).unwrap_or_default();
+    let source_meta: std::collections::BTreeMap<String, String> = adapter
+        .source_metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     for (layer, members) in groups {
         let tensors = members
             .iter()
@@ -510,19 +514,17 @@ fn for_each_tensor_section(
                 })
             })
             .collect::<Result<Vec<_>, PackageError>>()?;
-        let modules: Vec<_> = adapter
-            .modules
-            .iter()
-            .filter(|m| m.layer == layer)
-            .collect();
-        let metadata = HashMap::from([
-            (
-                MODULES_KEY.to_string(),
-                serde_json::to_string(&modules).unwrap_or_default(),
-            ),
-            (SOURCE_METADATA_KEY.to_string(), source_meta.clone()),
-            (SOURCE_FILE_KEY.to_string(), ADAPTER_WEIGHTS.to_string()),
-        ]);
+        let table = SectionTable {
+            modules: adapter
+                .modules
+                .iter()
+                .filter(|m| m.layer == layer)
+                .cloned()
+                .collect(),
+            source: Some(ADAPTER_WEIGHTS.to_string()),
+            source_metadata: source_meta.clone(),
+        };
+        let metadata = table.to_metadata();
         let dtype = tensors.first().map_or(Dtype::F32, |t| t.dtype);
         let blob = encode_tensor_blob(&tensors, metadata)?;
         drop(tensors);

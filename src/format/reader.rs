@@ -57,14 +57,28 @@ impl Default for ReaderOptions {
     }
 }
 
-/// The bytes behind a reader.
-enum Backing {
+/// The bytes of a file: memory-mapped, embedded in the binary, or owned.
+/// Shared (`Arc`) so a viewer can keep showing the bytes of a file that
+/// failed to parse.
+pub enum FileBytes {
     Map(Mmap),
     Static(&'static [u8]),
     Owned(Vec<u8>),
 }
 
-impl Deref for Backing {
+impl FileBytes {
+    /// Memory-maps `path` read-only.
+    pub fn map(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        // SAFETY: the map is read-only. If another process truncates the file
+        // while it is mapped, reads past the new end fault (SIGBUS); expertui
+        // writes by rename, never in place, so its own writes cannot cause it.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
+        Ok(Self::Map(map))
+    }
+}
+
+impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
@@ -168,7 +182,7 @@ impl DecodeCache {
 
 /// An open `.expert` v2 file.
 pub struct ExpertReader {
-    data: Backing,
+    data: Arc<FileBytes>,
     structure: Structure,
     sections: Vec<SectionInfo>,
     by_name: HashMap<(u16, String), usize>,
@@ -185,27 +199,24 @@ impl ExpertReader {
 
     pub fn open_with(path: impl AsRef<Path>, options: ReaderOptions) -> Result<Self> {
         let path = path.as_ref();
-        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
-        // SAFETY: the map is read-only. If another process truncates the file
-        // while it is mapped, reads past the new end fault (SIGBUS); expertui
-        // writes by rename, never in place, so its own writes cannot cause it.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
-        let mut reader = Self::from_backing(Backing::Map(map), options)?;
+        let bytes = FileBytes::map(path)?;
+        let mut reader = Self::from_shared(Arc::new(bytes), options)?;
         reader.path = Some(path.to_path_buf());
         Ok(reader)
     }
 
     /// Reads a file embedded in the binary (the demo expert).
     pub fn from_static(bytes: &'static [u8]) -> Result<Self> {
-        Self::from_backing(Backing::Static(bytes), ReaderOptions::default())
+        Self::from_shared(Arc::new(FileBytes::Static(bytes)), ReaderOptions::default())
     }
 
     /// Reads a file already in memory.
     pub fn from_vec(bytes: Vec<u8>, options: ReaderOptions) -> Result<Self> {
-        Self::from_backing(Backing::Owned(bytes), options)
+        Self::from_shared(Arc::new(FileBytes::Owned(bytes)), options)
     }
 
-    fn from_backing(data: Backing, options: ReaderOptions) -> Result<Self> {
+    /// Reads shared bytes (the caller may keep its own handle on them).
+    pub fn from_shared(data: Arc<FileBytes>, options: ReaderOptions) -> Result<Self> {
         let structure = parse_structure(&data)?;
         let sections: Vec<SectionInfo> = structure
             .toc
@@ -230,6 +241,11 @@ impl ExpertReader {
             reader.check_root()?;
         }
         Ok(reader)
+    }
+
+    /// Records where the bytes came from (for display).
+    pub fn set_path(&mut self, path: &Path) {
+        self.path = Some(path.to_path_buf());
     }
 
     pub fn path(&self) -> Option<&Path> {

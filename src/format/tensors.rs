@@ -8,11 +8,34 @@ use half::{bf16, f16};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-/// `__metadata__` key holding the JSON array of [`ModuleInfo`].
-pub const MODULES_KEY: &str = "expertui.modules";
-/// `__metadata__` key holding the original file's own `__metadata__` (JSON),
-/// so converting back reproduces the PEFT file byte for byte.
-pub const SOURCE_METADATA_KEY: &str = "expertui.source_metadata";
+/// The one `__metadata__` key of a tensor section; its value is the JSON of
+/// [`SectionTable`]. One key keeps the header byte-for-byte deterministic
+/// (safetensors writes a metadata map in hash order).
+pub const SECTION_TABLE_KEY: &str = "expertui";
+
+/// What expertui stores beside the tensors of a section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SectionTable {
+    /// The modules whose tensors are in this section.
+    #[serde(default)]
+    pub modules: Vec<ModuleInfo>,
+    /// The file the tensors were cut from (`adapter_model.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// That file's own `__metadata__`, so converting back reproduces it.
+    #[serde(default)]
+    pub source_metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl SectionTable {
+    /// The section's `__metadata__` map.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        HashMap::from([(
+            SECTION_TABLE_KEY.to_string(),
+            serde_json::to_string(self).unwrap_or_default(),
+        )])
+    }
+}
 
 /// Errors of tensor handling.
 #[derive(Debug, thiserror::Error)]
@@ -246,10 +269,10 @@ impl<'a> TensorBlob<'a> {
         Ok(Self { tensors, metadata })
     }
 
-    /// The module table stored with the tensors (empty when absent).
-    pub fn modules(&self, context: &str) -> Result<Vec<ModuleInfo>, TensorError> {
-        match self.metadata.get(MODULES_KEY) {
-            None => Ok(Vec::new()),
+    /// expertui's table for this section (empty when absent).
+    pub fn table(&self, context: &str) -> Result<SectionTable, TensorError> {
+        match self.metadata.get(SECTION_TABLE_KEY) {
+            None => Ok(SectionTable::default()),
             Some(json) => serde_json::from_str(json).map_err(|e| TensorError::Modules {
                 context: context.to_string(),
                 reason: e.to_string(),
@@ -257,8 +280,8 @@ impl<'a> TensorBlob<'a> {
         }
     }
 
-    /// The original PEFT file's `__metadata__`, when recorded.
-    pub fn source_metadata(&self) -> Option<HashMap<String, String>> {
-        serde_json::from_str(self.metadata.get(SOURCE_METADATA_KEY)?).ok()
+    /// The module table stored with the tensors (empty when absent).
+    pub fn modules(&self, context: &str) -> Result<Vec<ModuleInfo>, TensorError> {
+        Ok(self.table(context)?.modules)
     }
 }

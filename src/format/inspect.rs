@@ -1,0 +1,480 @@
+//! What a viewer needs to show a file, computed without any UI code: the
+//! file opened as far as it parses, byte regions (header fields, TOC entries,
+//! sections, padding) for a structure overlay, and decoded section contents
+//! with tensor statistics.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::error::FormatError;
+use super::layout::{SectionType, HEADER_SIZE, TOC_ENTRY_SIZE};
+use super::legacy::{read_legacy, LegacyLimits};
+use super::loader::{detect, SourceFormat};
+use super::package::classify_file;
+use super::reader::{ExpertReader, FileBytes, ReaderOptions};
+use super::tensors::{OwnedTensor, TensorBlob};
+
+/// How far a file could be opened.
+pub enum Opened {
+    /// A v2 file whose structure parsed (root and sections may still be damaged).
+    Binary(Arc<ExpertReader>),
+    /// A legacy tar.gz package: its member files stand in for sections.
+    Legacy(Vec<MemberFile>),
+    /// Too broken to parse: raw bytes only, with the error (and its offset).
+    Broken(FormatError),
+}
+
+/// A member of a legacy package.
+#[derive(Debug, Clone)]
+pub struct MemberFile {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// A file opened for inspection.
+pub struct Inspected {
+    pub label: String,
+    pub bytes: Arc<FileBytes>,
+    pub opened: Opened,
+    /// Root digest state for binary files (`None` when not applicable).
+    pub root_error: Option<String>,
+}
+
+impl Inspected {
+    /// Opens `path` as far as it goes; only I/O errors fail.
+    pub fn open(path: &Path) -> Result<Self, FormatError> {
+        let bytes = Arc::new(FileBytes::map(path)?);
+        let mut inspected = Self::from_bytes(path.display().to_string(), bytes);
+        if let Opened::Binary(reader) = &mut inspected.opened {
+            if let Some(r) = Arc::get_mut(reader) {
+                r.set_path(path);
+            }
+        }
+        Ok(inspected)
+    }
+
+    /// The embedded demo expert.
+    pub fn demo() -> Self {
+        Self::from_bytes(
+            "demo expert (embedded)".into(),
+            Arc::new(FileBytes::Static(crate::DEMO_EXPERT)),
+        )
+    }
+
+    pub fn from_bytes(label: String, bytes: Arc<FileBytes>) -> Self {
+        let lenient = ReaderOptions {
+            check_root: false,
+            ..Default::default()
+        };
+        let (opened, root_error) = match detect(&bytes) {
+            Some(SourceFormat::LegacyTarGz) => {
+                match read_legacy(&bytes, &LegacyLimits::default()) {
+                    Ok(pkg) => (
+                        Opened::Legacy(
+                            pkg.files
+                                .into_iter()
+                                .map(|f| MemberFile {
+                                    name: f.path,
+                                    data: f.data,
+                                })
+                                .collect(),
+                        ),
+                        None,
+                    ),
+                    Err(e) => (
+                        Opened::Broken(FormatError::Decompression {
+                            name: "legacy package".into(),
+                            reason: e.to_string(),
+                        }),
+                        None,
+                    ),
+                }
+            }
+            _ => match ExpertReader::from_shared(bytes.clone(), lenient) {
+                Ok(reader) => {
+                    let root = reader.check_root().err().map(|e| e.to_string());
+                    (Opened::Binary(Arc::new(reader)), root)
+                }
+                Err(e) => (Opened::Broken(e), None),
+            },
+        };
+        Self {
+            label,
+            bytes,
+            opened,
+            root_error,
+        }
+    }
+
+    pub fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    pub fn reader(&self) -> Option<&Arc<ExpertReader>> {
+        match &self.opened {
+            Opened::Binary(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// One row per section (or member file), for lists.
+    pub fn rows(&self) -> Vec<SectionRow> {
+        match &self.opened {
+            Opened::Binary(r) => r
+                .sections()
+                .iter()
+                .map(|s| SectionRow {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    codec: s.codec.map_or("?", |c| c.label()).to_string(),
+                    offset: Some(s.offset),
+                    stored_len: s.stored_len,
+                    raw_len: s.raw_len,
+                })
+                .collect(),
+            Opened::Legacy(files) => files
+                .iter()
+                .map(|f| SectionRow {
+                    name: f.name.clone(),
+                    kind: classify_member(&f.name),
+                    codec: "tar.gz".into(),
+                    offset: None,
+                    stored_len: f.data.len() as u64,
+                    raw_len: f.data.len() as u64,
+                })
+                .collect(),
+            Opened::Broken(_) => Vec::new(),
+        }
+    }
+
+    /// Decodes row `index` for display.
+    pub fn decode(&self, index: usize) -> Result<Decoded, String> {
+        match &self.opened {
+            Opened::Binary(r) => {
+                let info = r.sections().get(index).ok_or("no such section")?;
+                let bytes = r.section(index).map_err(|e| e.to_string())?;
+                decode_bytes(info.kind, &info.name, &bytes)
+            }
+            Opened::Legacy(files) => {
+                let f = files.get(index).ok_or("no such member")?;
+                decode_bytes(classify_member(&f.name), &f.name, &f.data)
+            }
+            Opened::Broken(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Byte regions of the structure, sorted by start offset.
+    pub fn regions(&self) -> Vec<Region> {
+        match &self.opened {
+            Opened::Binary(r) => binary_regions(r),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn classify_member(name: &str) -> SectionType {
+    if name.ends_with(".safetensors") {
+        SectionType::Tensors
+    } else {
+        classify_file(name)
+    }
+}
+
+/// One section (or member file) as a list row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SectionRow {
+    pub name: String,
+    pub kind: SectionType,
+    pub codec: String,
+    pub offset: Option<u64>,
+    pub stored_len: u64,
+    pub raw_len: u64,
+}
+
+/// What a byte region is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionKind {
+    HeaderField,
+    TocEntry(usize),
+    Section(usize),
+    Padding,
+}
+
+/// A named byte range `[start, end)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub label: String,
+    pub kind: RegionKind,
+}
+
+/// Header field names and sizes, in order (see layout::Header).
+pub const HEADER_FIELDS: [(&str, u64); 13] = [
+    ("magic", 8),
+    ("version_major", 2),
+    ("version_minor", 2),
+    ("header_size", 4),
+    ("flags", 8),
+    ("file_size", 8),
+    ("toc_offset", 8),
+    ("toc_count", 4),
+    ("toc_entry_size", 4),
+    ("root_digest", 32),
+    ("signature_index", 4),
+    ("section_alignment", 4),
+    ("reserved", 40),
+];
+
+fn binary_regions(r: &ExpertReader) -> Vec<Region> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for (name, size) in HEADER_FIELDS {
+        out.push(Region {
+            start: at,
+            end: at + size,
+            label: format!("header.{name}"),
+            kind: RegionKind::HeaderField,
+        });
+        at += size;
+    }
+    debug_assert_eq!(at, HEADER_SIZE as u64);
+    let header_end = u64::from(r.header().header_size.get());
+    let mut previous_end = header_end;
+    for s in r.sections() {
+        if s.offset > previous_end {
+            out.push(Region {
+                start: previous_end,
+                end: s.offset,
+                label: "padding".into(),
+                kind: RegionKind::Padding,
+            });
+        }
+        out.push(Region {
+            start: s.offset,
+            end: s.end(),
+            label: format!("{} {}", s.kind.label(), s.name),
+            kind: RegionKind::Section(s.index),
+        });
+        previous_end = s.end();
+    }
+    let toc = r.header().toc_offset.get();
+    if toc > previous_end {
+        out.push(Region {
+            start: previous_end,
+            end: toc,
+            label: "padding".into(),
+            kind: RegionKind::Padding,
+        });
+    }
+    let entry = u64::from(r.header().toc_entry_size.get()).max(TOC_ENTRY_SIZE as u64);
+    for (i, s) in r.sections().iter().enumerate() {
+        let start = toc + i as u64 * entry;
+        out.push(Region {
+            start,
+            end: start + entry,
+            label: format!("toc[{i}] {}", s.name),
+            kind: RegionKind::TocEntry(i),
+        });
+    }
+    out
+}
+
+/// The region holding `offset` (regions sorted by start).
+pub fn region_at(regions: &[Region], offset: u64) -> Option<&Region> {
+    let i = regions.partition_point(|r| r.start <= offset);
+    regions.get(i.checked_sub(1)?).filter(|r| offset < r.end)
+}
+
+/// Statistics of one tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSummary {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub bytes: usize,
+    pub min: f32,
+    pub max: f32,
+    pub mean: f64,
+    pub std: f64,
+    /// Counts in 16 equal bins between min and max.
+    pub histogram: [u32; 16],
+}
+
+impl TensorSummary {
+    pub fn of(tensor: &OwnedTensor) -> Self {
+        let values = tensor.to_f32().unwrap_or_default();
+        let finite = values.iter().copied().filter(|v| v.is_finite());
+        let (min, max) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let n = values.len().max(1) as f64;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = values
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let mut histogram = [0u32; 16];
+        let width = (max - min).max(f32::MIN_POSITIVE);
+        for v in values.iter().filter(|v| v.is_finite()) {
+            let bin = (((v - min) / width) * 16.0) as usize;
+            if let Some(slot) = histogram.get_mut(bin.min(15)) {
+                *slot += 1;
+            }
+        }
+        Self {
+            name: tensor.name.clone(),
+            dtype: format!("{:?}", tensor.dtype),
+            shape: tensor.shape.clone(),
+            bytes: tensor.data.len(),
+            min: if values.is_empty() { 0.0 } else { min },
+            max: if values.is_empty() { 0.0 } else { max },
+            mean,
+            std: var.sqrt(),
+            histogram,
+        }
+    }
+}
+
+/// An adapted module as listed by the decoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModuleRow {
+    pub module: String,
+    pub kind: String,
+    pub rank: Option<usize>,
+    pub scale: Option<f64>,
+}
+
+/// A section decoded for display.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Json(String),
+    Text(String),
+    Grammar {
+        text: String,
+        rules: usize,
+    },
+    Tensors {
+        tensors: Vec<TensorSummary>,
+        modules: Vec<ModuleRow>,
+    },
+    Binary {
+        len: usize,
+    },
+}
+
+/// Decodes bytes according to their section type.
+pub fn decode_bytes(kind: SectionType, name: &str, bytes: &[u8]) -> Result<Decoded, String> {
+    match kind {
+        SectionType::Manifest
+        | SectionType::AdapterConfig
+        | SectionType::RouterKeywords
+        | SectionType::Metrics => {
+            let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("JSON: {e}"))?;
+            Ok(Decoded::Json(
+                serde_json::to_string_pretty(&value).unwrap_or_default(),
+            ))
+        }
+        SectionType::Grammar => {
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            let rules = super::grammar::parse_gbnf(&text)
+                .map_err(|e| format!("grammar: {e}"))?
+                .rules
+                .len();
+            Ok(Decoded::Grammar { text, rules })
+        }
+        SectionType::Tensors | SectionType::SoftPrompt | SectionType::RouterEmbeddings => {
+            let blob = TensorBlob::parse(bytes, name).map_err(|e| e.to_string())?;
+            let modules = blob
+                .modules(name)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|m| ModuleRow {
+                    module: m.module,
+                    kind: format!("{:?}", m.kind).to_lowercase(),
+                    rank: m.rank,
+                    scale: m.scale,
+                })
+                .collect();
+            let tensors = blob
+                .tensors
+                .iter()
+                .map(|(n, v)| TensorSummary::of(&OwnedTensor::from_view(n, v)))
+                .collect();
+            Ok(Decoded::Tensors { tensors, modules })
+        }
+        _ => match std::str::from_utf8(bytes) {
+            Ok(text) => Ok(Decoded::Text(text.to_string())),
+            Err(_) => Ok(Decoded::Binary { len: bytes.len() }),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_regions_cover_the_file_in_order() {
+        let demo = Inspected::demo();
+        let regions = demo.regions();
+        assert_eq!(regions.first().map(|r| r.start), Some(0));
+        assert_eq!(regions.last().map(|r| r.end), Some(demo.len()));
+        for pair in regions.windows(2) {
+            assert_eq!(
+                pair[0].end, pair[1].start,
+                "{:?} then {:?}",
+                pair[0], pair[1]
+            );
+        }
+        assert_eq!(
+            region_at(&regions, 0).map(|r| r.label.as_str()),
+            Some("header.magic")
+        );
+        assert_eq!(
+            region_at(&regions, 48).map(|r| r.label.as_str()),
+            Some("header.root_digest")
+        );
+        assert!(region_at(&regions, demo.len()).is_none());
+    }
+
+    #[test]
+    fn demo_tensor_section_decodes_with_stats_and_modules() {
+        let demo = Inspected::demo();
+        let index = demo
+            .rows()
+            .iter()
+            .position(|r| r.name == "layer.0")
+            .unwrap();
+        match demo.decode(index).unwrap() {
+            Decoded::Tensors { tensors, modules } => {
+                assert_eq!(tensors.len(), 4);
+                assert_eq!(modules.len(), 2);
+                assert_eq!(modules[0].scale, Some(2.0));
+                let t = &tensors[0];
+                assert!(t.min <= t.mean as f32 && t.mean as f32 <= t.max);
+                let total: u32 = t.histogram.iter().sum();
+                assert_eq!(total as usize, t.shape.iter().product::<usize>());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_bytes_still_open_raw() {
+        let bytes = Arc::new(FileBytes::Owned(b"\x89EXP\r\n\x1a\nshort".to_vec()));
+        let inspected = Inspected::from_bytes("broken".into(), bytes);
+        match &inspected.opened {
+            Opened::Broken(e) => assert!(matches!(e, FormatError::Truncated { .. })),
+            _ => panic!("should be broken"),
+        }
+        assert!(inspected.rows().is_empty());
+    }
+}
