@@ -8,6 +8,7 @@
 //!
 //! `format`, `osd` and `gpu` never depend on the terminal UI.
 
+pub mod app;
 pub mod cli;
 pub mod format;
 pub mod gpu;

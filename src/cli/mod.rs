@@ -9,6 +9,7 @@ mod package;
 mod progress;
 mod validate;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -112,6 +113,15 @@ pub(crate) fn print_json(value: &serde_json::Value) {
     );
 }
 
+/// Opens the terminal UI on a file (as far as it parses) or the demo expert.
+fn open_tui(file: Option<PathBuf>) -> Result<(), Failure> {
+    let doc = match file {
+        Some(path) => crate::format::inspect::Inspected::open(&path)?,
+        None => crate::format::inspect::Inspected::demo(),
+    };
+    crate::app::run(doc).map_err(|e| Failure::error(format!("terminal: {e}")))
+}
+
 /// Entry point of the binary.
 pub fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -128,6 +138,7 @@ pub fn run() -> ExitCode {
         Some(Command::Convert(args)) => convert::run(args, json),
         Some(Command::Extract(args)) => extract::run(args, json),
         Some(Command::Info(args)) => inspect::run(args, json),
+        None if !cli.headless && !json && std::io::stdout().is_terminal() => open_tui(cli.file),
         None => inspect::run(inspect::Args { file: cli.file }, json),
     };
     match result {

@@ -1,0 +1,251 @@
+//! The key table: one list drives key handling, the help overlay and the
+//! status-line hints, so they cannot disagree.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::state::PanelId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    None,
+    Quit,
+    Help,
+    NextPanel,
+    PrevPanel,
+    Panel(PanelId),
+    Up,
+    Down,
+    Left,
+    Right,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    PrevSection,
+    NextSection,
+    StartJump,
+    StartSearch,
+    SearchNext,
+    SearchPrev,
+    ToggleEndian,
+    Verify,
+}
+
+/// One binding: which keys, what they do, where (None = every panel).
+pub struct Binding {
+    pub keys: &'static str,
+    pub help: &'static str,
+    pub panel: Option<PanelId>,
+    pub action: Action,
+    pub matches: fn(&KeyEvent) -> bool,
+}
+
+fn plain(key: &KeyEvent, code: KeyCode) -> bool {
+    key.code == code && !key.modifiers.contains(KeyModifiers::CONTROL)
+}
+
+/// Every binding, in help order.
+pub static BINDINGS: &[Binding] = &[
+    Binding {
+        keys: "q",
+        help: "quit",
+        panel: None,
+        action: Action::Quit,
+        matches: |k| {
+            plain(k, KeyCode::Char('q'))
+                || (k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL))
+        },
+    },
+    Binding {
+        keys: "?",
+        help: "help",
+        panel: None,
+        action: Action::Help,
+        matches: |k| plain(k, KeyCode::Char('?')),
+    },
+    Binding {
+        keys: "Tab/S-Tab",
+        help: "next/previous panel",
+        panel: None,
+        action: Action::NextPanel,
+        matches: |k| k.code == KeyCode::Tab,
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::PrevPanel,
+        matches: |k| k.code == KeyCode::BackTab,
+    },
+    Binding {
+        keys: "1-4",
+        help: "overview, hex, decoder, integrity",
+        panel: None,
+        action: Action::Panel(PanelId::Overview),
+        matches: |k| plain(k, KeyCode::Char('1')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::Panel(PanelId::Hex),
+        matches: |k| plain(k, KeyCode::Char('2')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::Panel(PanelId::Decoder),
+        matches: |k| plain(k, KeyCode::Char('3')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::Panel(PanelId::Integrity),
+        matches: |k| plain(k, KeyCode::Char('4')),
+    },
+    Binding {
+        keys: "↑↓ / k j",
+        help: "move",
+        panel: None,
+        action: Action::Up,
+        matches: |k| k.code == KeyCode::Up || plain(k, KeyCode::Char('k')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::Down,
+        matches: |k| k.code == KeyCode::Down || plain(k, KeyCode::Char('j')),
+    },
+    Binding {
+        keys: "←→ / h l",
+        help: "byte left/right",
+        panel: Some(PanelId::Hex),
+        action: Action::Left,
+        matches: |k| k.code == KeyCode::Left || plain(k, KeyCode::Char('h')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: Some(PanelId::Hex),
+        action: Action::Right,
+        matches: |k| k.code == KeyCode::Right || plain(k, KeyCode::Char('l')),
+    },
+    Binding {
+        keys: "PgUp/PgDn",
+        help: "page (scroll in decoder)",
+        panel: None,
+        action: Action::PageUp,
+        matches: |k| {
+            k.code == KeyCode::PageUp
+                || (k.code == KeyCode::Char('b') && k.modifiers.contains(KeyModifiers::CONTROL))
+        },
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::PageDown,
+        matches: |k| {
+            k.code == KeyCode::PageDown
+                || (k.code == KeyCode::Char('f') && k.modifiers.contains(KeyModifiers::CONTROL))
+        },
+    },
+    Binding {
+        keys: "g/G",
+        help: "start/end of file",
+        panel: Some(PanelId::Hex),
+        action: Action::Home,
+        matches: |k| k.code == KeyCode::Home || plain(k, KeyCode::Char('g')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: Some(PanelId::Hex),
+        action: Action::End,
+        matches: |k| k.code == KeyCode::End || plain(k, KeyCode::Char('G')),
+    },
+    Binding {
+        keys: "[ ]",
+        help: "previous/next section",
+        panel: None,
+        action: Action::PrevSection,
+        matches: |k| plain(k, KeyCode::Char('[')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::NextSection,
+        matches: |k| plain(k, KeyCode::Char(']')),
+    },
+    Binding {
+        keys: ": / C-j",
+        help: "jump to offset (0x1f0, 496, +16, -0x10)",
+        panel: Some(PanelId::Hex),
+        action: Action::StartJump,
+        matches: |k| {
+            plain(k, KeyCode::Char(':'))
+                || (k.code == KeyCode::Char('j') && k.modifiers.contains(KeyModifiers::CONTROL))
+        },
+    },
+    Binding {
+        keys: "/",
+        help: "search text, or #hex bytes",
+        panel: Some(PanelId::Hex),
+        action: Action::StartSearch,
+        matches: |k| plain(k, KeyCode::Char('/')),
+    },
+    Binding {
+        keys: "n/N",
+        help: "next/previous match",
+        panel: Some(PanelId::Hex),
+        action: Action::SearchNext,
+        matches: |k| plain(k, KeyCode::Char('n')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: Some(PanelId::Hex),
+        action: Action::SearchPrev,
+        matches: |k| plain(k, KeyCode::Char('N')),
+    },
+    Binding {
+        keys: "e",
+        help: "toggle inspector endianness",
+        panel: Some(PanelId::Hex),
+        action: Action::ToggleEndian,
+        matches: |k| plain(k, KeyCode::Char('e')),
+    },
+    Binding {
+        keys: "v",
+        help: "verify again",
+        panel: Some(PanelId::Integrity),
+        action: Action::Verify,
+        matches: |k| plain(k, KeyCode::Char('v')),
+    },
+];
+
+/// The action a key triggers in `panel`.
+pub fn action_for(panel: PanelId, key: KeyEvent) -> Action {
+    if key.code == KeyCode::Esc {
+        return Action::Quit;
+    }
+    BINDINGS
+        .iter()
+        .filter(|b| b.panel.is_none_or(|p| p == panel))
+        .find(|b| (b.matches)(&key))
+        .map_or(Action::None, |b| b.action)
+}
+
+/// Short hints for the status line of `panel`.
+pub fn hints(panel: PanelId) -> Vec<(&'static str, &'static str)> {
+    BINDINGS
+        .iter()
+        .filter(|b| !b.keys.is_empty() && b.panel == Some(panel))
+        .map(|b| (b.keys, b.help))
+        .chain([("Tab", "panel"), ("?", "help"), ("q", "quit")])
+        .collect()
+}

@@ -1,0 +1,63 @@
+//! The terminal UI (ratatui + crossterm). It renders and routes only: files
+//! are parsed, hashed and decoded by `format`, on background threads.
+//!
+//! Panels: overview, TOC + hex browser, section decoder, integrity. A new
+//! panel is a `PanelId` variant, a draw function and its key bindings.
+
+pub mod decoder;
+pub mod hexview;
+pub mod integrity;
+pub mod keys;
+pub mod overview;
+pub mod render;
+pub mod state;
+pub mod theme;
+
+use std::io::{self, stdout};
+use std::time::Duration;
+
+use crossterm::event::{self, DisableMouseCapture, EnableMouseCapture, Event, KeyEventKind};
+use ratatui::DefaultTerminal;
+
+pub use state::App;
+
+use crate::format::inspect::Inspected;
+
+/// Runs the TUI on `doc` until the user quits. The terminal is restored on
+/// exit, on error and on panic.
+pub fn run(doc: Inspected) -> io::Result<()> {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(stdout(), DisableMouseCapture);
+        previous(info);
+    }));
+    // ratatui::init enters raw mode and the alternate screen, and chains a
+    // panic hook that leaves them before ours runs.
+    let mut terminal = ratatui::init();
+    let result = crossterm::execute!(stdout(), EnableMouseCapture)
+        .and_then(|_| event_loop(&mut terminal, App::new(doc)));
+    let _ = crossterm::execute!(stdout(), DisableMouseCapture);
+    ratatui::restore();
+    result
+}
+
+fn event_loop(terminal: &mut DefaultTerminal, mut app: App) -> io::Result<()> {
+    let mut dirty = true;
+    while !app.quit {
+        if dirty {
+            terminal.draw(|frame| render::draw(frame, &mut app))?;
+            dirty = false;
+        }
+        if event::poll(Duration::from_millis(100))? {
+            match event::read()? {
+                Event::Key(key) if key.kind != KeyEventKind::Release => app.on_key(key),
+                // The body starts below the one-line tab bar.
+                Event::Mouse(mouse) => app.on_mouse(mouse, 1),
+                _ => {}
+            }
+            dirty = true;
+        }
+        dirty |= app.poll_background();
+    }
+    Ok(())
+}

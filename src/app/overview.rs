@@ -1,0 +1,250 @@
+//! Overview panel: header fields, integrity, manifest summary, section sizes.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::Frame;
+use serde_json::Value;
+
+use super::state::{App, Verification};
+use super::theme::Theme;
+use crate::format::inspect::Opened;
+use crate::format::SectionType;
+
+fn field(name: &str, value: String, theme: Theme) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{name:<18}"), theme.dim()),
+        Span::raw(value),
+    ])
+}
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+    let mut lines = Vec::new();
+    match &app.doc.opened {
+        Opened::Binary(r) => {
+            let h = r.header();
+            lines.push(field(
+                "format",
+                format!(
+                    ".expert v{}.{}",
+                    h.version_major.get(),
+                    h.version_minor.get()
+                ),
+                theme,
+            ));
+            lines.push(field(
+                "file size",
+                format!("{} bytes", r.file_size()),
+                theme,
+            ));
+            lines.push(field("header size", h.header_size.get().to_string(), theme));
+            lines.push(field("flags", format!("{:#x}", h.flags.get()), theme));
+            lines.push(field(
+                "TOC",
+                format!("{} entries at {:#x}", h.toc_count.get(), h.toc_offset.get()),
+                theme,
+            ));
+            lines.push(field(
+                "alignment",
+                format!("{} bytes", h.section_alignment.get()),
+                theme,
+            ));
+            lines.push(field(
+                "root digest",
+                hex::encode(&h.root_digest[..16]) + "…",
+                theme,
+            ));
+            let signed = h.signature_index.get() != crate::format::layout::NO_SIGNATURE;
+            lines.push(field(
+                "signature",
+                if signed {
+                    "present".into()
+                } else {
+                    "unsigned".into()
+                },
+                theme,
+            ));
+            lines.push(Line::raw(""));
+            lines.push(match &app.doc.root_error {
+                None => Line::from(Span::styled(
+                    "root digest OK (header + TOC intact)",
+                    theme.ok(),
+                )),
+                Some(e) => Line::from(Span::styled(format!("ROOT MISMATCH: {e}"), theme.damaged())),
+            });
+            lines.push(match &app.verification {
+                Verification::Running => Line::raw("verifying sections…"),
+                Verification::Done { checks, tail_clean } => {
+                    let bad = checks.iter().filter(|c| !c.ok()).count();
+                    if bad == 0 && *tail_clean {
+                        Line::from(Span::styled(
+                            format!("all {} sections verified", checks.len()),
+                            theme.ok(),
+                        ))
+                    } else {
+                        Line::from(Span::styled(
+                            format!("{bad} DAMAGED section(s): see Integrity (4)"),
+                            theme.damaged(),
+                        ))
+                    }
+                }
+                Verification::NotApplicable => Line::raw(""),
+            });
+        }
+        Opened::Legacy(files) => {
+            lines.push(field("format", "legacy tar.gz (deprecated)".into(), theme));
+            lines.push(field(
+                "file size",
+                format!("{} bytes", app.doc.len()),
+                theme,
+            ));
+            lines.push(field("members", files.len().to_string(), theme));
+            lines.push(Line::raw(""));
+            lines.push(Line::raw(
+                "convert: expertui --headless convert FILE -o OUT.expert",
+            ));
+        }
+        Opened::Broken(e) => {
+            lines.push(Line::from(Span::styled(
+                "cannot parse this file",
+                theme.damaged(),
+            )));
+            lines.push(Line::raw(e.to_string()));
+            if let Some(offset) = e.offset() {
+                lines.push(Line::raw(format!(
+                    "at offset {offset:#x}: see the hex view (2)"
+                )));
+            }
+        }
+    }
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(Span::styled(" file ", theme.title())),
+        ),
+        left,
+    );
+    let [manifest_area, sizes_area] =
+        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(right);
+    frame.render_widget(
+        Paragraph::new(manifest_lines(app, theme))
+            .wrap(Wrap { trim: false })
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(Span::styled(" manifest ", theme.title())),
+            ),
+        manifest_area,
+    );
+    let total_stored: u64 = app.rows.iter().map(|r| r.stored_len).sum();
+    let total_raw: u64 = app.rows.iter().map(|r| r.raw_len).sum();
+    let mut sizes = vec![Line::from(Span::styled(
+        format!(
+            "{:<22} {:>9} {:>9} {:<6}",
+            "section", "stored", "raw", "codec"
+        ),
+        theme.dim(),
+    ))];
+    sizes.extend(app.rows.iter().map(|r| {
+        Line::raw(format!(
+            "{:<22} {:>9} {:>9} {:<6}",
+            truncate(&r.name, 22),
+            r.stored_len,
+            r.raw_len,
+            r.codec
+        ))
+    }));
+    sizes.push(Line::raw(format!(
+        "{:<22} {:>9} {:>9} ratio {:.3}",
+        "total",
+        total_stored,
+        total_raw,
+        total_raw as f64 / total_stored.max(1) as f64
+    )));
+    frame.render_widget(
+        Paragraph::new(sizes).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(Span::styled(" sections ", theme.title())),
+        ),
+        sizes_area,
+    );
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        s.chars().take(width - 1).collect::<String>() + "…"
+    }
+}
+
+fn manifest_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
+    let Some(index) = app
+        .rows
+        .iter()
+        .position(|r| r.kind == SectionType::Manifest)
+    else {
+        return vec![Line::raw("no manifest")];
+    };
+    let manifest: Value = match app.doc.decode(index) {
+        Ok(crate::format::inspect::Decoded::Json(text)) => {
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        }
+        Ok(_) => Value::Null,
+        Err(e) => {
+            return vec![Line::from(Span::styled(
+                format!("manifest unreadable: {e}"),
+                theme.damaged(),
+            ))]
+        }
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("?").to_string();
+    let mut lines = vec![
+        field("name", text(manifest.get("name")), theme),
+        field("version", text(manifest.get("version")), theme),
+        field("schema", text(manifest.get("schema_version")), theme),
+    ];
+    let bases: Vec<&Value> = match (manifest.get("base_models"), manifest.get("base_model")) {
+        (Some(Value::Array(list)), _) => list.iter().collect(),
+        (_, Some(single)) => vec![single],
+        _ => Vec::new(),
+    };
+    for base in bases {
+        let name = base
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| text(base.get("name")));
+        lines.push(field("base model", name, theme));
+        let adapters = base.get("adapters").or_else(|| manifest.get("adapters"));
+        for adapter in adapters.and_then(Value::as_array).into_iter().flatten() {
+            let modules: Vec<&str> = adapter
+                .get("target_modules")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            lines.push(field(
+                "  adapter",
+                format!(
+                    "{} r={} alpha={} on {}",
+                    text(adapter.get("type")),
+                    adapter.get("r").map_or("-".into(), Value::to_string),
+                    adapter.get("alpha").map_or("-".into(), Value::to_string),
+                    modules.join(",")
+                ),
+                theme,
+            ));
+        }
+    }
+    if let Some(keywords) = manifest
+        .pointer("/routing/keywords")
+        .and_then(Value::as_array)
+    {
+        let words: Vec<&str> = keywords.iter().filter_map(Value::as_str).collect();
+        lines.push(field("routing", words.join(", "), theme));
+    }
+    lines
+}
