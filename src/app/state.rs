@@ -282,6 +282,16 @@ impl App {
 
     fn switch(&mut self, panel: PanelId) {
         self.panel = panel;
+        // Arriving at the hex view, show the section picked elsewhere.
+        if let (PanelId::Hex, Some(row)) = (panel, self.rows.get(self.selected)) {
+            if let Some(offset) = row.offset {
+                let inside = (offset..offset + row.stored_len.max(1)).contains(&self.hex.cursor);
+                // Section 0 is left alone so the header shows first.
+                if !inside && self.selected != 0 {
+                    self.goto(offset);
+                }
+            }
+        }
         if panel == PanelId::Decoder {
             self.request_decode();
         }

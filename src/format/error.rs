@@ -168,9 +168,14 @@ impl FormatError {
     /// (the TUI opens its raw hex view there).
     pub fn offset(&self) -> Option<u64> {
         match self {
-            Self::BadMagic { .. } | Self::UnsupportedVersion { .. } => Some(0),
-            Self::UnsupportedFeatures { .. } | Self::BadHeader { .. } => Some(0),
-            Self::TocOutOfBounds { offset, .. } => Some(*offset),
+            Self::BadMagic { .. } => Some(0),
+            Self::UnsupportedVersion { .. } => super::layout::header_field_offset("version_major"),
+            Self::UnsupportedFeatures { .. } => super::layout::header_field_offset("flags"),
+            Self::BadHeader { field, .. } => super::layout::header_field_offset(field),
+            Self::FileSizeMismatch { .. } => super::layout::header_field_offset("file_size"),
+            // The TOC lies outside the file: point at the field that says where it is.
+            Self::TocOutOfBounds { .. } => super::layout::header_field_offset("toc_offset"),
+            Self::Truncated { have, .. } => Some(have.saturating_sub(1)),
             Self::SectionOutOfBounds { offset, .. }
             | Self::SectionOverlap { offset, .. }
             | Self::SectionGap { offset, .. }

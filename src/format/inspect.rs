@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::error::FormatError;
-use super::layout::{SectionType, HEADER_SIZE, TOC_ENTRY_SIZE};
+use super::layout::{SectionType, HEADER_FIELDS, HEADER_SIZE, TOC_ENTRY_SIZE};
 use super::legacy::{read_legacy, LegacyLimits};
 use super::loader::{detect, SourceFormat};
 use super::package::classify_file;
@@ -173,6 +173,8 @@ impl Inspected {
     pub fn regions(&self) -> Vec<Region> {
         match &self.opened {
             Opened::Binary(r) => binary_regions(r),
+            // A broken v2 file still has its header fields where they belong.
+            Opened::Broken(_) if self.len() >= HEADER_SIZE as u64 => header_regions(),
             _ => Vec::new(),
         }
     }
@@ -215,24 +217,7 @@ pub struct Region {
     pub kind: RegionKind,
 }
 
-/// Header field names and sizes, in order (see layout::Header).
-pub const HEADER_FIELDS: [(&str, u64); 13] = [
-    ("magic", 8),
-    ("version_major", 2),
-    ("version_minor", 2),
-    ("header_size", 4),
-    ("flags", 8),
-    ("file_size", 8),
-    ("toc_offset", 8),
-    ("toc_count", 4),
-    ("toc_entry_size", 4),
-    ("root_digest", 32),
-    ("signature_index", 4),
-    ("section_alignment", 4),
-    ("reserved", 40),
-];
-
-fn binary_regions(r: &ExpertReader) -> Vec<Region> {
+fn header_regions() -> Vec<Region> {
     let mut out = Vec::new();
     let mut at = 0u64;
     for (name, size) in HEADER_FIELDS {
@@ -244,7 +229,11 @@ fn binary_regions(r: &ExpertReader) -> Vec<Region> {
         });
         at += size;
     }
-    debug_assert_eq!(at, HEADER_SIZE as u64);
+    out
+}
+
+fn binary_regions(r: &ExpertReader) -> Vec<Region> {
+    let mut out = header_regions();
     let header_end = u64::from(r.header().header_size.get());
     let mut previous_end = header_end;
     for s in r.sections() {

@@ -99,6 +99,35 @@ pub struct TocEntry {
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_SIZE);
 const _: () = assert!(std::mem::size_of::<TocEntry>() == TOC_ENTRY_SIZE);
 
+/// Header field names and sizes in file order (mirrors [`Header`]).
+pub const HEADER_FIELDS: [(&str, u64); 13] = [
+    ("magic", 8),
+    ("version_major", 2),
+    ("version_minor", 2),
+    ("header_size", 4),
+    ("flags", 8),
+    ("file_size", 8),
+    ("toc_offset", 8),
+    ("toc_count", 4),
+    ("toc_entry_size", 4),
+    ("root_digest", 32),
+    ("signature_index", 4),
+    ("section_alignment", 4),
+    ("reserved", 40),
+];
+
+/// Offset of a header field by name.
+pub fn header_field_offset(name: &str) -> Option<u64> {
+    let mut at = 0;
+    for (field, size) in HEADER_FIELDS {
+        if field == name {
+            return Some(at);
+        }
+        at += size;
+    }
+    None
+}
+
 /// What a section holds. Codes are stable forever; new ones are only added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SectionType {

@@ -1,0 +1,287 @@
+//! TUI tests on ratatui's TestBackend: a snapshot of every panel on the demo
+//! expert and on a damaged copy, key-driven walks, and style checks.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use expertui::app::render::draw;
+use expertui::app::state::{PanelId, Verification};
+use expertui::app::App;
+use expertui::format::inspect::Inspected;
+use expertui::format::FileBytes;
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use ratatui::Terminal;
+use std::sync::Arc;
+
+const WIDTH: u16 = 120;
+const HEIGHT: u16 = 36;
+
+fn app_for(bytes: Vec<u8>, label: &str) -> App {
+    let doc = Inspected::from_bytes(label.into(), Arc::new(FileBytes::Owned(bytes)));
+    let mut app = App::new(doc);
+    app.colors = true;
+    app.wait_background();
+    app
+}
+
+fn demo() -> App {
+    app_for(expertui::DEMO_EXPERT.to_vec(), "demo.expert")
+}
+
+/// The demo with one byte flipped inside section `layer.2`.
+fn damaged() -> (App, u64, u64) {
+    let clean = demo();
+    let row = clean.rows.iter().find(|r| r.name == "layer.2").unwrap();
+    let (start, end) = (row.offset.unwrap(), row.offset.unwrap() + row.stored_len);
+    let mut bytes = expertui::DEMO_EXPERT.to_vec();
+    bytes[(start + 100) as usize] ^= 0xff;
+    (app_for(bytes, "damaged.expert"), start, end)
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE));
+    app.wait_background();
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn render(app: &mut App) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(WIDTH, HEIGHT)).unwrap();
+    terminal.draw(|f| draw(f, app)).unwrap();
+    terminal
+}
+
+fn screen(app: &mut App) -> String {
+    render(app).backend().to_string()
+}
+
+#[test]
+fn overview_snapshot() {
+    let mut app = demo();
+    insta::assert_snapshot!("overview_demo", screen(&mut app));
+}
+
+#[test]
+fn hex_snapshot() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    insta::assert_snapshot!("hex_demo", screen(&mut app));
+}
+
+#[test]
+fn decoder_snapshots() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('3'));
+    insta::assert_snapshot!("decoder_manifest", screen(&mut app));
+    for _ in 0..7 {
+        key(&mut app, KeyCode::Down);
+    }
+    assert_eq!(app.rows[app.selected].name, "layer.0");
+    insta::assert_snapshot!("decoder_tensors", screen(&mut app));
+}
+
+#[test]
+fn integrity_snapshot() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('4'));
+    insta::assert_snapshot!("integrity_demo", screen(&mut app));
+}
+
+#[test]
+fn help_overlay_snapshot() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('?'));
+    assert!(app.show_help);
+    insta::assert_snapshot!("help_overlay", screen(&mut app));
+    key(&mut app, KeyCode::Char('x'));
+    assert!(!app.show_help, "any key closes help");
+}
+
+#[test]
+fn damaged_copy_snapshots_and_red_section() {
+    let (mut app, start, end) = damaged();
+    let Verification::Done { checks, .. } = &app.verification else {
+        panic!("verification did not finish")
+    };
+    let bad: Vec<_> = checks
+        .iter()
+        .filter(|c| !c.ok())
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(bad, vec!["layer.2".to_string()]);
+    insta::assert_snapshot!("overview_damaged", screen(&mut app));
+
+    key(&mut app, KeyCode::Char('4'));
+    for _ in 0..9 {
+        key(&mut app, KeyCode::Down);
+    }
+    let text = screen(&mut app);
+    assert!(text.contains("DAMAGED"), "{text}");
+    assert!(text.contains(&format!("{start:#x}..{end:#x}")), "{text}");
+    insta::assert_snapshot!("integrity_damaged", text);
+
+    // The damaged section's row in the list is red, and so are its bytes.
+    key(&mut app, KeyCode::Char('2'));
+    let terminal = render(&mut app);
+    let buffer = terminal.backend().buffer();
+    let row_y = (0..HEIGHT).find(|&y| {
+        (0..34)
+            .map(|x| buffer[(x, y)].symbol())
+            .collect::<String>()
+            .contains("layer.2")
+    });
+    let row_y = row_y.expect("layer.2 listed");
+    assert_eq!(buffer[(3, row_y)].fg, Color::Red, "damaged row is red");
+    // The cursor sits at the section start: the first hex cell is on a red background.
+    assert_eq!(app.hex.cursor, start);
+    let hex_row = (0..HEIGHT)
+        .find(|&y| {
+            (34..50)
+                .map(|x| buffer[(x, y)].symbol())
+                .collect::<String>()
+                .contains(&format!("{:08x}", start / 16 * 16))
+        })
+        .expect("cursor row visible");
+    let col = 34 + 1 + 10 + (start % 16) as u16 * 3 + if start % 16 > 7 { 1 } else { 0 };
+    let neighbour = col + 3;
+    assert_eq!(
+        buffer[(neighbour, hex_row)].bg,
+        Color::Red,
+        "damaged bytes have a red background"
+    );
+}
+
+#[test]
+fn jump_to_offset_hex_decimal_and_relative() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char(':'));
+    type_text(&mut app, "0x30");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.cursor, 0x30);
+    assert_eq!(app.region_at_cursor().unwrap().label, "header.root_digest");
+    assert!(screen(&mut app).contains("header.root_digest"));
+    key(&mut app, KeyCode::Char(':'));
+    type_text(&mut app, "+16");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.cursor, 0x40);
+    key(&mut app, KeyCode::Char(':'));
+    type_text(&mut app, "-0x10");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.cursor, 0x30);
+    key(&mut app, KeyCode::Char(':'));
+    type_text(&mut app, "100");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.cursor, 100);
+    key(&mut app, KeyCode::Char(':'));
+    type_text(&mut app, "0xffffffff");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.cursor, 100, "past the end: cursor stays");
+    assert!(app.message.contains("past the end"));
+}
+
+#[test]
+fn search_text_and_hex_with_next_and_previous() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "lora_A");
+    key(&mut app, KeyCode::Enter);
+    let first = app.hex.cursor;
+    let bytes = expertui::DEMO_EXPERT;
+    assert_eq!(&bytes[first as usize..first as usize + 6], b"lora_A");
+    key(&mut app, KeyCode::Char('n'));
+    let second = app.hex.cursor;
+    assert!(second > first);
+    assert_eq!(&bytes[second as usize..second as usize + 6], b"lora_A");
+    key(&mut app, KeyCode::Char('N'));
+    assert_eq!(app.hex.cursor, first);
+    key(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "#89 45 58 50");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.cursor, 0, "magic found (wrapping)");
+    assert!(app.message.contains("match at 0x0"));
+}
+
+#[test]
+fn inspector_decodes_and_toggles_endianness() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char(':'));
+    type_text(&mut app, "8"); // version_major = 2, little-endian u16
+    key(&mut app, KeyCode::Enter);
+    assert!(screen(&mut app).contains("u16 2 "), "little endian");
+    key(&mut app, KeyCode::Char('e'));
+    assert!(screen(&mut app).contains("u16 512 "), "big endian");
+}
+
+#[test]
+fn broken_file_opens_raw_at_the_error() {
+    let mut bytes = expertui::DEMO_EXPERT.to_vec();
+    let toc = u64::from_le_bytes(bytes[32..40].try_into().unwrap());
+    // Point the TOC past the end: the structure cannot be parsed.
+    bytes[32..40].copy_from_slice(&(toc + 4096).to_le_bytes());
+    let mut app = app_for(bytes, "broken.expert");
+    assert_eq!(app.panel, PanelId::Hex);
+    assert!(app.rows.is_empty());
+    let text = screen(&mut app);
+    assert!(text.contains("cannot parse"), "{text}");
+    insta::assert_snapshot!("hex_broken", text);
+}
+
+#[test]
+fn legacy_package_lists_member_files() {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm-sql-dora.v0.3.0.expert"
+    ))
+    .unwrap();
+    let mut app = app_for(bytes, "legacy.expert");
+    let names: Vec<_> = app.rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names[0], "manifest.json");
+    assert_eq!(names.len(), 6);
+    key(&mut app, KeyCode::Char('3'));
+    assert!(screen(&mut app).contains("expert-sql-minilm"));
+}
+
+#[test]
+fn tab_walks_every_panel_and_q_quits() {
+    let mut app = demo();
+    let mut seen = vec![app.panel];
+    for _ in 0..4 {
+        key(&mut app, KeyCode::Tab);
+        seen.push(app.panel);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            PanelId::Overview,
+            PanelId::Hex,
+            PanelId::Decoder,
+            PanelId::Integrity,
+            PanelId::Overview
+        ]
+    );
+    key(&mut app, KeyCode::BackTab);
+    assert_eq!(app.panel, PanelId::Integrity);
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
+}
+
+#[test]
+fn small_terminal_does_not_panic() {
+    let mut app = demo();
+    for panel in ['1', '2', '3', '4', '?'] {
+        key(&mut app, KeyCode::Char(panel));
+        for (w, h) in [(20, 6), (40, 10), (80, 12)] {
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal.draw(|f| draw(f, &mut app)).unwrap();
+        }
+        if app.show_help {
+            key(&mut app, KeyCode::Esc);
+        }
+    }
+}
