@@ -902,3 +902,46 @@ fn unknown_dtype_is_a_usage_error() {
     ]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[test]
+fn validate_checks_the_base_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "tests/fixtures/minilm-base-config.json";
+    let (code, _, stderr) = run(&[
+        "--headless",
+        "validate",
+        "assets/demo.expert",
+        "--base-model",
+        config,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let mut wrong: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    wrong["hidden_size"] = 512.into();
+    let bad = dir.path().join("config.json");
+    std::fs::write(&bad, wrong.to_string()).unwrap();
+    let (code, stdout, _) = run(&[
+        "--headless",
+        "validate",
+        "assets/demo.expert",
+        "--base-model",
+        s(&bad),
+        "--json",
+    ]);
+    assert_eq!(code, 3);
+    let v = json(&stdout);
+    let problems: Vec<String> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        problems.len(),
+        12,
+        "each of the 12 modules named once: {problems:?}"
+    );
+    assert!(problems
+        .iter()
+        .all(|p| p.contains("encoder.layer.") && p.contains("384")));
+}

@@ -26,6 +26,10 @@ pub struct Args {
     /// Print the time each step took (stderr, or in the JSON).
     #[arg(long)]
     pub time: bool,
+    /// Base model (folder, safetensors file or config.json) to check shapes
+    /// and the manifest's weights_hash / vocab_hash against.
+    #[arg(long)]
+    pub base_model: Option<PathBuf>,
 }
 
 /// Timings of the steps, in order.
@@ -108,6 +112,18 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let manifest = steps.time("manifest", || check_manifest(&reader));
     if let Err(e) = &manifest {
         problems.push(e.clone());
+    }
+    if let Some(base) = &args.base_model {
+        let report = steps.time("base model", || {
+            crate::format::package::ExpertContents::read_binary(&reader)
+                .and_then(|c| crate::format::basecheck::check_against_base(&c, base))
+        });
+        match report {
+            Ok(mismatches) => {
+                problems.extend(mismatches.into_iter().map(|m| format!("base model: {m}")))
+            }
+            Err(e) => problems.push(format!("base model: {e}")),
+        }
     }
     let mut damaged = Vec::new();
     if args.verify_integrity {

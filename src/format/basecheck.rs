@@ -231,7 +231,9 @@ pub fn check_against_base(
                     _ => {}
                 }
             } else if let Some(want) = implied.filter(|_| !dims.is_empty()) {
-                for d in want.iter().filter(|d| !dims.contains(d)) {
+                let mut unknown: Vec<&usize> = want.iter().filter(|d| !dims.contains(d)).collect();
+                unknown.dedup();
+                for d in unknown {
                     problems.push(format!(
                         "{}: dimension {d} matches nothing in the base config.json ({dims:?})",
                         module.module
