@@ -501,3 +501,17 @@ fn killed_writer_leaves_previous_file_intact() {
     );
     ExpertReader::open(&path).unwrap().verify_all().unwrap();
 }
+
+#[test]
+fn copying_every_section_reproduces_the_file_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, before) = small_file(dir.path());
+    let reader = ExpertReader::open(&path).unwrap();
+    let copy = dir.path().join("copy.expert");
+    let mut w = ExpertWriter::create(&copy, WriterOptions::default()).unwrap();
+    for i in 0..reader.sections().len() {
+        w.copy_section(&reader, i).unwrap();
+    }
+    w.finish().unwrap();
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+}

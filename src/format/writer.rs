@@ -292,6 +292,47 @@ impl ExpertWriter {
         })
     }
 
+    /// Copies section `index` of `reader` verbatim: the same stored bytes,
+    /// codec, flags and digest (re-signing and section edits use this, so
+    /// untouched sections keep every byte).
+    pub fn copy_section(&mut self, reader: &super::reader::ExpertReader, index: usize) -> Result<()> {
+        let info = reader
+            .sections()
+            .get(index)
+            .ok_or_else(|| FormatError::SectionNotFound(format!("#{index}")))?
+            .clone();
+        let stored = reader.stored(index)?;
+        let name = encode_name(&info.name)?;
+        if !self.names.insert((info.kind.code(), info.name.clone())) {
+            return Err(FormatError::Writer(format!("duplicate section {:?}", info.name)));
+        }
+        let align = if info.flags & ENTRY_FLAG_ALIGN_256 != 0 {
+            GPU_ALIGNMENT
+        } else {
+            self.options.alignment
+        };
+        let start = align_up(self.out.pos, align)
+            .ok_or_else(|| FormatError::Writer("file too large".into()))?;
+        let path = self.out.path.clone();
+        self.out.pad_to(start).map_err(|e| FormatError::io(&path, e))?;
+        self.out.write_all(stored).map_err(|e| FormatError::io(&path, e))?;
+        let codec = info.codec.unwrap_or(Codec::None);
+        self.toc.push(TocEntry {
+            section_id: U32::new(self.toc.len() as u32),
+            section_type: U16::new(info.kind.code()),
+            codec: codec.code(),
+            flags: info.flags,
+            layer: U32::new(info.layer.unwrap_or(NO_LAYER)),
+            reserved: U32::new(codec.reserved_bits()),
+            offset: U64::new(start),
+            stored_len: U64::new(info.stored_len),
+            raw_len: U64::new(info.raw_len),
+            sha256: info.sha256,
+            name,
+        });
+        Ok(())
+    }
+
     /// Writes the TOC and header, syncs and renames the file into place.
     pub fn finish(mut self) -> Result<WriteSummary> {
         let path = self.out.path.clone();
