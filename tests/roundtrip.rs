@@ -515,3 +515,42 @@ fn loader_refuses_a_damaged_section() {
     std::fs::write(&path, &demo).unwrap();
     assert!(ExpertLoader::open(&path).is_err());
 }
+
+/// Older packages nest files under `<model>/checkpoint-N/`, sometimes with
+/// the manifest at the root: every file is found by its base name.
+#[test]
+fn nested_legacy_package_loads_its_adapter() {
+    use expertui::format::legacy::{write_legacy, LegacyFile};
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read(fixture("minilm-sql-dora.v0.3.0.expert")).unwrap();
+    let flat = read_legacy(&original, &LegacyLimits::default()).unwrap();
+    let nested: Vec<LegacyFile> = flat
+        .files
+        .iter()
+        .map(|f| {
+            let path = if f.path == "manifest.json" {
+                f.path.clone()
+            } else {
+                format!("minilm/checkpoint-100/{}", f.path)
+            };
+            LegacyFile::new(path, f.data.clone())
+        })
+        .collect();
+    let path = dir.path().join("nested.expert");
+    write_legacy(&nested, &path).unwrap();
+    let loaded = ExpertLoader::open(&path).unwrap();
+    let weights = loaded.contents.adapter_weights().unwrap().unwrap();
+    assert_eq!(weights, flat.get("adapter_model.safetensors").unwrap().data);
+    let names: Vec<String> = loaded
+        .contents
+        .to_files()
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let mut expected: Vec<String> = flat.files.iter().map(|f| f.path.clone()).collect();
+    let mut got = names.clone();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+}

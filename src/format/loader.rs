@@ -62,6 +62,24 @@ pub fn legacy_candidates(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Older packages nest files under `<model>/checkpoint-N/` (sometimes with
+/// the manifest at the root): every file is taken by its base name, the
+/// package's own lookup picking the latest checkpoint when names repeat.
+fn flatten(package: &super::legacy::LegacyPackage) -> Vec<(String, Vec<u8>)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for file in &package.files {
+        let base = file.basename().to_string();
+        if !seen.insert(base.clone()) {
+            continue;
+        }
+        if let Some(chosen) = package.get(&base) {
+            out.push((base, chosen.data.clone()));
+        }
+    }
+    out
+}
+
 pub struct ExpertLoader;
 
 impl ExpertLoader {
@@ -137,19 +155,7 @@ impl ExpertLoader {
                 }
                 let package = read_legacy(&bytes, &LegacyLimits::default())
                     .map_err(|e| PackageError::Invalid(e.to_string()))?;
-                let prefix = package.root_prefix();
-                let files = package
-                    .files
-                    .into_iter()
-                    .map(|f| {
-                        let name = match &prefix {
-                            Some(p) => f.path.strip_prefix(p.as_str()).unwrap_or(&f.path),
-                            None => &f.path,
-                        };
-                        let name = name.trim_start_matches('/').to_string();
-                        (name, f.data)
-                    })
-                    .collect();
+                let files = flatten(&package);
                 Ok(LoadedExpert {
                     path: path.to_path_buf(),
                     format: SourceFormat::LegacyTarGz,

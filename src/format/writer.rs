@@ -20,9 +20,9 @@ use super::integrity::root_digest;
 use super::layout::*;
 use super::shuffle::{shuffle_block, SHUFFLE_BLOCK};
 
-/// Default zstd level, chosen by measurement (BENCHMARKS.md: levels above 3
-/// buy < 1 % on float weights and cost 2-5x the time).
-pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// Default zstd level, chosen by measurement (BENCHMARKS.md: levels above 1
+/// buy < 0.5 % of ratio on weights and compress 2-200x slower).
+pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 
 /// File-wide writer settings.
 #[derive(Debug, Clone)]
@@ -295,7 +295,11 @@ impl ExpertWriter {
     /// Copies section `index` of `reader` verbatim: the same stored bytes,
     /// codec, flags and digest (re-signing and section edits use this, so
     /// untouched sections keep every byte).
-    pub fn copy_section(&mut self, reader: &super::reader::ExpertReader, index: usize) -> Result<()> {
+    pub fn copy_section(
+        &mut self,
+        reader: &super::reader::ExpertReader,
+        index: usize,
+    ) -> Result<()> {
         let info = reader
             .sections()
             .get(index)
@@ -304,7 +308,10 @@ impl ExpertWriter {
         let stored = reader.stored(index)?;
         let name = encode_name(&info.name)?;
         if !self.names.insert((info.kind.code(), info.name.clone())) {
-            return Err(FormatError::Writer(format!("duplicate section {:?}", info.name)));
+            return Err(FormatError::Writer(format!(
+                "duplicate section {:?}",
+                info.name
+            )));
         }
         let align = if info.flags & ENTRY_FLAG_ALIGN_256 != 0 {
             GPU_ALIGNMENT
@@ -314,8 +321,12 @@ impl ExpertWriter {
         let start = align_up(self.out.pos, align)
             .ok_or_else(|| FormatError::Writer("file too large".into()))?;
         let path = self.out.path.clone();
-        self.out.pad_to(start).map_err(|e| FormatError::io(&path, e))?;
-        self.out.write_all(stored).map_err(|e| FormatError::io(&path, e))?;
+        self.out
+            .pad_to(start)
+            .map_err(|e| FormatError::io(&path, e))?;
+        self.out
+            .write_all(stored)
+            .map_err(|e| FormatError::io(&path, e))?;
         let codec = info.codec.unwrap_or(Codec::None);
         self.toc.push(TocEntry {
             section_id: U32::new(self.toc.len() as u32),
