@@ -13,6 +13,7 @@ pub mod cli;
 pub mod format;
 pub mod gpu;
 pub mod osd;
+pub mod plot;
 
 /// The demo expert embedded in the binary (built from the MiniLM LoRA fixture).
 pub static DEMO_EXPERT: &[u8] = include_bytes!("../assets/demo.expert");
