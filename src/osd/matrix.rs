@@ -6,6 +6,7 @@
 use faer::{Mat, MatRef, Par};
 
 use super::OsdError;
+use crate::format::tensors::OwnedTensor;
 
 /// Dense row-major f32 matrix: element (i, j) is `data[i * cols + j]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +46,24 @@ impl Matrix {
         Self { rows, cols, data }
     }
 
+    /// A 2-D float tensor (f32/f16/bf16, widened exactly) as a matrix; a
+    /// PEFT `[out, in]` weight or LoRA factor keeps its orientation.
+    pub fn from_tensor(t: &OwnedTensor) -> Result<Self, OsdError> {
+        let [rows, cols] = t.shape[..] else {
+            return Err(OsdError::shape(
+                "Matrix::from_tensor",
+                format!("{}: shape {:?} is not 2-D", t.name, t.shape),
+            ));
+        };
+        let data = t.to_f32().ok_or_else(|| {
+            OsdError::param(
+                "tensor",
+                format!("{}: {:?} is not a float dtype", t.name, t.dtype),
+            )
+        })?;
+        Self::new(rows, cols, data)
+    }
+
     #[inline]
     pub fn get(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.cols + j]
@@ -64,10 +83,7 @@ impl Matrix {
         if self.cols != rhs.rows {
             return Err(OsdError::shape(
                 "matmul",
-                format!(
-                    "{}x{} · {}x{}",
-                    self.rows, self.cols, rhs.rows, rhs.cols
-                ),
+                format!("{}x{} · {}x{}", self.rows, self.cols, rhs.rows, rhs.cols),
             ));
         }
         let mut out = Mat::<f32>::zeros(self.rows, rhs.cols);
@@ -87,13 +103,15 @@ impl Matrix {
         if (self.rows, self.cols) != (rhs.rows, rhs.cols) {
             return Err(OsdError::shape(
                 "sub",
-                format!(
-                    "{}x{} − {}x{}",
-                    self.rows, self.cols, rhs.rows, rhs.cols
-                ),
+                format!("{}x{} − {}x{}", self.rows, self.cols, rhs.rows, rhs.cols),
             ));
         }
-        let data = self.data.iter().zip(&rhs.data).map(|(a, b)| a - b).collect();
+        let data = self
+            .data
+            .iter()
+            .zip(&rhs.data)
+            .map(|(a, b)| a - b)
+            .collect();
         Ok(Matrix { data, ..*self })
     }
 
@@ -124,6 +142,7 @@ impl Matrix {
         Matrix::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)])
     }
 
+    #[cfg(test)]
     pub(crate) fn from_faer64(m: MatRef<'_, f64>) -> Matrix {
         Matrix::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32)
     }
@@ -157,5 +176,29 @@ mod tests {
         assert!(a.matmul(&a).is_err());
         assert!(Matrix::new(2, 2, vec![0.0; 3]).is_err());
         assert_eq!(relative_frobenius_error(&a, &a).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn from_tensor_checks_shape_and_dtype() {
+        let t = OwnedTensor {
+            name: "w".into(),
+            dtype: safetensors::Dtype::F32,
+            shape: vec![2, 1],
+            data: [1.5f32, -2.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect(),
+        };
+        assert_eq!(Matrix::from_tensor(&t).unwrap().data, vec![1.5, -2.0]);
+        let flat = OwnedTensor {
+            shape: vec![2],
+            ..t.clone()
+        };
+        assert!(Matrix::from_tensor(&flat).is_err());
+        let ints = OwnedTensor {
+            dtype: safetensors::Dtype::I32,
+            ..t
+        };
+        assert!(Matrix::from_tensor(&ints).is_err());
     }
 }

@@ -1,2 +1,34 @@
 //! Optimal Singular Damage (Alipour & Amiri, arXiv 2511.02681): compression of
-//! weight deltas as sparsified truncated SVD factors. Lands with issue 4/7.
+//! weight deltas `ΔW = W_f − W_p` as sparsified truncated SVD factors.
+//!
+//! Pipeline: an SVD of the delta ([`dense_svd`], [`randomized_svd`], or
+//! [`lora_svd`] straight from LoRA factors) at a relaxed rank k = r + c;
+//! Σ folded into both factors ([`fold_sqrt_sigma`]); per-entry damage scores
+//! ([`interleaved_importance`]); entries kept within a bit budget
+//! ([`select_entries`]); the result stored as an [`OsdModule`] (CSR factors,
+//! checked bytes) that reconstructs Δ̂ or fuses it into a base weight. A
+//! low-rank + sparse blend ([`OsdModule::blend`]) is the alternative method;
+//! [`energy_curve`] and friends guide rank choice. No UI dependencies.
+
+mod blend;
+mod budget;
+mod csr;
+mod energy;
+mod error;
+mod importance;
+mod matrix;
+mod module;
+pub(crate) mod rng;
+mod svd;
+
+pub use blend::sparse_residual;
+pub use budget::{ceil_log2, entry_bits, osd_bits, select_entries, trunc_svd_bits, Selection};
+pub use csr::Csr;
+pub use energy::{aggregate_curve, energy_curve, rank_for_retention, total_energy};
+pub use error::OsdError;
+pub use importance::{
+    fold_sqrt_sigma, input_second_moment, interleaved_importance, Factors, Importance,
+};
+pub use matrix::{relative_frobenius_error, Matrix};
+pub use module::{OsdMethod, OsdModule};
+pub use svd::{dense_svd, lora_svd, randomized_svd, Svd};

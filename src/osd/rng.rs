@@ -11,7 +11,11 @@ impl XorShift {
     /// A generator from `seed`; seed 0 is remapped (xorshift's fixed point).
     pub fn new(seed: u64) -> Self {
         Self {
-            state: if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed },
+            state: if seed == 0 {
+                0x9E37_79B9_7F4A_7C15
+            } else {
+                seed
+            },
         }
     }
 

@@ -1,0 +1,425 @@
+//! Compressed sparse rows for pruned factors and sparse corrections, with a
+//! compact checked byte form.
+//!
+//! Layout (little-endian), 40-byte header then payload:
+//! `"OCSR"`, version u8 (1), flags u8 (bit 0: payload is zstd), row-length
+//! width u8, column-delta width u8 (each 1, 2 or 4), rows u64, cols u64,
+//! nnz u64, payload length u64. The raw payload is: `rows` row lengths (the
+//! row pointers, delta-encoded), `nnz` column deltas (the first index of a
+//! row absolute, the others the gap to the previous, ≥ 1), `nnz` f32 values.
+//! Each integer stream uses the smallest width that fits its largest value.
+//! Parsing validates every count against the bytes actually present before
+//! allocating, so hostile input yields an error, never a panic or a huge
+//! allocation.
+
+use std::io::Read;
+
+use super::{Matrix, OsdError};
+
+const MAGIC: &[u8; 4] = b"OCSR";
+const VERSION: u8 = 1;
+const FLAG_ZSTD: u8 = 1;
+const HEADER_LEN: usize = 40;
+const ZSTD_LEVEL: i32 = 3;
+
+/// A sparse matrix in CSR form. Invariants (checked on construction): row
+/// pointers start at 0, never decrease and end at nnz; column indices are
+/// strictly increasing within a row and below `cols`; values are finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Csr {
+    rows: usize,
+    cols: usize,
+    row_ptr: Vec<usize>,
+    col_idx: Vec<u32>,
+    values: Vec<f32>,
+}
+
+fn bad(detail: impl Into<String>) -> OsdError {
+    OsdError::malformed("CSR", detail)
+}
+
+/// Smallest of 1, 2, 4 bytes that holds `max`.
+fn width_for(max: u64) -> u8 {
+    if max <= u64::from(u8::MAX) {
+        1
+    } else if max <= u64::from(u16::MAX) {
+        2
+    } else {
+        4
+    }
+}
+
+fn put(out: &mut Vec<u8>, v: u32, width: u8) {
+    out.extend_from_slice(&v.to_le_bytes()[..usize::from(width)]);
+}
+
+/// Little-endian reader that fails instead of reading past the end.
+pub(crate) struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    what: &'static str,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Self { buf, pos: 0, what }
+    }
+
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    pub(crate) fn take(&mut self, len: usize) -> Result<&'a [u8], OsdError> {
+        let end = self.pos.checked_add(len).filter(|&e| e <= self.buf.len());
+        let end = end.ok_or_else(|| {
+            OsdError::malformed(
+                self.what,
+                format!("truncated: need {len} bytes at offset {}", self.pos),
+            )
+        })?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, OsdError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn uint(&mut self, width: usize) -> Result<u64, OsdError> {
+        let mut b = [0u8; 8];
+        b[..width].copy_from_slice(self.take(width)?);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64, OsdError> {
+        self.uint(8)
+    }
+
+    pub(crate) fn f32(&mut self) -> Result<f32, OsdError> {
+        Ok(f32::from_bits(self.uint(4)? as u32))
+    }
+
+    /// A u64 that must fit `usize` and be at most `max`.
+    pub(crate) fn count(&mut self, name: &str, max: u64) -> Result<usize, OsdError> {
+        let v = self.u64()?;
+        if v > max {
+            return Err(OsdError::malformed(
+                self.what,
+                format!("{name} {v} exceeds {max}"),
+            ));
+        }
+        usize::try_from(v)
+            .map_err(|_| OsdError::malformed(self.what, format!("{name} {v} too large")))
+    }
+}
+
+impl Csr {
+    /// Checks the invariants and builds the matrix.
+    pub fn from_parts(
+        rows: usize,
+        cols: usize,
+        row_ptr: Vec<usize>,
+        col_idx: Vec<u32>,
+        values: Vec<f32>,
+    ) -> Result<Self, OsdError> {
+        if cols > u32::MAX as usize {
+            return Err(bad(format!("{cols} columns exceed u32 indices")));
+        }
+        if rows.checked_add(1) != Some(row_ptr.len()) || row_ptr.first() != Some(&0) {
+            return Err(bad("row pointers must be rows + 1 values starting at 0"));
+        }
+        if col_idx.len() != values.len() || row_ptr.last() != Some(&values.len()) {
+            return Err(bad("row pointers, indices and values disagree on nnz"));
+        }
+        for w in row_ptr.windows(2) {
+            if w[0] > w[1] {
+                return Err(bad("decreasing row pointer"));
+            }
+            let row = &col_idx[w[0]..w[1]];
+            if row.windows(2).any(|c| c[0] >= c[1])
+                || row.last().is_some_and(|&c| c as usize >= cols)
+            {
+                return Err(bad("column indices not increasing or out of range"));
+            }
+        }
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(OsdError::NonFinite("CSR values"));
+        }
+        Ok(Self {
+            rows,
+            cols,
+            row_ptr,
+            col_idx,
+            values,
+        })
+    }
+
+    /// The entries of `m` where `keep` (row-major, same shape) is true.
+    pub fn from_dense_masked(m: &Matrix, keep: &[bool]) -> Result<Self, OsdError> {
+        if keep.len() != m.data.len() {
+            return Err(OsdError::shape(
+                "Csr::from_dense_masked",
+                format!("mask of {} for {}x{}", keep.len(), m.rows, m.cols),
+            ));
+        }
+        let mut row_ptr = Vec::with_capacity(m.rows + 1);
+        let (mut col_idx, mut values) = (Vec::new(), Vec::new());
+        row_ptr.push(0);
+        for i in 0..m.rows {
+            for j in 0..m.cols {
+                if keep[i * m.cols + j] {
+                    col_idx.push(j as u32);
+                    values.push(m.get(i, j));
+                }
+            }
+            row_ptr.push(values.len());
+        }
+        Self::from_parts(m.rows, m.cols, row_ptr, col_idx, values)
+    }
+
+    /// Every entry of `m` (dense factors stored in the same format; their
+    /// column deltas are all 1 and cost next to nothing after zstd).
+    pub fn from_dense(m: &Matrix) -> Result<Self, OsdError> {
+        Self::from_dense_masked(m, &vec![true; m.data.len()])
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn nnz(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Column indices and values of row `i`.
+    pub fn row(&self, i: usize) -> (&[u32], &[f32]) {
+        let range = self.row_ptr[i]..self.row_ptr[i + 1];
+        (&self.col_idx[range.clone()], &self.values[range])
+    }
+
+    pub fn to_dense(&self) -> Matrix {
+        let mut m = Matrix::zeros(self.rows, self.cols);
+        for i in 0..self.rows {
+            let (idx, val) = self.row(i);
+            for (&j, &v) in idx.iter().zip(val) {
+                m.data[i * self.cols + j as usize] = v;
+            }
+        }
+        m
+    }
+
+    /// Serializes; with `compress`, the payload is zstd'd when that is smaller.
+    /// Deterministic: equal matrices give equal bytes.
+    pub fn to_bytes(&self, compress: bool) -> Result<Vec<u8>, OsdError> {
+        let row_len = |i: usize| (self.row_ptr[i + 1] - self.row_ptr[i]) as u32;
+        let deltas: Vec<u32> = (0..self.rows)
+            .flat_map(|i| {
+                let idx = self.row(i).0;
+                (0..idx.len()).map(move |p| if p == 0 { idx[0] } else { idx[p] - idx[p - 1] })
+            })
+            .collect();
+        let rw = width_for((0..self.rows).map(row_len).max().map_or(0, u64::from));
+        let cw = width_for(deltas.iter().copied().max().map_or(0, u64::from));
+        let mut raw =
+            Vec::with_capacity(self.rows * usize::from(rw) + self.nnz() * (4 + usize::from(cw)));
+        (0..self.rows).for_each(|i| put(&mut raw, row_len(i), rw));
+        deltas.iter().for_each(|&dlt| put(&mut raw, dlt, cw));
+        self.values
+            .iter()
+            .for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
+        let mut flags = 0;
+        if compress {
+            let packed = zstd::bulk::compress(&raw, ZSTD_LEVEL)
+                .map_err(|e| OsdError::Zstd(e.to_string()))?;
+            if packed.len() < raw.len() {
+                raw = packed;
+                flags |= FLAG_ZSTD;
+            }
+        }
+        let mut out = Vec::with_capacity(HEADER_LEN + raw.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[VERSION, flags, rw, cw]);
+        for v in [self.rows, self.cols, self.nnz(), raw.len()] {
+            out.extend_from_slice(&(v as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&raw);
+        Ok(out)
+    }
+
+    /// Parses one CSR from the front of `buf`; returns it and the bytes used.
+    pub fn read(buf: &[u8]) -> Result<(Self, usize), OsdError> {
+        let mut c = Cursor::new(buf, "CSR");
+        if c.take(4)? != MAGIC {
+            return Err(bad("bad magic"));
+        }
+        let (version, flags, rw, cw) = (c.u8()?, c.u8()?, c.u8()?, c.u8()?);
+        if version != VERSION {
+            return Err(bad(format!("unsupported version {version}")));
+        }
+        if flags & !FLAG_ZSTD != 0 || ![1, 2, 4].contains(&rw) || ![1, 2, 4].contains(&cw) {
+            return Err(bad(format!("bad flags {flags} or widths {rw}/{cw}")));
+        }
+        let rows = c.count("rows", u64::from(u32::MAX))?;
+        let cols = c.count("cols", u64::from(u32::MAX))?;
+        let nnz = c.count("nnz", (rows as u64).saturating_mul(cols as u64))?;
+        let stored = c.count("payload length", (buf.len() - c.pos()) as u64)?;
+        let payload = c.take(stored)?;
+        let (rw, cw) = (usize::from(rw), usize::from(cw));
+        let raw_len = rows
+            .checked_mul(rw)
+            .zip(nnz.checked_mul(cw + 4))
+            .and_then(|(a, b)| a.checked_add(b))
+            .ok_or_else(|| bad("sizes overflow"))?;
+        let raw = if flags & FLAG_ZSTD != 0 {
+            // Streamed with a cap: memory grows only with data really decoded.
+            let mut raw = Vec::new();
+            zstd::stream::read::Decoder::with_buffer(payload)
+                .map_err(|e| OsdError::Zstd(e.to_string()))?
+                .take(raw_len as u64 + 1)
+                .read_to_end(&mut raw)
+                .map_err(|e| OsdError::Zstd(e.to_string()))?;
+            raw
+        } else {
+            payload.to_vec()
+        };
+        if raw.len() != raw_len {
+            return Err(bad(format!(
+                "payload is {} bytes, expected {raw_len}",
+                raw.len()
+            )));
+        }
+        let mut p = Cursor::new(&raw, "CSR payload");
+        let mut row_ptr = Vec::with_capacity(rows + 1);
+        row_ptr.push(0usize);
+        for _ in 0..rows {
+            let len = p.uint(rw)?;
+            let start = row_ptr[row_ptr.len() - 1];
+            if len > cols as u64 || len > (nnz - start) as u64 {
+                return Err(bad("row lengths exceed cols or nnz"));
+            }
+            row_ptr.push(start + len as usize);
+        }
+        if row_ptr[rows] != nnz {
+            return Err(bad("row lengths do not sum to nnz"));
+        }
+        let mut col_idx = Vec::with_capacity(nnz);
+        for w in row_ptr.windows(2) {
+            let mut prev: Option<u64> = None;
+            for _ in w[0]..w[1] {
+                let dlt = p.uint(cw)?;
+                let col = match prev {
+                    None => dlt,
+                    Some(_) if dlt == 0 => return Err(bad("repeated column index")),
+                    Some(q) => q + dlt,
+                };
+                if col >= cols as u64 {
+                    return Err(bad(format!("column index {col} out of range")));
+                }
+                col_idx.push(col as u32);
+                prev = Some(col);
+            }
+        }
+        let values = (0..nnz).map(|_| p.f32()).collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            Self::from_parts(rows, cols, row_ptr, col_idx, values)?,
+            c.pos(),
+        ))
+    }
+
+    /// Parses bytes holding exactly one CSR.
+    pub fn from_bytes(buf: &[u8]) -> Result<Self, OsdError> {
+        let (csr, used) = Self::read(buf)?;
+        if used != buf.len() {
+            return Err(bad(format!("{} trailing bytes", buf.len() - used)));
+        }
+        Ok(csr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::osd::svd::tests::gaussian;
+
+    fn sample(rows: usize, cols: usize, seed: u64) -> Csr {
+        let m = gaussian(rows, cols, seed);
+        let keep: Vec<bool> = m.data.iter().map(|v| v.abs() > 1.2).collect();
+        Csr::from_dense_masked(&m, &keep).unwrap()
+    }
+
+    #[test]
+    fn round_trip_with_and_without_zstd() {
+        for (rows, cols) in [(0, 0), (3, 0), (17, 9), (40, 300), (5, 70_000)] {
+            let csr = sample(rows, cols, 3);
+            for compress in [false, true] {
+                let bytes = csr.to_bytes(compress).unwrap();
+                let back = Csr::from_bytes(&bytes).unwrap();
+                assert_eq!(back, csr);
+                assert_eq!(back.to_bytes(compress).unwrap(), bytes);
+            }
+        }
+        // Widths adapt: long rows need 2-byte lengths, a column past 65 535 4-byte deltas.
+        let bytes = sample(5, 70_000, 1).to_bytes(false).unwrap();
+        assert_eq!(bytes[6], 2);
+        let far = Csr::from_parts(1, 70_000, vec![0, 1], vec![69_999], vec![1.0]).unwrap();
+        let bytes = far.to_bytes(false).unwrap();
+        assert_eq!((bytes[6], bytes[7]), (1, 4));
+        assert_eq!(Csr::from_bytes(&bytes).unwrap(), far);
+        let dense = gaussian(20, 30, 4);
+        let all = Csr::from_dense(&dense).unwrap();
+        assert_eq!(all.to_dense(), dense);
+        assert!(all.to_bytes(true).unwrap().len() < all.to_bytes(false).unwrap().len());
+    }
+
+    #[test]
+    fn hostile_inputs_are_errors() {
+        let csr = sample(30, 40, 5);
+        for compress in [false, true] {
+            let bytes = csr.to_bytes(compress).unwrap();
+            for cut in 0..bytes.len() {
+                assert!(Csr::from_bytes(&bytes[..cut]).is_err(), "cut {cut}");
+            }
+            let mut extra = bytes.clone();
+            extra.push(0);
+            assert!(Csr::from_bytes(&extra).is_err());
+        }
+        let bytes = csr.to_bytes(false).unwrap();
+        let patched = |off: usize, v: u64| {
+            let mut b = bytes.clone();
+            b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+            Csr::from_bytes(&b)
+        };
+        assert!(patched(8, u64::MAX).is_err()); // rows
+        assert!(patched(16, 1 << 40).is_err()); // cols
+        assert!(patched(24, u64::MAX).is_err()); // nnz
+        assert!(patched(24, csr.nnz() as u64 + 1).is_err());
+        assert!(patched(32, u64::MAX).is_err()); // payload length
+        assert!(patched(16, 2).is_err()); // columns now out of range
+        let mut b = bytes.clone();
+        b[5] = 0x80; // unknown flag
+        assert!(Csr::from_bytes(&b).is_err());
+        let mut b = bytes.clone();
+        b[6] = 3; // bad width
+        assert!(Csr::from_bytes(&b).is_err());
+        let mut b = bytes.clone();
+        b[HEADER_LEN] = 200; // first row length > cols
+        assert!(Csr::from_bytes(&b).is_err());
+        let mut b = bytes.clone();
+        let last = b.len() - 4;
+        b[last..].copy_from_slice(&f32::NAN.to_le_bytes());
+        assert_eq!(Csr::from_bytes(&b), Err(OsdError::NonFinite("CSR values")));
+        // A zstd payload that is garbage.
+        let mut b = csr.to_bytes(true).unwrap();
+        assert_eq!(b[5], FLAG_ZSTD);
+        let n = b.len();
+        b[HEADER_LEN..n].iter_mut().for_each(|x| *x ^= 0x5A);
+        assert!(Csr::from_bytes(&b).is_err());
+        assert!(Csr::from_parts(1, 3, vec![0, 2], vec![2, 1], vec![1.0, 2.0]).is_err());
+        assert!(Csr::from_parts(1, 3, vec![0, 1], vec![3], vec![1.0]).is_err());
+    }
+}
