@@ -56,16 +56,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
                 hex::encode(&h.root_digest[..16]) + "…",
                 theme,
             ));
-            let signed = h.signature_index.get() != crate::format::layout::NO_SIGNATURE;
-            lines.push(field(
-                "signature",
-                if signed {
-                    "present".into()
-                } else {
-                    "unsigned".into()
-                },
-                theme,
-            ));
+            lines.extend(signature_lines(r, theme));
             lines.push(Line::raw(""));
             lines.push(match &app.doc.root_error {
                 None => Line::from(Span::styled(
@@ -172,6 +163,58 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         ),
         sizes_area,
     );
+}
+
+/// Signature state as far as it can be told without trusted keys: the
+/// signature checked with its embedded key, certificates against the clock.
+fn signature_lines(reader: &crate::format::ExpertReader, theme: Theme) -> Vec<Line<'static>> {
+    use crate::format::signing::{format_utc, inspect, SignatureState};
+    let report = inspect(reader);
+    let key = report.key_id.map(|k| k.to_string()).unwrap_or_default();
+    let mut lines = match (report.state, report.signature_ok) {
+        (SignatureState::Unsigned, _) => return vec![field("signature", "unsigned".into(), theme)],
+        (SignatureState::Valid | SignatureState::Untrusted, true) => vec![Line::from(vec![
+            Span::styled(format!("{:<18}", "signature"), theme.dim()),
+            Span::styled(format!("signed by {key}"), theme.ok()),
+        ])],
+        (state, _) => vec![Line::from(vec![
+            Span::styled(format!("{:<18}", "signature"), theme.dim()),
+            Span::styled(
+                format!(
+                    "{}: {}",
+                    state.label().to_uppercase(),
+                    report
+                        .error
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ),
+                theme.damaged(),
+            ),
+        ])],
+    };
+    if let (Some(signer), Some(time)) = (&report.signer, report.timestamp) {
+        lines.push(field(
+            "signer",
+            format!("{signer}, {}", format_utc(time)),
+            theme,
+        ));
+    }
+    for (i, cert) in report.chain.iter().enumerate() {
+        lines.push(field(
+            if i == 0 { "chain" } else { "" },
+            format!("{} <- {}", cert.name, cert.issuer),
+            theme,
+        ));
+    }
+    if report.signature_ok {
+        lines.push(field(
+            "trust",
+            "not checked (validate --trust)".into(),
+            theme,
+        ));
+    }
+    lines
 }
 
 fn truncate(s: &str, width: usize) -> String {

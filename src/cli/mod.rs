@@ -5,8 +5,11 @@
 mod convert;
 mod extract;
 mod inspect;
+mod keygen;
 mod package;
 mod progress;
+mod revoke;
+mod sign;
 mod validate;
 
 use std::io::IsTerminal;
@@ -51,6 +54,14 @@ pub enum Command {
     Extract(extract::Args),
     /// Print the overview of an expert (the default without a verb).
     Info(inspect::Args),
+    /// Create an Ed25519 key pair for signing (NAME and NAME.pub).
+    Keygen(keygen::Args),
+    /// Sign an expert, replacing any earlier signature.
+    Sign(sign::Args),
+    /// Issue a certificate: an issuer key vouches for a publisher key.
+    Certify(sign::CertifyArgs),
+    /// Write a signed list of revoked keys and certificates.
+    Revoke(revoke::Args),
 }
 
 /// A failed verb: message plus exit code.
@@ -138,6 +149,10 @@ pub fn run() -> ExitCode {
         Some(Command::Convert(args)) => convert::run(args, json),
         Some(Command::Extract(args)) => extract::run(args, json),
         Some(Command::Info(args)) => inspect::run(args, json),
+        Some(Command::Keygen(args)) => keygen::run(args, json),
+        Some(Command::Sign(args)) => sign::run(args, json),
+        Some(Command::Certify(args)) => sign::certify(args, json),
+        Some(Command::Revoke(args)) => revoke::run(args, json),
         None if !cli.headless && !json && std::io::stdout().is_terminal() => open_tui(cli.file),
         None => inspect::run(inspect::Args { file: cli.file }, json),
     };

@@ -69,6 +69,15 @@ pub struct Args {
     /// Do not write OUT.sha256.
     #[arg(long)]
     pub no_sidecar: bool,
+    /// Sign the expert with this secret key after packaging (like `sign`).
+    #[arg(long, value_name = "SECRET_KEY")]
+    pub sign: Option<PathBuf>,
+    /// Certificate file for the signing key (with --sign); repeatable.
+    #[arg(long, value_name = "CERT", requires = "sign")]
+    pub cert: Vec<PathBuf>,
+    /// Environment variable holding the signing key's passphrase (with --sign).
+    #[arg(long, value_name = "VAR", requires = "sign")]
+    pub passphrase_env: Option<String>,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Failure> {
@@ -102,6 +111,17 @@ fn gather(args: &Args) -> Result<ExpertContents, Failure> {
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let dtype = args.dtype.map(DtypeArg::dtype);
+    // Load the signing key first: a wrong passphrase should not cost a packaging run.
+    let signing = match &args.sign {
+        Some(_) if args.format == OutputFormat::TarGz => {
+            return Err(Failure::error("--sign needs --format binary"))
+        }
+        Some(key) => Some((
+            super::sign::load_secret(key, args.passphrase_env.as_deref())?,
+            super::sign::load_certificates(&args.cert)?,
+        )),
+        None => None,
+    };
     let mut contents = gather(&args)?;
     if let Some(base) = &args.base_model {
         let report =
@@ -151,6 +171,14 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             (summary.file_size, legacy_size)
         }
     };
+    let signed_by = match signing {
+        Some((key, chain)) => {
+            let summary = super::sign::sign_in_place(&args.output, &key, chain, String::new())?;
+            Some(summary)
+        }
+        None => None,
+    };
+    let output_size = signed_by.as_ref().map_or(output_size, |s| s.file_size);
     if !args.no_sidecar {
         write_sidecar(&args.output)?;
     }
@@ -164,6 +192,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             "tar_gz_bytes": legacy_size,
             "compression_ratio": ratio,
             "sidecar": !args.no_sidecar,
+            "signed_by": signed_by.as_ref().map(|s| s.key_id.to_string()),
         }));
     } else {
         let versus = legacy_size.map_or(String::new(), |l| {
@@ -176,6 +205,9 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             "{}: {output_size} bytes (inputs {input_size} bytes, ratio {ratio:.3}{versus})",
             args.output.display()
         );
+        if let Some(summary) = &signed_by {
+            println!("{}: signed by {}", args.output.display(), summary.key_id);
+        }
     }
     Ok(())
 }

@@ -30,6 +30,8 @@ pub struct Args {
     /// and the manifest's weights_hash / vocab_hash against.
     #[arg(long)]
     pub base_model: Option<PathBuf>,
+    #[command(flatten)]
+    pub signature: super::sign::PolicyArgs,
 }
 
 /// Timings of the steps, in order.
@@ -97,6 +99,7 @@ fn damaged_json(check: &SectionCheck) -> Value {
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let mut steps = Steps::default();
+    let policy = args.signature.load()?;
     let options = ReaderOptions {
         check_root: false,
         ..Default::default()
@@ -126,17 +129,35 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         }
     }
     let mut damaged = Vec::new();
-    if args.verify_integrity {
+    // A signature vouches for section contents only through their digests:
+    // checking one means hashing every section.
+    let signed = reader.first(SectionType::Signature).is_some();
+    let verify_integrity = args.verify_integrity || signed;
+    let mut integrity_error = None;
+    if verify_integrity {
         let checks = steps.time("verify sections", || reader.verify());
         for check in checks.into_iter().filter(|c| !c.ok()) {
             if let Some(e) = check.error() {
                 problems.push(e.to_string());
+                integrity_error.get_or_insert(e);
             }
             damaged.push(check);
         }
         if !reader.tail_padding_clean() {
             problems.push("padding before the TOC holds non-zero bytes".into());
+            integrity_error.get_or_insert(FormatError::BadHeader {
+                field: "toc_offset",
+                reason: "padding before the TOC holds non-zero bytes".into(),
+            });
         }
+    }
+    let signature = (signed || args.signature.given()).then(|| {
+        steps.time("signature", || {
+            super::sign::signature_report(&reader, &policy, integrity_error)
+        })
+    });
+    if let Some(report) = signature.as_ref().filter(|r| policy.fails(r)) {
+        problems.push(format!("signature: {}", report.summary()));
     }
     let valid = problems.is_empty();
     if json_out {
@@ -146,9 +167,10 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             "valid": valid,
             "exit_code": if valid { 0 } else { super::EXIT_INVALID },
             "root_ok": root.is_ok(),
-            "integrity_checked": args.verify_integrity,
+            "integrity_checked": verify_integrity,
             "damaged": damaged.iter().map(damaged_json).collect::<Vec<_>>(),
             "problems": problems,
+            "signature": super::sign::signature_json(signature.as_ref(), &policy),
         });
         if args.list_sections {
             out["sections"] = Value::Array(section_json(&reader));
@@ -167,6 +189,9 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         print_json(&out);
     } else {
         print_text(&args, &reader, manifest.as_ref().ok(), valid, &problems);
+        if let Some(report) = &signature {
+            println!("signature: {}", report.summary());
+        }
     }
     if args.time {
         for (name, ms) in &steps.0 {
@@ -216,7 +241,10 @@ fn print_text(
     for problem in problems {
         println!("  problem: {problem}");
     }
-    let scope = if args.verify_integrity {
+    let signed = reader.first(SectionType::Signature).is_some();
+    let scope = if signed {
+        "structure, root digest, manifest, every section and signature"
+    } else if args.verify_integrity {
         "structure, root digest, manifest and every section"
     } else {
         "structure, root digest and manifest"

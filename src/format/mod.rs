@@ -15,6 +15,7 @@ pub mod package;
 pub mod peft;
 pub mod reader;
 pub mod shuffle;
+pub mod signing;
 pub mod structure;
 pub mod tensors;
 pub mod writer;
