@@ -2,10 +2,13 @@
 //! stderr; every verb takes `--json`. Exit codes: 0 success, 1 error,
 //! 2 usage, 3 invalid or corrupt input.
 
+mod bench;
 mod convert;
 mod extract;
+mod fuse;
 mod inspect;
 mod keygen;
+mod osd;
 mod package;
 mod progress;
 mod revoke;
@@ -54,6 +57,13 @@ pub enum Command {
     Extract(extract::Args),
     /// Print the overview of an expert (the default without a verb).
     Info(inspect::Args),
+    /// Merge an expert's adapter into base weights (safetensors out).
+    Fuse(fuse::Args),
+    /// Measure load, validation, streaming, transfer, fuse and memory figures.
+    Bench(bench::Args),
+    /// OSD compression: analyze, compress, tune.
+    #[command(subcommand)]
+    Osd(osd::OsdCommand),
     /// Create an Ed25519 key pair for signing (NAME and NAME.pub).
     Keygen(keygen::Args),
     /// Sign an expert, replacing any earlier signature.
@@ -149,6 +159,9 @@ pub fn run() -> ExitCode {
         Some(Command::Convert(args)) => convert::run(args, json),
         Some(Command::Extract(args)) => extract::run(args, json),
         Some(Command::Info(args)) => inspect::run(args, json),
+        Some(Command::Fuse(args)) => fuse::run(args, json),
+        Some(Command::Bench(args)) => bench::run(args, json),
+        Some(Command::Osd(command)) => osd::run(command, json),
         Some(Command::Keygen(args)) => keygen::run(args, json),
         Some(Command::Sign(args)) => sign::run(args, json),
         Some(Command::Certify(args)) => sign::certify(args, json),

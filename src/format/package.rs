@@ -336,6 +336,18 @@ impl ExpertContents {
         options: &PackageOptions,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<WriteSummary, PackageError> {
+        self.write_binary_with(out, options, progress, &[])
+    }
+
+    /// Like [`write_binary`](Self::write_binary), with extra sections (OSD
+    /// sections, for example) written after the tensors.
+    pub fn write_binary_with(
+        &self,
+        out: &Path,
+        options: &PackageOptions,
+        progress: &mut dyn FnMut(u64, u64),
+        extra: &[(SectionSpec, Vec<u8>)],
+    ) -> Result<WriteSummary, PackageError> {
         self.check_files()?;
         let manifest = self.manifest_json()?;
         let writer_options = WriterOptions {
@@ -383,6 +395,9 @@ impl ExpertContents {
             for_each_tensor_section(adapter, options, &mut |spec, blob| {
                 add(&mut writer, spec, blob)
             })?;
+        }
+        for (spec, bytes) in extra {
+            add(&mut writer, spec.clone(), bytes)?;
         }
         Ok(writer.finish()?)
     }

@@ -10,15 +10,19 @@
 //! low-rank + sparse blend ([`OsdModule::blend`]) is the alternative method;
 //! [`energy_curve`] and friends guide rank choice. No UI dependencies.
 
+pub mod analysis;
 mod blend;
 mod budget;
 mod csr;
+pub mod delta;
 mod energy;
 mod error;
+pub mod expert;
 mod importance;
 mod matrix;
 mod module;
 pub(crate) mod rng;
+pub mod section;
 mod svd;
 
 pub use blend::sparse_residual;

@@ -1,0 +1,416 @@
+//! `osd analyze | compress | tune`: spectra and energy curves, compression
+//! of an adapter (or a full fine-tune) into OSD sections, and a grid search
+//! with its Pareto front.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::{print_json, Failure};
+use crate::format::loader::ExpertLoader;
+use crate::format::package::{ExpertContents, PackageOptions};
+use crate::osd::analysis::{output_error, synthetic_inputs, Method, OsdParams};
+use crate::osd::delta::{finetune_deltas, BaseWeights};
+use crate::osd::expert::{write_compressed, AdapterAnalysis};
+use crate::plot::{write_chart, Chart, Series};
+
+/// Largest rank analysed (spectra, relaxed ranks).
+const K_MAX: usize = 64;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum OsdCommand {
+    /// Singular spectrum and energy-retention curve per module and overall.
+    Analyze(AnalyzeArgs),
+    /// Compress an adapter (or a full fine-tune) into an expert with OSD sections.
+    Compress(CompressArgs),
+    /// Grid search over ranks and sparsities: size, energy, errors, Pareto front.
+    Tune(TuneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Source {
+    /// An expert file or a PEFT adapter folder (omit with --finetuned).
+    pub input: Option<PathBuf>,
+    /// Base weights (safetensors file or folder): needed for DoRA and fine-tunes.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Fine-tuned weights: compress ΔW = finetuned − base for every matrix.
+    #[arg(long, requires = "base")]
+    pub finetuned: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    pub source: Source,
+    /// Write the energy curves as PNG or SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CompressArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 0.5)]
+    pub sparsity: f64,
+    #[arg(long, value_enum, default_value = "osd")]
+    pub method: Method,
+    /// Blend weight α of the sparse correction.
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    /// Budget per module in bytes (default: dense TruncSVD at --rank).
+    #[arg(long)]
+    pub budget_bytes: Option<u64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub source: Source,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6")]
+    pub ranks: Vec<usize>,
+    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75")]
+    pub sparsities: Vec<f64>,
+    #[arg(long, value_enum, default_value = "osd")]
+    pub method: Method,
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+fn osd_failure(e: impl std::fmt::Display) -> Failure {
+    Failure::invalid(format!("osd: {e}"))
+}
+
+/// Reads the expert/adapter (or fine-tune pair) and analyses every module.
+fn load(source: &Source) -> Result<(Option<ExpertContents>, AdapterAnalysis), Failure> {
+    let base = match &source.base {
+        Some(p) => Some(BaseWeights::load(p).map_err(osd_failure)?),
+        None => None,
+    };
+    if let Some(ft) = &source.finetuned {
+        let ft = BaseWeights::load(ft).map_err(osd_failure)?;
+        let base = base.ok_or_else(|| Failure::error("--finetuned needs --base"))?;
+        let deltas = finetune_deltas(&base, &ft).map_err(osd_failure)?;
+        let analysis =
+            AdapterAnalysis::from_deltas(deltas, Vec::new(), K_MAX).map_err(osd_failure)?;
+        return Ok((None, analysis));
+    }
+    let input = source.input.as_ref().ok_or_else(|| {
+        Failure::error("give an expert, an adapter folder, or --finetuned with --base")
+    })?;
+    let contents = open_contents(input)?;
+    let adapter = contents
+        .adapter
+        .as_ref()
+        .ok_or_else(|| Failure::invalid("the expert holds no adapter"))?;
+    let analysis =
+        AdapterAnalysis::from_adapter(adapter, base.as_ref(), K_MAX).map_err(osd_failure)?;
+    Ok((Some(contents), analysis))
+}
+
+fn open_contents(input: &Path) -> Result<ExpertContents, Failure> {
+    if input.is_dir() {
+        Ok(ExpertContents::from_adapter_dir(input)?)
+    } else {
+        let loaded = ExpertLoader::open(input)?;
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(loaded.contents)
+    }
+}
+
+pub fn run(command: OsdCommand, json_out: bool) -> Result<(), Failure> {
+    match command {
+        OsdCommand::Analyze(args) => analyze(args, json_out),
+        OsdCommand::Compress(args) => compress(args, json_out),
+        OsdCommand::Tune(args) => tune(args, json_out),
+    }
+}
+
+fn analyze(args: AnalyzeArgs, json_out: bool) -> Result<(), Failure> {
+    let (_, analysis) = load(&args.source)?;
+    let overall = analysis.overall_energy();
+    if let Some(path) = &args.plot {
+        let mut series = vec![Series {
+            name: "overall".into(),
+            points: curve_points(&overall),
+        }];
+        series.extend(analysis.modules.iter().take(6).map(|m| Series {
+            name: short(&m.delta.module),
+            points: curve_points(&m.energy),
+        }));
+        let chart = Chart {
+            title: "energy retained by rank".into(),
+            x_label: "rank".into(),
+            y_label: "share of ‖ΔW‖²".into(),
+            series,
+        };
+        write_chart(&chart, path).map_err(Failure::error)?;
+    }
+    let modules: Vec<Value> = analysis
+        .modules
+        .iter()
+        .map(|m| {
+            let (n, d) = m.shape();
+            json!({
+                "module": m.delta.module,
+                "shape": [n, d],
+                "singular_values": m.svd.s,
+                "energy": m.energy,
+                "rank_90": rank_for(&m.energy, 0.90),
+                "rank_99": rank_for(&m.energy, 0.99),
+            })
+        })
+        .collect();
+    if json_out {
+        print_json(
+            &json!({ "modules": modules, "overall_energy": overall, "skipped": analysis.skipped }),
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<52} {:>11} {:>8} {:>8}  energy at rank 1..8",
+        "module", "shape", "r@90%", "r@99%"
+    );
+    for m in &analysis.modules {
+        let (n, d) = m.shape();
+        let curve: Vec<String> = m.energy.iter().take(8).map(|e| format!("{e:.2}")).collect();
+        println!(
+            "{:<52} {:>11} {:>8} {:>8}  {}",
+            short(&m.delta.module),
+            format!("{n}x{d}"),
+            rank_for(&m.energy, 0.9),
+            rank_for(&m.energy, 0.99),
+            curve.join(" ")
+        );
+    }
+    let curve: Vec<String> = overall.iter().take(8).map(|e| format!("{e:.3}")).collect();
+    println!("overall energy at rank 1..8: {}", curve.join(" "));
+    if !analysis.skipped.is_empty() {
+        println!("not low-rank deltas (skipped): {}", analysis.skipped.len());
+    }
+    Ok(())
+}
+
+fn rank_for(curve: &[f64], target: f64) -> usize {
+    curve
+        .iter()
+        .position(|&e| e >= target)
+        .map_or(curve.len(), |i| i + 1)
+}
+
+fn curve_points(curve: &[f64]) -> Vec<(f64, f64)> {
+    std::iter::once((0.0, 0.0))
+        .chain(curve.iter().enumerate().map(|(i, e)| ((i + 1) as f64, *e)))
+        .collect()
+}
+
+fn short(module: &str) -> String {
+    module
+        .strip_prefix("base_model.model.")
+        .unwrap_or(module)
+        .to_string()
+}
+
+fn params(
+    rank: usize,
+    sparsity: f64,
+    method: Method,
+    alpha: f32,
+    budget_bytes: Option<u64>,
+) -> OsdParams {
+    OsdParams {
+        method,
+        rank,
+        sparsity,
+        alpha,
+        budget_bits: budget_bytes.map(|b| b * 8),
+    }
+}
+
+fn compress(args: CompressArgs, json_out: bool) -> Result<(), Failure> {
+    let (contents, analysis) = load(&args.source)?;
+    let contents = match contents {
+        Some(c) => c,
+        None => finetune_contents(&analysis, args.rank),
+    };
+    let p = params(
+        args.rank,
+        args.sparsity,
+        args.method,
+        args.alpha,
+        args.budget_bytes,
+    );
+    let (_, report) = write_compressed(
+        &contents,
+        &analysis,
+        &p,
+        &args.output,
+        &PackageOptions::default(),
+    )?;
+    if json_out {
+        print_json(&serde_json::to_value(&report).unwrap_or(Value::Null));
+    } else {
+        println!(
+            "{}: {} modules compressed ({:?}, rank {}, sparsity {}): {} → {} bytes ({:.1}×), relative error {:.4}, energy kept {:.4}; file {} bytes",
+            args.output.display(), report.modules, args.method, args.rank, args.sparsity, report.original_bytes,
+            report.compressed_bytes, report.original_bytes as f64 / report.compressed_bytes.max(1) as f64,
+            report.rel_error, report.energy_kept, report.file_bytes
+        );
+    }
+    Ok(())
+}
+
+/// A manifest for a full fine-tune compressed without an adapter.
+fn finetune_contents(analysis: &AdapterAnalysis, rank: usize) -> ExpertContents {
+    let modules: Vec<String> = analysis
+        .modules
+        .iter()
+        .map(|m| m.delta.module.clone())
+        .collect();
+    let manifest = json!({
+        "name": "osd-finetune-delta",
+        "version": "0.1.0",
+        "schema_version": "2.0",
+        "base_models": [{ "name": "base", "adapters": [{ "type": "osd", "r": rank, "target_modules": modules }] }],
+    });
+    ExpertContents {
+        manifest: serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
+        adapter: None,
+        files: Vec::new(),
+    }
+}
+
+fn tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
+    let (_, analysis) = load(&args.source)?;
+    let original = analysis.original_bits().div_ceil(8);
+    let mut rows = Vec::new();
+    for &rank in &args.ranks {
+        for &sparsity in &args.sparsities {
+            let p = params(rank, sparsity, args.method, 1.0, None);
+            let (mut bits, mut err2, mut out_err2, mut total, mut out_total) =
+                (0u64, 0.0, 0.0, 0.0, 0.0);
+            for m in &analysis.modules {
+                let (module, est) = m.compress(&p, None).map_err(osd_failure)?;
+                let delta = m.delta.dense().map_err(osd_failure)?;
+                let x = synthetic_inputs(64, delta.cols, 7);
+                let reference = x
+                    .matmul(&delta.transpose())
+                    .map_err(osd_failure)?
+                    .frobenius_norm()
+                    .powi(2);
+                let oe = output_error(&x, &delta, &module.reconstruct()).map_err(osd_failure)?;
+                bits += est.bits;
+                err2 += est.rel_error.powi(2) * m.total;
+                total += m.total;
+                out_err2 += oe.powi(2) * reference;
+                out_total += reference;
+            }
+            let rel = (err2 / total.max(f64::MIN_POSITIVE)).sqrt();
+            rows.push(json!({
+                "rank": rank, "sparsity": sparsity, "bytes": bits.div_ceil(8),
+                "compression": original as f64 / bits.div_ceil(8).max(1) as f64,
+                "energy_kept": 1.0 - rel * rel, "rel_error": rel,
+                "output_error": (out_err2 / out_total.max(f64::MIN_POSITIVE)).sqrt(),
+            }));
+        }
+    }
+    mark_pareto(&mut rows);
+    if let Some(path) = &args.plot {
+        let front: Vec<(f64, f64)> = pareto_points(&rows);
+        let all: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r["bytes"].as_f64().unwrap_or(0.0),
+                    r["rel_error"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        let chart = Chart {
+            title: "OSD tuning: size vs error".into(),
+            x_label: "bytes".into(),
+            y_label: "relative error".into(),
+            series: vec![
+                Series {
+                    name: "Pareto front".into(),
+                    points: front,
+                },
+                Series {
+                    name: "grid".into(),
+                    points: sorted(all),
+                },
+            ],
+        };
+        write_chart(&chart, path).map_err(Failure::error)?;
+    }
+    if json_out {
+        print_json(&json!({ "original_bytes": original, "points": rows }));
+        return Ok(());
+    }
+    println!("original {original} bytes; {:?}", args.method);
+    println!(
+        "{:>5} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9}  pareto",
+        "rank", "sparsity", "bytes", "ratio", "energy", "rel.err", "out.err"
+    );
+    for r in &rows {
+        println!(
+            "{:>5} {:>9} {:>10} {:>6.2}x {:>9.4} {:>9.4} {:>9.4}  {}",
+            r["rank"].as_u64().unwrap_or(0),
+            r["sparsity"].as_f64().unwrap_or(0.0),
+            r["bytes"].as_u64().unwrap_or(0),
+            r["compression"].as_f64().unwrap_or(0.0),
+            r["energy_kept"].as_f64().unwrap_or(0.0),
+            r["rel_error"].as_f64().unwrap_or(0.0),
+            r["output_error"].as_f64().unwrap_or(0.0),
+            if r["pareto"] == true { "*" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// A point is on the front when no other point is both smaller and more accurate.
+fn mark_pareto(rows: &mut [Value]) {
+    let points: Vec<(f64, f64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["bytes"].as_f64().unwrap_or(0.0),
+                r["rel_error"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect();
+    for (i, row) in rows.iter_mut().enumerate() {
+        let (b, e) = points[i];
+        let dominated = points
+            .iter()
+            .enumerate()
+            .any(|(j, &(b2, e2))| j != i && b2 <= b && e2 <= e && (b2 < b || e2 < e));
+        row["pareto"] = json!(!dominated);
+    }
+}
+
+fn pareto_points(rows: &[Value]) -> Vec<(f64, f64)> {
+    sorted(
+        rows.iter()
+            .filter(|r| r["pareto"] == true)
+            .map(|r| {
+                (
+                    r["bytes"].as_f64().unwrap_or(0.0),
+                    r["rel_error"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect(),
+    )
+}

@@ -1,0 +1,191 @@
+//! An expert's adapter as tensors on a device: every tensor section of a
+//! binary file (zero-copy views → one copy into candle), or the adapter of a
+//! legacy tar.gz package through `ExpertLoader`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::error::{Result, RuntimeError};
+use super::tensors::{load_section, raw_to_tensor, tensor_nbytes};
+use crate::format::layout::SectionType;
+use crate::format::loader::{ExpertLoader, SourceFormat};
+use crate::format::package::{ExpertContents, ADAPTER_WEIGHTS};
+use crate::format::peft::PeftType;
+use crate::format::tensors::ModuleInfo;
+use crate::format::ExpertReader;
+
+/// Name of the soft prompt tensor (PEFT prompt tuning).
+pub const SOFT_PROMPT: &str = "prompt_embeddings";
+
+/// How to bring an expert's tensors onto a device.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    /// Convert every float tensor to this dtype (None: keep the stored one).
+    pub dtype: Option<DType>,
+    /// Check each section's SHA-256 before its bytes are used.
+    pub verify: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: None,
+            verify: true,
+        }
+    }
+}
+
+impl LoadOptions {
+    pub fn on(device: Device) -> Self {
+        Self {
+            device,
+            ..Self::default()
+        }
+    }
+}
+
+/// An adapter's tensors on a device, with the module table that says how to
+/// apply them.
+#[derive(Debug, Clone)]
+pub struct AdapterWeights {
+    pub modules: Vec<ModuleInfo>,
+    /// Adapter tensors by their PEFT key.
+    pub tensors: HashMap<String, Tensor>,
+    /// Prompt tuning: `prompt_embeddings` [virtual tokens, dim].
+    pub soft_prompt: Option<Tensor>,
+    pub device: Device,
+    pub format: SourceFormat,
+    /// Notices for the user (deprecated format, fallback).
+    pub warnings: Vec<String>,
+}
+
+impl AdapterWeights {
+    /// Opens `path` (binary or legacy, by content) and loads every adapter
+    /// tensor. A binary file that fails to open falls back to a legacy
+    /// package beside it, as `ExpertLoader` does.
+    pub fn open(path: &Path, options: &LoadOptions) -> Result<Self> {
+        // The binary reader checks the magic itself: try it first.
+        if let Ok(reader) = ExpertReader::open(path) {
+            return Self::from_reader(&reader, options);
+        }
+        let loaded = ExpertLoader::open(path)?;
+        let mut weights = match &loaded.reader {
+            Some(reader) => Self::from_reader(reader, options)?,
+            None => Self::from_contents(&loaded.contents, options)?,
+        };
+        weights.format = loaded.format;
+        weights.warnings = loaded.warnings;
+        Ok(weights)
+    }
+
+    /// Every adapter tensor section of an open binary file.
+    pub fn from_reader(reader: &ExpertReader, options: &LoadOptions) -> Result<Self> {
+        let mut modules = Vec::new();
+        let mut tensors = HashMap::new();
+        let mut soft_prompt = None;
+        for info in reader.sections() {
+            if !matches!(info.kind, SectionType::Tensors | SectionType::SoftPrompt) {
+                continue;
+            }
+            let section = load_section(
+                reader,
+                info.index,
+                &options.device,
+                options.dtype,
+                options.verify,
+            )?;
+            if section.table.source.as_deref() != Some(ADAPTER_WEIGHTS) {
+                continue; // OSD or other payloads: not adapter weights
+            }
+            modules.extend(section.table.modules);
+            for (name, tensor) in section.tensors {
+                if info.kind == SectionType::SoftPrompt && soft_prompt.is_none() {
+                    soft_prompt = Some(tensor.clone());
+                }
+                tensors.insert(name, tensor);
+            }
+        }
+        Ok(Self {
+            modules,
+            tensors,
+            soft_prompt,
+            device: options.device.clone(),
+            format: SourceFormat::Binary,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// The adapter of contents already in memory (legacy packages).
+    pub fn from_contents(contents: &ExpertContents, options: &LoadOptions) -> Result<Self> {
+        let adapter = contents
+            .adapter
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Invalid("the expert holds no adapter".into()))?;
+        let mut tensors = HashMap::new();
+        let mut soft_prompt = None;
+        for i in 0..adapter.tensors.len() {
+            let t = adapter
+                .tensor(i)
+                .map_err(|e| RuntimeError::Package(e.into()))?;
+            let tensor = raw_to_tensor(&t.data, t.dtype, &t.shape, &options.device, options.dtype)?;
+            if adapter.peft_type == PeftType::PromptTuning && t.name.ends_with(SOFT_PROMPT) {
+                soft_prompt = Some(tensor.clone());
+            }
+            tensors.insert(t.name, tensor);
+        }
+        Ok(Self {
+            modules: adapter.modules.clone(),
+            tensors,
+            soft_prompt,
+            device: options.device.clone(),
+            format: SourceFormat::LegacyTarGz,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// An adapter tensor by role (`A`, `B`, `magnitude`, `ia3`, ...).
+    pub fn role(&self, module: &ModuleInfo, role: &str) -> Result<&Tensor> {
+        let name = module
+            .tensors
+            .get(role)
+            .ok_or_else(|| RuntimeError::module(&module.module, format!("no {role} tensor")))?;
+        self.tensors
+            .get(name)
+            .ok_or_else(|| RuntimeError::module(&module.module, format!("tensor {name} missing")))
+    }
+
+    /// Bytes of all tensors on the device.
+    pub fn bytes(&self) -> usize {
+        self.tensors.values().map(tensor_nbytes).sum()
+    }
+
+    /// The soft prompt as a tensor [virtual tokens, dim], if the expert has one.
+    pub fn soft_prompt(&self) -> Option<&Tensor> {
+        self.soft_prompt.as_ref()
+    }
+
+    /// Moves every tensor to another device.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(k, t)| Ok((k.clone(), t.to_device(device)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        let soft_prompt = match &self.soft_prompt {
+            Some(t) => Some(t.to_device(device)?),
+            None => None,
+        };
+        Ok(Self {
+            modules: self.modules.clone(),
+            tensors,
+            soft_prompt,
+            device: device.clone(),
+            format: self.format,
+            warnings: self.warnings.clone(),
+        })
+    }
+}

@@ -1,0 +1,183 @@
+//! OSD over a whole expert: analyse every module of an adapter (or every
+//! matrix of a fine-tune), evaluate a point over all of them, and write the
+//! compressed expert (OSD sections replace the modules' tensors).
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::analysis::{aggregate, Estimate, ModuleAnalysis, OsdParams};
+use super::delta::{adapter_deltas, BaseWeights, ModuleDelta};
+use super::energy::aggregate_curve;
+use super::error::OsdError;
+use super::section::{encode_layer, OsdEntry};
+use crate::format::package::{ExpertContents, PackageError, PackageOptions};
+use crate::format::peft::PeftAdapter;
+use crate::format::writer::{SectionSpec, WriteSummary};
+use crate::format::SectionType;
+
+/// Every analysable module of an expert, analysed once.
+pub struct AdapterAnalysis {
+    pub modules: Vec<ModuleAnalysis>,
+    /// Modules OSD does not apply to (IA³, embeddings, DoRA without a base).
+    pub skipped: Vec<String>,
+}
+
+impl AdapterAnalysis {
+    pub fn from_deltas(
+        deltas: Vec<ModuleDelta>,
+        skipped: Vec<String>,
+        k_max: usize,
+    ) -> Result<Self, OsdError> {
+        use rayon::prelude::*;
+        let modules = deltas
+            .into_par_iter()
+            .map(|d| ModuleAnalysis::new(d, k_max, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { modules, skipped })
+    }
+
+    pub fn from_adapter(
+        adapter: &PeftAdapter,
+        base: Option<&BaseWeights>,
+        k_max: usize,
+    ) -> Result<Self, OsdError> {
+        let (deltas, skipped) = adapter_deltas(adapter, base)?;
+        Self::from_deltas(deltas, skipped, k_max)
+    }
+
+    /// Every module at point `p`, predicted from the caches.
+    pub fn estimate(&self, p: &OsdParams) -> Estimate {
+        let per: Vec<(&ModuleAnalysis, Estimate)> =
+            self.modules.iter().map(|m| (m, m.estimate(p))).collect();
+        aggregate(&per)
+    }
+
+    /// Bits of the modules as they are stored now (LoRA factors or dense).
+    pub fn original_bits(&self) -> u64 {
+        self.modules.iter().map(|m| m.delta.original_bits()).sum()
+    }
+
+    /// The whole-adapter energy-retention curve.
+    pub fn overall_energy(&self) -> Vec<f64> {
+        let spectra: Vec<&[f32]> = self.modules.iter().map(|m| m.svd.s.as_slice()).collect();
+        aggregate_curve(&spectra)
+    }
+}
+
+/// What `write_compressed` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CompressReport {
+    pub modules: usize,
+    pub skipped: Vec<String>,
+    pub original_bytes: u64,
+    pub compressed_bytes: u64,
+    pub rel_error: f64,
+    pub energy_kept: f64,
+    pub file_bytes: u64,
+}
+
+/// Compresses every analysed module at `p` and writes the expert: the
+/// modules' tensors are replaced by OSD sections (one per layer); other
+/// modules, files and the manifest (with an `osd` entry added) stay.
+pub fn write_compressed(
+    contents: &ExpertContents,
+    analysis: &AdapterAnalysis,
+    p: &OsdParams,
+    out: &Path,
+    options: &PackageOptions,
+) -> Result<(WriteSummary, CompressReport), PackageError> {
+    let osd_err = |e: OsdError| PackageError::Invalid(format!("osd: {e}"));
+    use rayon::prelude::*;
+    let compressed = analysis
+        .modules
+        .par_iter()
+        .map(|m| m.compress(p, None).map(|(osd, est)| (m, osd, est)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(osd_err)?;
+    let mut layers: std::collections::BTreeMap<Option<u32>, Vec<OsdEntry>> = Default::default();
+    for (m, osd, _) in &compressed {
+        layers.entry(m.delta.layer).or_default().push(OsdEntry {
+            module: m.delta.module.clone(),
+            base_tensor: m.delta.base_tensor.clone(),
+            fan_in_fan_out: m.delta.fan_in_fan_out,
+            osd: osd.clone(),
+        });
+    }
+    let mut extra = Vec::new();
+    for (layer, entries) in &layers {
+        let spec = match layer {
+            Some(l) => SectionSpec::new(SectionType::Osd, format!("osd.layer.{l}")).layer(*l),
+            None => SectionSpec::new(SectionType::Osd, "osd.global"),
+        };
+        extra.push((spec, encode_layer(entries).map_err(osd_err)?));
+    }
+    let estimates: Vec<(&ModuleAnalysis, Estimate)> =
+        compressed.iter().map(|(m, _, e)| (*m, *e)).collect();
+    let total = aggregate(&estimates);
+    let done: std::collections::HashSet<&str> = compressed
+        .iter()
+        .map(|(m, _, _)| m.delta.module.as_str())
+        .collect();
+    let mut reduced = contents.clone();
+    if let Some(adapter) = &contents.adapter {
+        reduced.adapter = Some(without_modules(adapter, &done)?);
+    }
+    let mut manifest = reduced.manifest_json()?;
+    if let Some(obj) = manifest.as_object_mut() {
+        obj.insert(
+            "osd".into(),
+            json!({
+                "method": p.method,
+                "rank": p.rank,
+                "sparsity": p.sparsity,
+                "alpha": p.alpha,
+                "modules": compressed.len(),
+                "rel_error": total.rel_error,
+            }),
+        );
+    }
+    reduced.manifest = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    let summary = reduced.write_binary_with(out, options, &mut |_, _| {}, &extra)?;
+    let report = CompressReport {
+        modules: compressed.len(),
+        skipped: analysis.skipped.clone(),
+        original_bytes: analysis.original_bits().div_ceil(8),
+        compressed_bytes: total.bits.div_ceil(8),
+        rel_error: total.rel_error,
+        energy_kept: total.energy_kept,
+        file_bytes: summary.file_size,
+    };
+    Ok((summary, report))
+}
+
+/// The adapter minus the tensors and module entries of `done`.
+fn without_modules(
+    adapter: &PeftAdapter,
+    done: &std::collections::HashSet<&str>,
+) -> Result<PeftAdapter, PackageError> {
+    let drop: std::collections::HashSet<&String> = adapter
+        .modules
+        .iter()
+        .filter(|m| done.contains(m.module.as_str()))
+        .flat_map(|m| m.tensors.values())
+        .collect();
+    let mut tensors = Vec::new();
+    for (i, meta) in adapter.tensors.iter().enumerate() {
+        if !drop.contains(&meta.name) {
+            tensors.push(adapter.tensor(i)?);
+        }
+    }
+    let modules = adapter
+        .modules
+        .iter()
+        .filter(|m| !done.contains(m.module.as_str()))
+        .cloned()
+        .collect();
+    Ok(PeftAdapter::from_parts(
+        adapter.config_bytes.clone(),
+        tensors,
+        adapter.source_metadata.clone(),
+        modules,
+    )?)
+}
