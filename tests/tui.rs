@@ -251,7 +251,7 @@ fn legacy_package_lists_member_files() {
 fn tab_walks_every_panel_and_q_quits() {
     let mut app = demo();
     let mut seen = vec![app.panel];
-    for _ in 0..4 {
+    for _ in 0..5 {
         key(&mut app, KeyCode::Tab);
         seen.push(app.panel);
     }
@@ -262,11 +262,12 @@ fn tab_walks_every_panel_and_q_quits() {
             PanelId::Hex,
             PanelId::Decoder,
             PanelId::Integrity,
+            PanelId::Osd,
             PanelId::Overview
         ]
     );
     key(&mut app, KeyCode::BackTab);
-    assert_eq!(app.panel, PanelId::Integrity);
+    assert_eq!(app.panel, PanelId::Osd);
     key(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
 }
@@ -274,7 +275,7 @@ fn tab_walks_every_panel_and_q_quits() {
 #[test]
 fn small_terminal_does_not_panic() {
     let mut app = demo();
-    for panel in ['1', '2', '3', '4', '?'] {
+    for panel in ['1', '2', '3', '4', '5', '?'] {
         key(&mut app, KeyCode::Char(panel));
         for (w, h) in [(20, 6), (40, 10), (80, 12)] {
             let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
@@ -284,4 +285,65 @@ fn small_terminal_does_not_panic() {
             key(&mut app, KeyCode::Esc);
         }
     }
+}
+
+#[test]
+fn osd_panel_sliders_follow_keys_and_mouse() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('5'));
+    let analysis = app.osd.analysis.clone().expect("analysis finished");
+    assert_eq!(analysis.modules.len(), 12);
+    insta::assert_snapshot!("osd_panel", screen(&mut app));
+    let before = app.osd.estimate;
+    key(&mut app, KeyCode::Right);
+    key(&mut app, KeyCode::Right);
+    assert_eq!(app.osd.params.rank, 6);
+    let after = app.osd.estimate;
+    assert!(
+        after.bits > before.bits && after.rel_error < before.rel_error,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after,
+        analysis.estimate(&app.osd.params),
+        "panel shows the library's estimate"
+    );
+    key(&mut app, KeyCode::Char('+'));
+    assert!((app.osd.params.sparsity - 0.55).abs() < 1e-9);
+    let text = screen(&mut app);
+    assert!(text.contains("6 of 8") && text.contains("0.55"), "{text}");
+    // Down selects a module: its own curve and estimate.
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.osd.target, 1);
+    assert_eq!(
+        app.osd.estimate,
+        analysis.modules[0].estimate(&app.osd.params)
+    );
+    // A click on the sparsity bar sets it from the column.
+    let click = |column, row| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    app.on_mouse(click(34 + 1 + 10 + 11, 1 + 3), 1);
+    assert!(
+        (app.osd.params.sparsity - 0.5).abs() < 1e-9,
+        "{}",
+        app.osd.params.sparsity
+    );
+    app.on_mouse(click(34 + 1 + 10 + 23, 1 + 2), 1);
+    assert_eq!(app.osd.params.rank, 8);
+    // Method toggle, then the tune grid with its Pareto front.
+    key(&mut app, KeyCode::Char('m'));
+    assert_eq!(
+        app.osd.params.method,
+        expertui::osd::analysis::Method::Blend
+    );
+    key(&mut app, KeyCode::Char('m'));
+    key(&mut app, KeyCode::Char('t'));
+    assert_eq!(app.osd.grid.len(), 12);
+    assert!(app.osd.grid.iter().any(|g| g.pareto));
+    assert!(screen(&mut app).contains("pareto"));
 }

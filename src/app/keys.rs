@@ -29,6 +29,16 @@ pub enum Action {
     SearchPrev,
     ToggleEndian,
     Verify,
+    RankDown,
+    RankUp,
+    SparsityDown,
+    SparsityUp,
+    ToggleMethod,
+    AlphaDown,
+    AlphaUp,
+    RunTune,
+    SaveOsd,
+    ExportPlot,
 }
 
 /// One binding: which keys, what they do, where (None = every panel).
@@ -46,6 +56,76 @@ fn plain(key: &KeyEvent, code: KeyCode) -> bool {
 
 /// Every binding, in help order.
 pub static BINDINGS: &[Binding] = &[
+    Binding {
+        keys: "←→ / h l",
+        help: "rank −/+",
+        panel: Some(PanelId::Osd),
+        action: Action::RankDown,
+        matches: |k| k.code == KeyCode::Left || plain(k, KeyCode::Char('h')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: Some(PanelId::Osd),
+        action: Action::RankUp,
+        matches: |k| k.code == KeyCode::Right || plain(k, KeyCode::Char('l')),
+    },
+    Binding {
+        keys: "- +",
+        help: "sparsity −/+ 0.05",
+        panel: Some(PanelId::Osd),
+        action: Action::SparsityDown,
+        matches: |k| plain(k, KeyCode::Char('-')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: Some(PanelId::Osd),
+        action: Action::SparsityUp,
+        matches: |k| plain(k, KeyCode::Char('+')) || plain(k, KeyCode::Char('=')),
+    },
+    Binding {
+        keys: "m",
+        help: "method osd/blend",
+        panel: Some(PanelId::Osd),
+        action: Action::ToggleMethod,
+        matches: |k| plain(k, KeyCode::Char('m')),
+    },
+    Binding {
+        keys: "a A",
+        help: "blend α −/+",
+        panel: Some(PanelId::Osd),
+        action: Action::AlphaDown,
+        matches: |k| plain(k, KeyCode::Char('a')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: Some(PanelId::Osd),
+        action: Action::AlphaUp,
+        matches: |k| plain(k, KeyCode::Char('A')),
+    },
+    Binding {
+        keys: "t",
+        help: "tune grid",
+        panel: Some(PanelId::Osd),
+        action: Action::RunTune,
+        matches: |k| plain(k, KeyCode::Char('t')),
+    },
+    Binding {
+        keys: "s",
+        help: "save as .osd.expert",
+        panel: Some(PanelId::Osd),
+        action: Action::SaveOsd,
+        matches: |k| plain(k, KeyCode::Char('s')),
+    },
+    Binding {
+        keys: "p",
+        help: "export plot (SVG)",
+        panel: Some(PanelId::Osd),
+        action: Action::ExportPlot,
+        matches: |k| plain(k, KeyCode::Char('p')),
+    },
     Binding {
         keys: "q",
         help: "quit",
@@ -78,8 +158,8 @@ pub static BINDINGS: &[Binding] = &[
         matches: |k| k.code == KeyCode::BackTab,
     },
     Binding {
-        keys: "1-4",
-        help: "overview, hex, decoder, integrity",
+        keys: "1-5",
+        help: "overview, hex, decoder, integrity, OSD",
         panel: None,
         action: Action::Panel(PanelId::Overview),
         matches: |k| plain(k, KeyCode::Char('1')),
@@ -104,6 +184,13 @@ pub static BINDINGS: &[Binding] = &[
         panel: None,
         action: Action::Panel(PanelId::Integrity),
         matches: |k| plain(k, KeyCode::Char('4')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::Panel(PanelId::Osd),
+        matches: |k| plain(k, KeyCode::Char('5')),
     },
     Binding {
         keys: "↑↓ / k j",

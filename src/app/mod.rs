@@ -8,6 +8,7 @@ pub mod decoder;
 pub mod hexview;
 pub mod integrity;
 pub mod keys;
+pub mod osdpanel;
 pub mod overview;
 pub mod render;
 pub mod state;

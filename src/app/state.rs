@@ -20,10 +20,17 @@ pub enum PanelId {
     Hex,
     Decoder,
     Integrity,
+    Osd,
 }
 
 impl PanelId {
-    pub const ALL: [PanelId; 4] = [Self::Overview, Self::Hex, Self::Decoder, Self::Integrity];
+    pub const ALL: [PanelId; 5] = [
+        Self::Overview,
+        Self::Hex,
+        Self::Decoder,
+        Self::Integrity,
+        Self::Osd,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -31,6 +38,7 @@ impl PanelId {
             Self::Hex => "TOC + Hex",
             Self::Decoder => "Decoder",
             Self::Integrity => "Integrity",
+            Self::Osd => "OSD",
         }
     }
 }
@@ -45,6 +53,9 @@ pub enum Event {
         index: usize,
         result: Result<Decoded, String>,
     },
+    OsdReady(Result<crate::osd::expert::AdapterAnalysis, String>),
+    OsdTuned(Vec<super::osdpanel::GridPoint>),
+    OsdSaved(Result<String, String>),
 }
 
 /// Full verification, run once in the background.
@@ -115,6 +126,7 @@ pub struct App {
     pub message: String,
     pub quit: bool,
     pub colors: bool,
+    pub osd: super::osdpanel::OsdPanel,
     tx: Sender<Event>,
     rx: Receiver<Event>,
 }
@@ -148,6 +160,7 @@ impl App {
             message: String::new(),
             quit: false,
             colors: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            osd: Default::default(),
             tx,
             rx,
         };
@@ -182,6 +195,61 @@ impl App {
         });
     }
 
+    /// Analyses the adapter for the OSD panel on a worker thread, once.
+    pub fn start_osd_analysis(&mut self) {
+        if !self.osd.needs_analysis() {
+            return;
+        }
+        self.osd.analyzing = true;
+        let doc = self.doc.clone();
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::OsdReady(super::osdpanel::analyse(&doc)));
+        });
+    }
+
+    fn start_osd_tune(&mut self) {
+        let Some(analysis) = self.osd.analysis.clone() else {
+            return;
+        };
+        self.osd.tuning = true;
+        let (tx, method) = (self.tx.clone(), self.osd.params.method);
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::OsdTuned(super::osdpanel::tune_grid(
+                &analysis, method,
+            )));
+        });
+    }
+
+    /// Where "save as" and plot export write: beside the file, or here for the demo.
+    fn osd_stem(&self) -> std::path::PathBuf {
+        match self.doc.reader().and_then(|r| r.path()) {
+            Some(path) => path.with_extension(""),
+            None => std::path::PathBuf::from("demo"),
+        }
+    }
+
+    fn start_osd_save(&mut self) {
+        let Some(analysis) = self.osd.analysis.clone() else {
+            return;
+        };
+        let Some(reader) = self.doc.reader().cloned() else {
+            self.message = "save needs a binary expert".into();
+            return;
+        };
+        self.osd.saving = true;
+        let (tx, params) = (self.tx.clone(), self.osd.params);
+        let out = self.osd_stem().with_extension("osd.expert");
+        let source = reader
+            .path()
+            .map_or("demo".into(), |p| p.display().to_string());
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::OsdSaved(super::osdpanel::save(
+                &reader, &analysis, &params, &out, &source,
+            )));
+        });
+    }
+
     /// Applies finished background work; returns whether anything changed.
     pub fn poll_background(&mut self) -> bool {
         let mut changed = false;
@@ -194,7 +262,10 @@ impl App {
 
     /// Blocks until background work is done (tests and scripted runs).
     pub fn wait_background(&mut self) {
-        while matches!(self.verification, Verification::Running) || self.decoding.is_some() {
+        while matches!(self.verification, Verification::Running)
+            || self.decoding.is_some()
+            || self.osd.busy()
+        {
             match self.rx.recv() {
                 Ok(event) => self.apply(event),
                 Err(_) => break,
@@ -212,6 +283,15 @@ impl App {
                     format!("verification: {damaged} damaged section(s)")
                 };
                 self.verification = Verification::Done { checks, tail_clean };
+            }
+            Event::OsdReady(result) => self.osd.ready(result),
+            Event::OsdTuned(points) => self.osd.tuned(points),
+            Event::OsdSaved(result) => {
+                self.osd.saving = false;
+                self.message = match result {
+                    Ok(text) => text,
+                    Err(e) => format!("save failed: {e}"),
+                };
             }
             Event::Decoded { index, result } => {
                 self.decoded.insert(index, result);
@@ -282,6 +362,9 @@ impl App {
 
     fn switch(&mut self, panel: PanelId) {
         self.panel = panel;
+        if panel == PanelId::Osd {
+            self.start_osd_analysis();
+        }
         // Arriving at the hex view, show the section picked elsewhere.
         if let (PanelId::Hex, Some(row)) = (panel, self.rows.get(self.selected)) {
             if let Some(offset) = row.offset {
@@ -333,10 +416,12 @@ impl App {
             Action::Panel(p) => self.switch(p),
             Action::Up => match self.panel {
                 PanelId::Hex => self.move_cursor(-(BYTES_PER_ROW as i64)),
+                PanelId::Osd => self.osd.move_target(-1),
                 _ => self.select(self.selected.saturating_sub(1)),
             },
             Action::Down => match self.panel {
                 PanelId::Hex => self.move_cursor(BYTES_PER_ROW as i64),
+                PanelId::Osd => self.osd.move_target(1),
                 _ => self.select(self.selected + 1),
             },
             Action::Left => self.move_cursor(-1),
@@ -371,6 +456,30 @@ impl App {
             Action::SearchPrev => self.search(false),
             Action::ToggleEndian => self.hex.little_endian = !self.hex.little_endian,
             Action::Verify => self.start_verification(),
+            Action::RankDown => self
+                .osd
+                .adjust(|p| p.rank = p.rank.saturating_sub(1).max(1)),
+            Action::RankUp => self.osd.adjust(|p| p.rank += 1),
+            Action::SparsityDown => self
+                .osd
+                .adjust(|p| p.sparsity = (p.sparsity - 0.05).max(0.0)),
+            Action::SparsityUp => self
+                .osd
+                .adjust(|p| p.sparsity = (p.sparsity + 0.05).min(0.95)),
+            Action::AlphaDown => self.osd.adjust(|p| p.alpha = (p.alpha - 0.1).max(0.0)),
+            Action::AlphaUp => self.osd.adjust(|p| p.alpha = (p.alpha + 0.1).min(1.0)),
+            Action::ToggleMethod => self.osd.adjust(|p| {
+                p.method = match p.method {
+                    crate::osd::analysis::Method::Osd => crate::osd::analysis::Method::Blend,
+                    crate::osd::analysis::Method::Blend => crate::osd::analysis::Method::Osd,
+                };
+                if p.method == crate::osd::analysis::Method::Blend {
+                    p.sparsity = p.sparsity.min(0.2);
+                }
+            }),
+            Action::RunTune => self.start_osd_tune(),
+            Action::SaveOsd => self.start_osd_save(),
+            Action::ExportPlot => self.message = self.osd.export_plot(&self.osd_stem()),
         }
     }
 
@@ -446,6 +555,13 @@ impl App {
 
     /// Mouse: wheel scrolls the hex view, a click on a list row selects it.
     pub fn on_mouse(&mut self, event: MouseEvent, list_top: u16) {
+        if self.panel == PanelId::Osd {
+            if let MouseEventKind::Down(_) = event.kind {
+                self.osd
+                    .click_slider(event.column, event.row.saturating_sub(list_top));
+                return;
+            }
+        }
         match event.kind {
             MouseEventKind::ScrollDown => self.perform(Action::Down),
             MouseEventKind::ScrollUp => self.perform(Action::Up),

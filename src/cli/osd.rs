@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use super::{print_json, Failure};
 use crate::format::loader::ExpertLoader;
 use crate::format::package::{ExpertContents, PackageOptions};
-use crate::osd::analysis::{output_error, synthetic_inputs, Method, OsdParams};
+use crate::osd::analysis::{Method, OsdParams};
 use crate::osd::delta::{finetune_deltas, BaseWeights};
-use crate::osd::expert::{write_compressed, AdapterAnalysis};
+use crate::osd::expert::{write_compressed, AdapterAnalysis, GridPoint};
 use crate::plot::{write_chart, Chart, Series};
 
 /// Largest rank analysed (spectra, relaxed ranks).
@@ -290,49 +290,13 @@ fn finetune_contents(analysis: &AdapterAnalysis, rank: usize) -> ExpertContents 
 fn tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
     let (_, analysis) = load(&args.source)?;
     let original = analysis.original_bits().div_ceil(8);
-    let mut rows = Vec::new();
-    for &rank in &args.ranks {
-        for &sparsity in &args.sparsities {
-            let p = params(rank, sparsity, args.method, 1.0, None);
-            let (mut bits, mut err2, mut out_err2, mut total, mut out_total) =
-                (0u64, 0.0, 0.0, 0.0, 0.0);
-            for m in &analysis.modules {
-                let (module, est) = m.compress(&p, None).map_err(osd_failure)?;
-                let delta = m.delta.dense().map_err(osd_failure)?;
-                let x = synthetic_inputs(64, delta.cols, 7);
-                let reference = x
-                    .matmul(&delta.transpose())
-                    .map_err(osd_failure)?
-                    .frobenius_norm()
-                    .powi(2);
-                let oe = output_error(&x, &delta, &module.reconstruct()).map_err(osd_failure)?;
-                bits += est.bits;
-                err2 += est.rel_error.powi(2) * m.total;
-                total += m.total;
-                out_err2 += oe.powi(2) * reference;
-                out_total += reference;
-            }
-            let rel = (err2 / total.max(f64::MIN_POSITIVE)).sqrt();
-            rows.push(json!({
-                "rank": rank, "sparsity": sparsity, "bytes": bits.div_ceil(8),
-                "compression": original as f64 / bits.div_ceil(8).max(1) as f64,
-                "energy_kept": 1.0 - rel * rel, "rel_error": rel,
-                "output_error": (out_err2 / out_total.max(f64::MIN_POSITIVE)).sqrt(),
-            }));
-        }
-    }
-    mark_pareto(&mut rows);
+    let points = analysis
+        .grid(&args.ranks, &args.sparsities, args.method)
+        .map_err(osd_failure)?;
     if let Some(path) = &args.plot {
-        let front: Vec<(f64, f64)> = pareto_points(&rows);
-        let all: Vec<(f64, f64)> = rows
-            .iter()
-            .map(|r| {
-                (
-                    r["bytes"].as_f64().unwrap_or(0.0),
-                    r["rel_error"].as_f64().unwrap_or(0.0),
-                )
-            })
-            .collect();
+        let xy = |p: &GridPoint| (p.bytes as f64, p.rel_error);
+        let front = sorted(points.iter().filter(|p| p.pareto).map(xy).collect());
+        let all = sorted(points.iter().map(xy).collect());
         let chart = Chart {
             title: "OSD tuning: size vs error".into(),
             x_label: "bytes".into(),
@@ -344,32 +308,32 @@ fn tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
                 },
                 Series {
                     name: "grid".into(),
-                    points: sorted(all),
+                    points: all,
                 },
             ],
         };
         write_chart(&chart, path).map_err(Failure::error)?;
     }
     if json_out {
-        print_json(&json!({ "original_bytes": original, "points": rows }));
+        print_json(&json!({ "original_bytes": original, "points": points }));
         return Ok(());
     }
-    println!("original {original} bytes; {:?}", args.method);
+    println!("original {original} bytes; method {:?}", args.method);
     println!(
         "{:>5} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9}  pareto",
         "rank", "sparsity", "bytes", "ratio", "energy", "rel.err", "out.err"
     );
-    for r in &rows {
+    for p in &points {
         println!(
             "{:>5} {:>9} {:>10} {:>6.2}x {:>9.4} {:>9.4} {:>9.4}  {}",
-            r["rank"].as_u64().unwrap_or(0),
-            r["sparsity"].as_f64().unwrap_or(0.0),
-            r["bytes"].as_u64().unwrap_or(0),
-            r["compression"].as_f64().unwrap_or(0.0),
-            r["energy_kept"].as_f64().unwrap_or(0.0),
-            r["rel_error"].as_f64().unwrap_or(0.0),
-            r["output_error"].as_f64().unwrap_or(0.0),
-            if r["pareto"] == true { "*" } else { "" }
+            p.rank,
+            p.sparsity,
+            p.bytes,
+            p.compression,
+            p.energy_kept,
+            p.rel_error,
+            p.output_error,
+            if p.pareto { "*" } else { "" }
         );
     }
     Ok(())
@@ -378,39 +342,4 @@ fn tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
 fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     v
-}
-
-/// A point is on the front when no other point is both smaller and more accurate.
-fn mark_pareto(rows: &mut [Value]) {
-    let points: Vec<(f64, f64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r["bytes"].as_f64().unwrap_or(0.0),
-                r["rel_error"].as_f64().unwrap_or(0.0),
-            )
-        })
-        .collect();
-    for (i, row) in rows.iter_mut().enumerate() {
-        let (b, e) = points[i];
-        let dominated = points
-            .iter()
-            .enumerate()
-            .any(|(j, &(b2, e2))| j != i && b2 <= b && e2 <= e && (b2 < b || e2 < e));
-        row["pareto"] = json!(!dominated);
-    }
-}
-
-fn pareto_points(rows: &[Value]) -> Vec<(f64, f64)> {
-    sorted(
-        rows.iter()
-            .filter(|r| r["pareto"] == true)
-            .map(|r| {
-                (
-                    r["bytes"].as_f64().unwrap_or(0.0),
-                    r["rel_error"].as_f64().unwrap_or(0.0),
-                )
-            })
-            .collect(),
-    )
 }

@@ -181,3 +181,85 @@ fn without_modules(
         modules,
     )?)
 }
+
+/// One measured point of a tuning grid.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GridPoint {
+    pub rank: usize,
+    pub sparsity: f64,
+    pub bytes: u64,
+    /// Original bytes over compressed bytes.
+    pub compression: f64,
+    pub energy_kept: f64,
+    pub rel_error: f64,
+    /// Relative error of the layer outputs on calibration inputs (synthetic
+    /// Gaussian inputs when none are given).
+    pub output_error: f64,
+    /// No other point is both smaller and more accurate.
+    pub pareto: bool,
+}
+
+impl AdapterAnalysis {
+    /// Compresses every module exactly at each (rank, sparsity) point.
+    pub fn grid(
+        &self,
+        ranks: &[usize],
+        sparsities: &[f64],
+        method: super::analysis::Method,
+    ) -> Result<Vec<GridPoint>, OsdError> {
+        use super::analysis::{output_error, synthetic_inputs};
+        let original = self.original_bits().div_ceil(8);
+        let mut points = Vec::new();
+        for &rank in ranks {
+            for &sparsity in sparsities {
+                let p = OsdParams {
+                    method,
+                    rank,
+                    sparsity,
+                    alpha: 1.0,
+                    budget_bits: None,
+                };
+                let (mut bits, mut err2, mut total, mut out_err2, mut out_total) =
+                    (0u64, 0.0, 0.0, 0.0, 0.0);
+                for m in &self.modules {
+                    let (module, est) = m.compress(&p, None)?;
+                    let delta = m.delta.dense()?;
+                    let x = synthetic_inputs(64, delta.cols, 7);
+                    let reference = x.matmul(&delta.transpose())?.frobenius_norm().powi(2);
+                    let oe = output_error(&x, &delta, &module.reconstruct())?;
+                    bits += est.bits;
+                    err2 += est.rel_error.powi(2) * m.total;
+                    total += m.total;
+                    out_err2 += oe.powi(2) * reference;
+                    out_total += reference;
+                }
+                let rel = (err2 / total.max(f64::MIN_POSITIVE)).sqrt();
+                let bytes = bits.div_ceil(8);
+                points.push(GridPoint {
+                    rank,
+                    sparsity,
+                    bytes,
+                    compression: original as f64 / bytes.max(1) as f64,
+                    energy_kept: 1.0 - rel * rel,
+                    rel_error: rel,
+                    output_error: (out_err2 / out_total.max(f64::MIN_POSITIVE)).sqrt(),
+                    pareto: false,
+                });
+            }
+        }
+        mark_pareto(&mut points);
+        Ok(points)
+    }
+}
+
+/// Marks the points no other point beats on both size and error.
+pub fn mark_pareto(points: &mut [GridPoint]) {
+    let keys: Vec<(u64, f64)> = points.iter().map(|p| (p.bytes, p.rel_error)).collect();
+    for (i, point) in points.iter_mut().enumerate() {
+        let (b, e) = keys[i];
+        point.pareto = !keys
+            .iter()
+            .enumerate()
+            .any(|(j, &(b2, e2))| j != i && b2 <= b && e2 <= e && (b2 < b || e2 < e));
+    }
+}
