@@ -653,3 +653,93 @@ fn bench_cli_reports_every_figure_as_json() {
     );
     assert!(String::from_utf8_lossy(&run.get_output().stderr).contains("cold load"));
 }
+
+/// An OSD expert is fused at load: Δ reconstructed from its section, then
+/// W' = W + Δ. A rank-8 blend of the rank-8 LoRA fixture is exact, so the
+/// fused weights must match PEFT's own merge; a rank-4 OSD expert must fuse
+/// to exactly W + its reconstruction.
+#[test]
+fn osd_experts_fuse_at_load() {
+    use expertui::osd::analysis::{Method, OsdParams};
+    use expertui::osd::expert::{write_compressed, AdapterAnalysis};
+    let dir = tempfile::tempdir().unwrap();
+    let contents = ExpertContents::from_adapter_dir(&fixtures().join("minilm-lora-r8")).unwrap();
+    let analysis =
+        AdapterAnalysis::from_adapter(contents.adapter.as_ref().unwrap(), None, 16).unwrap();
+    let exact = OsdParams {
+        method: Method::Blend,
+        rank: 8,
+        sparsity: 0.0,
+        alpha: 1.0,
+        budget_bits: None,
+    };
+    let file = dir.path().join("osd-exact.expert");
+    write_compressed(
+        &contents,
+        &analysis,
+        &exact,
+        &file,
+        &PackageOptions::default(),
+    )
+    .unwrap();
+    let adapter = AdapterWeights::open(&file, &LoadOptions::default()).unwrap();
+    assert!(adapter
+        .modules
+        .iter()
+        .all(|m| m.kind == expertui::format::tensors::ModuleKind::Osd));
+    let (changed, report) = fuse_into_map(&adapter, &base_map()).unwrap();
+    assert_eq!(report.fused.len(), 2, "layer 0 query and value");
+    for (name, (stride, _, want)) in reference("lora-r8") {
+        let t = &changed[&name];
+        let (_, bytes) = tensor_to_bytes(t).unwrap();
+        let err = max_error(&f32s(&bytes), t.dims(), stride, &want);
+        assert!(err <= 1e-4, "{name}: max abs error {err:e} against PEFT");
+    }
+    let lossy = OsdParams {
+        method: Method::Osd,
+        rank: 4,
+        sparsity: 0.5,
+        alpha: 1.0,
+        budget_bits: None,
+    };
+    let file = dir.path().join("osd-lossy.expert");
+    write_compressed(
+        &contents,
+        &analysis,
+        &lossy,
+        &file,
+        &PackageOptions::default(),
+    )
+    .unwrap();
+    let adapter = AdapterWeights::open(&file, &LoadOptions::default()).unwrap();
+    let base = base_map();
+    let (changed, _) = fuse_into_map(&adapter, &base).unwrap();
+    let q = "encoder.layer.0.attention.self.query.weight";
+    let module = analysis
+        .modules
+        .iter()
+        .find(|m| m.delta.base_tensor == q)
+        .unwrap();
+    let (osd, _) = module.compress(&lossy, None).unwrap();
+    let mut expected = expertui::osd::Matrix::from_tensor(&{
+        let (_, b) = tensor_to_bytes(&base[q]).unwrap();
+        expertui::format::tensors::OwnedTensor {
+            name: q.into(),
+            dtype: safetensors::Dtype::F32,
+            shape: vec![384, 384],
+            data: b,
+        }
+    })
+    .unwrap();
+    osd.fuse_into(&mut expected).unwrap();
+    let (_, got) = tensor_to_bytes(&changed[q]).unwrap();
+    let worst = f32s(&got)
+        .iter()
+        .zip(&expected.data)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-6,
+        "fused at load vs OsdModule::fuse_into: {worst:e}"
+    );
+}

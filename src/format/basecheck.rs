@@ -162,6 +162,7 @@ fn implied_shape(module: &ModuleInfo, shapes: &HashMap<&str, &Vec<usize>>) -> Op
     };
     let (out, input) = match module.kind {
         ModuleKind::Lora | ModuleKind::Dora => (*shape("B")?.first()?, *shape("A")?.get(1)?),
+        ModuleKind::Osd => return None, // shapes live in the OSD payload
         ModuleKind::LoraEmbedding => {
             return Some(vec![
                 *shape("embedding_A")?.get(1)?,

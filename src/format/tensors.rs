@@ -60,6 +60,8 @@ pub enum ModuleKind {
     Dora,
     Ia3,
     LoraEmbedding,
+    /// An OSD-compressed delta (reconstructed at load, then added).
+    Osd,
 }
 
 /// How to apply one adapted module; the effective scale is stored explicitly

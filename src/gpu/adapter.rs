@@ -88,6 +88,14 @@ impl AdapterWeights {
         let mut tensors = HashMap::new();
         let mut soft_prompt = None;
         for info in reader.sections() {
+            if info.kind == SectionType::Osd {
+                let bytes = reader.section(info.index)?;
+                for (module, tensor) in osd_modules(&bytes, info.layer, &options.device)? {
+                    tensors.insert(osd_tensor_name(&module.module), tensor);
+                    modules.push(module);
+                }
+                continue;
+            }
             if !matches!(info.kind, SectionType::Tensors | SectionType::SoftPrompt) {
                 continue;
             }
@@ -188,4 +196,42 @@ impl AdapterWeights {
             warnings: self.warnings.clone(),
         })
     }
+}
+
+/// Name under which an OSD module's reconstructed delta is kept.
+fn osd_tensor_name(module: &str) -> String {
+    format!("{module}.osd_delta")
+}
+
+/// Decodes an OSD section: each module's Δ = U Σ Vᵀ (+ sparse correction,
+/// blended) is reconstructed once, at load, as an [n, d] f32 tensor.
+fn osd_modules(
+    bytes: &[u8],
+    layer: Option<u32>,
+    device: &Device,
+) -> Result<Vec<(ModuleInfo, Tensor)>> {
+    let entries = crate::osd::section::decode_layer(bytes)
+        .map_err(|e| RuntimeError::Invalid(format!("OSD section: {e}")))?;
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let delta = entry.osd.reconstruct();
+        let tensor = Tensor::from_vec(delta.data, (delta.rows, delta.cols), device)?;
+        let module = ModuleInfo {
+            module: entry.module.clone(),
+            base_tensor: entry.base_tensor,
+            kind: crate::format::tensors::ModuleKind::Osd,
+            layer,
+            rank: Some(entry.osd.rank()),
+            alpha: None,
+            scale: Some(1.0),
+            use_rslora: false,
+            fan_in_fan_out: entry.fan_in_fan_out,
+            feedforward: false,
+            tensors: [("delta".to_string(), osd_tensor_name(&entry.module))]
+                .into_iter()
+                .collect(),
+        };
+        out.push((module, tensor));
+    }
+    Ok(out)
 }

@@ -323,6 +323,7 @@ fn module_shape(adapter: &AdapterWeights, m: &ModuleInfo) -> Result<(usize, usiz
     let (out, inn) = match m.kind {
         ModuleKind::Lora | ModuleKind::Dora => (dims("B")?[0], dims("A")?[1]),
         ModuleKind::LoraEmbedding => (dims("embedding_A")?[1], dims("embedding_B")?[0]),
+        ModuleKind::Osd => (dims("delta")?[0], dims("delta")?[1]),
         ModuleKind::Ia3 => {
             let l = dims("ia3")?;
             let n = l.iter().copied().max().unwrap_or(1);

@@ -86,6 +86,14 @@ pub fn delta_weight(
                 "IA³ has no additive delta",
             ))
         }
+        ModuleKind::Osd => {
+            let delta = f32_on(adapter.role(module, "delta")?, device)?;
+            return Ok(if module.fan_in_fan_out {
+                delta.t()?.contiguous()?
+            } else {
+                delta
+            });
+        }
     };
     let (a, b) = (f32_on(a, device)?, f32_on(b, device)?);
     // s folded into the small factor B ([out, r]): one pass over r·out values
@@ -110,6 +118,17 @@ pub fn fuse_module(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Fused> {
+    if module.kind == ModuleKind::Osd {
+        // W' = W + Δ with Δ reconstructed at load: one add, any device.
+        let delta = delta_weight(adapter, module, weight.device())?;
+        let fused = (weight.to_dtype(candle_core::DType::F32)? + delta)
+            .map_err(|e| RuntimeError::module(&module.module, e))?
+            .to_dtype(weight.dtype())?;
+        return Ok(Fused {
+            weight: fused,
+            bias: None,
+        });
+    }
     if weight.device().is_cpu() && weight.rank() == 2 {
         fuse_module_host(adapter, module, weight, bias)
     } else {
@@ -229,6 +248,10 @@ pub fn fuse_module_host(
                 bias: None,
             })
         }
+        ModuleKind::Osd => Err(RuntimeError::module(
+            &module.module,
+            "OSD modules fuse through fuse_module",
+        )),
         ModuleKind::Ia3 => {
             let l_t = adapter.role(module, "ia3")?;
             let l = host_f32(l_t)?;
@@ -323,6 +346,12 @@ pub fn fuse_module_candle(
                 factor
             };
             (v.broadcast_mul(&factor)?, None)
+        }
+        ModuleKind::Osd => {
+            return Err(RuntimeError::module(
+                &module.module,
+                "OSD modules fuse through fuse_module",
+            ))
         }
         ModuleKind::Ia3 => {
             let l = f32_on(adapter.role(module, "ia3")?, &device)?;

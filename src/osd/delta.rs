@@ -237,7 +237,7 @@ fn module_delta(
             lora.data.iter_mut().for_each(|v| *v *= scale);
             Ok(Some(DeltaForm::Dense(dora_delta(&w, &lora, &magnitude)?)))
         }
-        ModuleKind::Ia3 | ModuleKind::LoraEmbedding => Ok(None),
+        ModuleKind::Ia3 | ModuleKind::LoraEmbedding | ModuleKind::Osd => Ok(None),
     }
 }
 
