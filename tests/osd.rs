@@ -219,3 +219,47 @@ fn analyze_and_tune_verbs_report_and_plot() {
     assert_eq!(points.len(), 4);
     assert!(points.iter().any(|p| p["pareto"] == true));
 }
+
+#[test]
+fn convert_keeps_osd_sections_and_refuses_forms_that_cannot_hold_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (contents, analysis) = lora();
+    let p = point(Method::Osd, 4, 0.5);
+    let osd = dir.path().join("osd.expert");
+    expertui::osd::expert::write_compressed(&contents, &analysis, &p, &osd, &Default::default())
+        .unwrap();
+    let copy = dir.path().join("copy.expert");
+    let status = Command::cargo_bin("expertui")
+        .unwrap()
+        .args(["--headless", "convert"])
+        .arg(&osd)
+        .arg("-o")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let original = ExpertReader::open(&osd).unwrap();
+    let converted = ExpertReader::open(&copy).unwrap();
+    let payloads = |r: &ExpertReader| -> Vec<Vec<u8>> {
+        r.find_all(SectionType::Osd)
+            .map(|s| r.section(s.index).unwrap().to_vec())
+            .collect()
+    };
+    assert_eq!(payloads(&original), payloads(&converted));
+    assert_eq!(payloads(&converted).len(), 6);
+    let out = Command::cargo_bin("expertui")
+        .unwrap()
+        .args(["--headless", "convert"])
+        .arg(&osd)
+        .arg("-o")
+        .arg(dir.path().join("x.tar.gz"))
+        .args(["--to", "tar.gz"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OSD"));
+}

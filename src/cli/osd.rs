@@ -284,6 +284,7 @@ fn finetune_contents(analysis: &AdapterAnalysis, rank: usize) -> ExpertContents 
         manifest: serde_json::to_vec_pretty(&manifest).unwrap_or_default(),
         adapter: None,
         files: Vec::new(),
+        carried: Vec::new(),
     }
 }
 

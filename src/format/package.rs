@@ -68,6 +68,18 @@ pub struct ExpertContents {
     pub adapter: Option<PeftAdapter>,
     /// Other files, in package order.
     pub files: Vec<PackageFile>,
+    /// Sections carried verbatim that no other form can hold (OSD-compressed
+    /// modules, user extension sections).
+    pub carried: Vec<CarriedSection>,
+}
+
+/// A section `ExpertContents` does not model but keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarriedSection {
+    pub kind: SectionType,
+    pub name: String,
+    pub layer: Option<u32>,
+    pub data: Vec<u8>,
 }
 
 /// How tensor sections are stored.
@@ -223,6 +235,7 @@ impl ExpertContents {
             manifest,
             adapter: Some(adapter),
             files,
+            carried: Vec::new(),
         })
     }
 
@@ -261,8 +274,19 @@ impl ExpertContents {
         )?))
     }
 
+    /// Refuses forms that cannot hold OSD-compressed modules.
+    fn check_no_osd(&self, form: &str) -> Result<(), PackageError> {
+        if self.carried.iter().any(|c| c.kind == SectionType::Osd) {
+            return Err(PackageError::Invalid(format!(
+                "this expert holds OSD-compressed modules, which {form} cannot carry: keep it as .expert v2 (or fuse it)"
+            )));
+        }
+        Ok(())
+    }
+
     /// Files in legacy order: manifest first, weights, config, the rest.
     pub fn to_files(&self) -> Result<Vec<(String, Vec<u8>)>, PackageError> {
+        self.check_no_osd("a tar.gz package")?;
         let mut out = vec![(MANIFEST.to_string(), self.manifest.clone())];
         if let (Some(weights), Some(adapter)) = (self.adapter_weights()?, &self.adapter) {
             out.push((ADAPTER_WEIGHTS.to_string(), weights));
@@ -305,6 +329,7 @@ impl ExpertContents {
             manifest,
             adapter,
             files: rest,
+            carried: Vec::new(),
         })
     }
 
@@ -318,6 +343,7 @@ impl ExpertContents {
 
     /// Writes a PEFT folder (`adapter_config.json` + `adapter_model.safetensors`).
     pub fn write_peft_dir(&self, dir: &Path) -> Result<(), PackageError> {
+        self.check_no_osd("a PEFT folder")?;
         let adapter = self
             .adapter
             .as_ref()
@@ -396,6 +422,13 @@ impl ExpertContents {
                 add(&mut writer, spec, blob)
             })?;
         }
+        for section in &self.carried {
+            let mut spec = SectionSpec::new(section.kind, &section.name).codec(Codec::None);
+            if let Some(layer) = section.layer {
+                spec = spec.layer(layer);
+            }
+            add(&mut writer, spec, &section.data)?;
+        }
         for (spec, bytes) in extra {
             add(&mut writer, spec.clone(), bytes)?;
         }
@@ -406,6 +439,7 @@ impl ExpertContents {
     pub fn read_binary(reader: &ExpertReader) -> Result<Self, PackageError> {
         let mut manifest = None;
         let mut config = None;
+        let mut carried = Vec::new();
         let mut files = Vec::new();
         let mut tensors = Vec::new();
         let mut modules = Vec::new();
@@ -437,6 +471,12 @@ impl ExpertContents {
                     name: info.name.clone(),
                     data: bytes()?.to_vec(),
                 }),
+                SectionType::Osd | SectionType::Custom(_) => carried.push(CarriedSection {
+                    kind: info.kind,
+                    name: info.name.clone(),
+                    layer: info.layer,
+                    data: bytes()?.to_vec(),
+                }),
                 _ => {}
             }
         }
@@ -455,6 +495,7 @@ impl ExpertContents {
             manifest,
             adapter,
             files,
+            carried,
         })
     }
 }
