@@ -251,7 +251,7 @@ fn legacy_package_lists_member_files() {
 fn tab_walks_every_panel_and_q_quits() {
     let mut app = demo();
     let mut seen = vec![app.panel];
-    for _ in 0..5 {
+    for _ in 0..6 {
         key(&mut app, KeyCode::Tab);
         seen.push(app.panel);
     }
@@ -263,11 +263,12 @@ fn tab_walks_every_panel_and_q_quits() {
             PanelId::Decoder,
             PanelId::Integrity,
             PanelId::Osd,
+            PanelId::Bench,
             PanelId::Overview
         ]
     );
     key(&mut app, KeyCode::BackTab);
-    assert_eq!(app.panel, PanelId::Osd);
+    assert_eq!(app.panel, PanelId::Bench);
     key(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
 }
@@ -275,7 +276,7 @@ fn tab_walks_every_panel_and_q_quits() {
 #[test]
 fn small_terminal_does_not_panic() {
     let mut app = demo();
-    for panel in ['1', '2', '3', '4', '5', '?'] {
+    for panel in ['1', '2', '3', '4', '5', '6', '?'] {
         key(&mut app, KeyCode::Char(panel));
         for (w, h) in [(20, 6), (40, 10), (80, 12)] {
             let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
@@ -346,4 +347,41 @@ fn osd_panel_sliders_follow_keys_and_mouse() {
     assert_eq!(app.osd.grid.len(), 12);
     assert!(app.osd.grid.iter().any(|g| g.pareto));
     assert!(screen(&mut app).contains("pareto"));
+}
+
+#[test]
+fn bench_panel_runs_the_benchmark_in_the_background() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('6'));
+    assert_eq!(app.panel, PanelId::Bench);
+    insta::assert_snapshot!("bench_idle", screen(&mut app));
+    key(&mut app, KeyCode::Char('r'));
+    assert!(!app.bench.running);
+    let report = app
+        .bench
+        .report
+        .as_ref()
+        .unwrap_or_else(|| panic!("{:?}", app.bench.error));
+    let keys: Vec<&str> = report.figures.iter().map(|f| f.key.as_str()).collect();
+    for wanted in [
+        "cold_load",
+        "hot_load",
+        "validation",
+        "first_layer",
+        "fuse_adapter",
+    ] {
+        assert!(
+            keys.iter().any(|k| k.contains(wanted)),
+            "{wanted} in {keys:?}"
+        );
+    }
+    assert!(
+        report.figures.iter().all(|f| !f.anchors.is_empty()),
+        "every figure has an anchor"
+    );
+    let text = screen(&mut app);
+    assert!(
+        text.contains("cold load") && text.contains("safetensors"),
+        "{text}"
+    );
 }

@@ -39,6 +39,7 @@ pub enum Action {
     RunTune,
     SaveOsd,
     ExportPlot,
+    RunBench,
 }
 
 /// One binding: which keys, what they do, where (None = every panel).
@@ -127,6 +128,13 @@ pub static BINDINGS: &[Binding] = &[
         matches: |k| plain(k, KeyCode::Char('p')),
     },
     Binding {
+        keys: "r",
+        help: "run the benchmark",
+        panel: Some(PanelId::Bench),
+        action: Action::RunBench,
+        matches: |k| plain(k, KeyCode::Char('r')),
+    },
+    Binding {
         keys: "q",
         help: "quit",
         panel: None,
@@ -158,8 +166,8 @@ pub static BINDINGS: &[Binding] = &[
         matches: |k| k.code == KeyCode::BackTab,
     },
     Binding {
-        keys: "1-5",
-        help: "overview, hex, decoder, integrity, OSD",
+        keys: "1-6",
+        help: "overview, hex, decoder, integrity, OSD, bench",
         panel: None,
         action: Action::Panel(PanelId::Overview),
         matches: |k| plain(k, KeyCode::Char('1')),
@@ -191,6 +199,13 @@ pub static BINDINGS: &[Binding] = &[
         panel: None,
         action: Action::Panel(PanelId::Osd),
         matches: |k| plain(k, KeyCode::Char('5')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: None,
+        action: Action::Panel(PanelId::Bench),
+        matches: |k| plain(k, KeyCode::Char('6')),
     },
     Binding {
         keys: "↑↓ / k j",

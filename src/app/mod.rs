@@ -4,6 +4,7 @@
 //! Panels: overview, TOC + hex browser, section decoder, integrity. A new
 //! panel is a `PanelId` variant, a draw function and its key bindings.
 
+pub mod benchpanel;
 pub mod decoder;
 pub mod hexview;
 pub mod integrity;

@@ -9,7 +9,7 @@ use ratatui::Frame;
 use super::keys::{hints, BINDINGS};
 use super::state::{App, PanelId, PromptKind};
 use super::theme::Theme;
-use super::{decoder, hexview, integrity, osdpanel, overview};
+use super::{benchpanel, decoder, hexview, integrity, osdpanel, overview};
 
 /// Width of the section list on the left of list-based panels.
 pub const LIST_WIDTH: u16 = 34;
@@ -53,6 +53,7 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
         PanelId::Decoder => decoder::draw(frame, body, app, theme),
         PanelId::Integrity => integrity::draw(frame, body, app, theme),
         PanelId::Osd => osdpanel::draw(frame, body, app, theme),
+        PanelId::Bench => benchpanel::draw(frame, body, app, theme),
     }
     draw_status(frame, status, app, theme);
     if app.show_help {

@@ -21,15 +21,17 @@ pub enum PanelId {
     Decoder,
     Integrity,
     Osd,
+    Bench,
 }
 
 impl PanelId {
-    pub const ALL: [PanelId; 5] = [
+    pub const ALL: [PanelId; 6] = [
         Self::Overview,
         Self::Hex,
         Self::Decoder,
         Self::Integrity,
         Self::Osd,
+        Self::Bench,
     ];
 
     pub fn title(self) -> &'static str {
@@ -39,6 +41,7 @@ impl PanelId {
             Self::Decoder => "Decoder",
             Self::Integrity => "Integrity",
             Self::Osd => "OSD",
+            Self::Bench => "Bench",
         }
     }
 }
@@ -56,6 +59,8 @@ pub enum Event {
     OsdReady(Result<crate::osd::expert::AdapterAnalysis, String>),
     OsdTuned(Vec<super::osdpanel::GridPoint>),
     OsdSaved(Result<String, String>),
+    BenchProgress(crate::gpu::bench::BenchProgress),
+    BenchDone(Result<crate::gpu::bench::BenchReport, String>),
 }
 
 /// Full verification, run once in the background.
@@ -127,6 +132,7 @@ pub struct App {
     pub quit: bool,
     pub colors: bool,
     pub osd: super::osdpanel::OsdPanel,
+    pub bench: super::benchpanel::BenchPanel,
     tx: Sender<Event>,
     rx: Receiver<Event>,
 }
@@ -161,6 +167,7 @@ impl App {
             quit: false,
             colors: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             osd: Default::default(),
+            bench: Default::default(),
             tx,
             rx,
         };
@@ -250,6 +257,43 @@ impl App {
         });
     }
 
+    /// Runs the benchmark on a worker thread; the embedded demo is written
+    /// to a temporary file first (the benchmark measures loads from disk).
+    pub fn start_bench(&mut self) {
+        if self.bench.running {
+            return;
+        }
+        let path = match self.doc.reader().and_then(|r| r.path()) {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let p = std::env::temp_dir()
+                    .join(format!("expertui-bench-{}.expert", std::process::id()));
+                if let Err(e) = std::fs::write(&p, &self.doc.bytes[..]) {
+                    self.bench.error = Some(e.to_string());
+                    return;
+                }
+                p
+            }
+        };
+        self.bench.running = true;
+        self.bench.progress = None;
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            let config = crate::gpu::bench::BenchConfig {
+                file: path,
+                base: Vec::new(),
+                device: "cpu".into(),
+                repeat: 5,
+            };
+            let progress_tx = tx.clone();
+            let result = crate::gpu::bench::run_bench(&config, &mut |p| {
+                let _ = progress_tx.send(Event::BenchProgress(p.clone()));
+            })
+            .map_err(|e| e.to_string());
+            let _ = tx.send(Event::BenchDone(result));
+        });
+    }
+
     /// Applies finished background work; returns whether anything changed.
     pub fn poll_background(&mut self) -> bool {
         let mut changed = false;
@@ -265,6 +309,7 @@ impl App {
         while matches!(self.verification, Verification::Running)
             || self.decoding.is_some()
             || self.osd.busy()
+            || self.bench.busy()
         {
             match self.rx.recv() {
                 Ok(event) => self.apply(event),
@@ -285,6 +330,17 @@ impl App {
                 self.verification = Verification::Done { checks, tail_clean };
             }
             Event::OsdReady(result) => self.osd.ready(result),
+            Event::BenchProgress(p) => self.bench.progress = Some(p),
+            Event::BenchDone(result) => {
+                self.bench.running = false;
+                match result {
+                    Ok(report) => {
+                        self.bench.report = Some(report);
+                        self.bench.error = None;
+                    }
+                    Err(e) => self.bench.error = Some(e),
+                }
+            }
             Event::OsdTuned(points) => self.osd.tuned(points),
             Event::OsdSaved(result) => {
                 self.osd.saving = false;
@@ -428,10 +484,12 @@ impl App {
             Action::Right => self.move_cursor(1),
             Action::PageUp => match self.panel {
                 PanelId::Hex => self.move_cursor(-page),
+                PanelId::Bench => self.bench.scroll = self.bench.scroll.saturating_sub(10),
                 _ => self.decoder_scroll = self.decoder_scroll.saturating_sub(10),
             },
             Action::PageDown => match self.panel {
                 PanelId::Hex => self.move_cursor(page),
+                PanelId::Bench => self.bench.scroll = self.bench.scroll.saturating_add(10),
                 _ => self.decoder_scroll = self.decoder_scroll.saturating_add(10),
             },
             Action::Home => self.goto(0),
@@ -478,6 +536,7 @@ impl App {
                 }
             }),
             Action::RunTune => self.start_osd_tune(),
+            Action::RunBench => self.start_bench(),
             Action::SaveOsd => self.start_osd_save(),
             Action::ExportPlot => self.message = self.osd.export_plot(&self.osd_stem()),
         }
