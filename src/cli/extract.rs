@@ -27,19 +27,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let info =
         found.ok_or_else(|| Failure::error(FormatError::SectionNotFound(args.section.clone())))?;
     // Never hand out damaged bytes: check this section's digest first.
-    let stored = reader.stored(info.index)?;
-    let actual: [u8; 32] =
-        sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), stored)).into();
-    if actual != info.sha256 {
-        return Err(Failure::invalid(FormatError::DigestMismatch {
-            index: info.index,
-            name: info.name.clone(),
-            offset: info.offset,
-            end: info.end(),
-            expected: hex::encode(info.sha256),
-            actual: hex::encode(actual),
-        }));
-    }
+    reader.check_section(info.index)?;
     let bytes = reader.section(info.index)?;
     write_atomic(&args.output, &bytes)?;
     if json_out {

@@ -378,6 +378,26 @@ impl ExpertReader {
         )
     }
 
+    /// Checks one section's stored bytes against its TOC digest (before
+    /// handing out or loading a single section).
+    pub fn check_section(&self, index: usize) -> Result<()> {
+        use sha2::Digest;
+        let stored = self.stored(index)?;
+        let info = &self.sections[index];
+        let actual: [u8; 32] = sha2::Sha256::digest(stored).into();
+        if actual != info.sha256 {
+            return Err(FormatError::DigestMismatch {
+                index,
+                name: info.name.clone(),
+                offset: info.offset,
+                end: info.end(),
+                expected: hex::encode(info.sha256),
+                actual: hex::encode(actual),
+            });
+        }
+        Ok(())
+    }
+
     /// Full verification: root digest, then every section; the first failure.
     pub fn verify_all(&self) -> Result<()> {
         self.check_root()?;

@@ -225,21 +225,7 @@ pub fn blob_to_tensors(
 
 /// Checks one section's stored bytes against its TOC digest.
 pub fn verify_section(reader: &ExpertReader, info: &SectionInfo) -> Result<()> {
-    use sha2::Digest;
-    let stored = reader.stored(info.index)?;
-    let actual: [u8; 32] = sha2::Sha256::digest(stored).into();
-    if actual != info.sha256 {
-        return Err(crate::format::FormatError::DigestMismatch {
-            index: info.index,
-            name: info.name.clone(),
-            offset: info.offset,
-            end: info.end(),
-            expected: hex::encode(info.sha256),
-            actual: hex::encode(actual),
-        }
-        .into());
-    }
-    Ok(())
+    Ok(reader.check_section(info.index)?)
 }
 
 /// Loads section `index` of an open file (decoding it when compressed).
