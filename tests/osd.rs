@@ -263,3 +263,65 @@ fn convert_keeps_osd_sections_and_refuses_forms_that_cannot_hold_them() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("OSD"));
 }
+
+/// Activation-aware importance: with calibration inputs that use only some
+/// input features, the compressed module keeps what those inputs see, so
+/// its output error on them is lower than without calibration.
+#[test]
+fn calibration_lowers_the_output_error_on_its_inputs() {
+    use expertui::format::tensors::{encode_tensor_blob, OwnedTensor};
+    use expertui::osd::analysis::output_error;
+    use expertui::osd::expert::load_calibration;
+    let dir = tempfile::tempdir().unwrap();
+    let module = "encoder.layer.0.attention.self.query";
+    // 64 samples over 384 features, only the first 48 active.
+    let mut state = 0x1234_5678_9abc_def1u64;
+    let mut data = Vec::new();
+    for _ in 0..64 {
+        for j in 0..384 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let v = if j < 48 {
+                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            } else {
+                0.0
+            };
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let x = OwnedTensor {
+        name: module.into(),
+        dtype: safetensors::Dtype::F32,
+        shape: vec![64, 384],
+        data,
+    };
+    let path = dir.path().join("calibration.safetensors");
+    std::fs::write(&path, encode_tensor_blob(&[x], Default::default()).unwrap()).unwrap();
+    let calibration = load_calibration(&path).unwrap();
+    let contents = ExpertContents::from_adapter_dir(&fixture("minilm-lora-r8")).unwrap();
+    let adapter = contents.adapter.as_ref().unwrap();
+    let (deltas, skipped) = expertui::osd::delta::adapter_deltas(adapter, None).unwrap();
+    let plain = AdapterAnalysis::from_deltas(deltas.clone(), skipped.clone(), 16).unwrap();
+    let aware =
+        AdapterAnalysis::from_deltas_calibrated(deltas, skipped, 16, Some(&calibration)).unwrap();
+    let p = point(Method::Osd, 2, 0.5);
+    let pick = |a: &AdapterAnalysis| {
+        let m = a.modules.iter().find(|m| m.delta.module == module).unwrap();
+        let (osd, _) = m.compress(&p, None).unwrap();
+        let delta = m.delta.dense().unwrap();
+        output_error(&calibration[module], &delta, &osd.reconstruct()).unwrap()
+    };
+    let (without, with) = (pick(&plain), pick(&aware));
+    assert!(
+        with < without,
+        "output error with calibration {with:.4} vs without {without:.4}"
+    );
+    assert!(aware
+        .modules
+        .iter()
+        .find(|m| m.delta.module == module)
+        .unwrap()
+        .calibration
+        .is_some());
+}

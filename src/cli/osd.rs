@@ -10,8 +10,8 @@ use super::{print_json, Failure};
 use crate::format::loader::ExpertLoader;
 use crate::format::package::{ExpertContents, PackageOptions};
 use crate::osd::analysis::{Method, OsdParams};
-use crate::osd::delta::{finetune_deltas, BaseWeights};
-use crate::osd::expert::{write_compressed, AdapterAnalysis, GridPoint};
+use crate::osd::delta::{adapter_deltas, finetune_deltas, BaseWeights};
+use crate::osd::expert::{load_calibration, write_compressed, AdapterAnalysis, GridPoint};
 use crate::plot::{write_chart, Chart, Series};
 
 /// Largest rank analysed (spectra, relaxed ranks).
@@ -37,6 +37,11 @@ pub struct Source {
     /// Fine-tuned weights: compress ΔW = finetuned − base for every matrix.
     #[arg(long, requires = "base")]
     pub finetuned: Option<PathBuf>,
+    /// Calibration inputs (safetensors: one [samples, in] tensor per module,
+    /// named after the module or its base tensor): activation-aware
+    /// importance, and layer-output errors on these inputs.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,12 +97,21 @@ fn load(source: &Source) -> Result<(Option<ExpertContents>, AdapterAnalysis), Fa
         Some(p) => Some(BaseWeights::load(p).map_err(osd_failure)?),
         None => None,
     };
+    let calibration = match &source.calibration {
+        Some(p) => Some(load_calibration(p).map_err(osd_failure)?),
+        None => None,
+    };
     if let Some(ft) = &source.finetuned {
         let ft = BaseWeights::load(ft).map_err(osd_failure)?;
         let base = base.ok_or_else(|| Failure::error("--finetuned needs --base"))?;
         let deltas = finetune_deltas(&base, &ft).map_err(osd_failure)?;
-        let analysis =
-            AdapterAnalysis::from_deltas(deltas, Vec::new(), K_MAX).map_err(osd_failure)?;
+        let analysis = AdapterAnalysis::from_deltas_calibrated(
+            deltas,
+            Vec::new(),
+            K_MAX,
+            calibration.as_ref(),
+        )
+        .map_err(osd_failure)?;
         return Ok((None, analysis));
     }
     let input = source.input.as_ref().ok_or_else(|| {
@@ -108,8 +122,10 @@ fn load(source: &Source) -> Result<(Option<ExpertContents>, AdapterAnalysis), Fa
         .adapter
         .as_ref()
         .ok_or_else(|| Failure::invalid("the expert holds no adapter"))?;
+    let (deltas, skipped) = adapter_deltas(adapter, base.as_ref()).map_err(osd_failure)?;
     let analysis =
-        AdapterAnalysis::from_adapter(adapter, base.as_ref(), K_MAX).map_err(osd_failure)?;
+        AdapterAnalysis::from_deltas_calibrated(deltas, skipped, K_MAX, calibration.as_ref())
+            .map_err(osd_failure)?;
     Ok((Some(contents), analysis))
 }
 

@@ -71,6 +71,10 @@ pub struct ModuleAnalysis {
     /// (importance, column) of Û and V̂ᵀ entries, sorted by importance, descending.
     u_sorted: Vec<(f64, u32)>,
     vt_sorted: Vec<(f64, u32)>,
+    /// Calibration inputs X (m×d) when given: they weight the importance
+    /// (activation-aware) and measure the layer-output error.
+    pub calibration: Option<Matrix>,
+    input_weight: Option<Vec<f32>>,
 }
 
 impl ModuleAnalysis {
@@ -78,13 +82,28 @@ impl ModuleAnalysis {
     pub fn new(
         delta: ModuleDelta,
         k_max: usize,
-        input_weight: Option<&[f32]>,
+        calibration: Option<Matrix>,
     ) -> Result<Self, OsdError> {
+        let input_weight = match &calibration {
+            Some(x) if x.cols == delta.shape().1 => Some(super::importance::input_second_moment(x)),
+            Some(x) => {
+                return Err(OsdError::shape(
+                    "calibration",
+                    format!(
+                        "{}: inputs have {} columns, the module takes {}",
+                        delta.module,
+                        x.cols,
+                        delta.shape().1
+                    ),
+                ))
+            }
+            None => None,
+        };
         let svd = delta.svd(k_max)?;
         let energy = energy_curve(&svd.s);
         let dense_total = delta.dense()?.frobenius_norm().powi(2);
         let total = dense_total.max(total_energy(&svd.s));
-        let imp = interleaved_importance(&fold_sqrt_sigma(&svd), input_weight)?;
+        let imp = interleaved_importance(&fold_sqrt_sigma(&svd), input_weight.as_deref())?;
         let k = imp.k.max(1);
         let mut u_sorted: Vec<(f64, u32)> = imp
             .u
@@ -107,6 +126,8 @@ impl ModuleAnalysis {
             total,
             u_sorted,
             vt_sorted,
+            calibration,
+            input_weight,
         })
     }
 
@@ -240,11 +261,13 @@ impl ModuleAnalysis {
     }
 
     /// The exact compressed module for a point, with its measured estimate.
+    /// `input_weight` overrides the calibration's weighting when given.
     pub fn compress(
         &self,
         p: &OsdParams,
         input_weight: Option<&[f32]>,
     ) -> Result<(OsdModule, Estimate), OsdError> {
+        let input_weight = input_weight.or(self.input_weight.as_deref());
         let dense = self.delta.dense()?;
         let (n, d) = self.shape();
         let module = match p.method {

@@ -16,6 +16,27 @@ use crate::format::peft::PeftAdapter;
 use crate::format::writer::{SectionSpec, WriteSummary};
 use crate::format::SectionType;
 
+/// Calibration inputs X (m×d) by module or base tensor name.
+pub type Calibration = std::collections::HashMap<String, super::matrix::Matrix>;
+
+/// Reads calibration inputs: a safetensors file of 2-D float tensors named
+/// after the modules (or their base tensors), each [samples, in_features].
+pub fn load_calibration(path: &Path) -> Result<Calibration, OsdError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| OsdError::param("calibration", format!("{}: {e}", path.display())))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| OsdError::param("calibration", format!("{}: {e}", path.display())))?;
+    let mut out = Calibration::new();
+    for (name, view) in st.iter() {
+        let tensor = crate::format::tensors::OwnedTensor::from_view(name, &view);
+        out.insert(
+            name.to_string(),
+            super::matrix::Matrix::from_tensor(&tensor)?,
+        );
+    }
+    Ok(out)
+}
+
 /// Every analysable module of an expert, analysed once.
 pub struct AdapterAnalysis {
     pub modules: Vec<ModuleAnalysis>,
@@ -29,10 +50,26 @@ impl AdapterAnalysis {
         skipped: Vec<String>,
         k_max: usize,
     ) -> Result<Self, OsdError> {
+        Self::from_deltas_calibrated(deltas, skipped, k_max, None)
+    }
+
+    /// With calibration inputs per module (by module or base tensor name):
+    /// activation-aware importance and layer-output errors on real inputs.
+    pub fn from_deltas_calibrated(
+        deltas: Vec<ModuleDelta>,
+        skipped: Vec<String>,
+        k_max: usize,
+        calibration: Option<&Calibration>,
+    ) -> Result<Self, OsdError> {
         use rayon::prelude::*;
         let modules = deltas
             .into_par_iter()
-            .map(|d| ModuleAnalysis::new(d, k_max, None))
+            .map(|d| {
+                let x = calibration
+                    .and_then(|c| c.get(&d.module).or_else(|| c.get(&d.base_tensor)))
+                    .cloned();
+                ModuleAnalysis::new(d, k_max, x)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { modules, skipped })
     }
@@ -224,7 +261,10 @@ impl AdapterAnalysis {
                 for m in &self.modules {
                     let (module, est) = m.compress(&p, None)?;
                     let delta = m.delta.dense()?;
-                    let x = synthetic_inputs(64, delta.cols, 7);
+                    let x = m
+                        .calibration
+                        .clone()
+                        .unwrap_or_else(|| synthetic_inputs(64, delta.cols, 7));
                     let reference = x.matmul(&delta.transpose())?.frobenius_norm().powi(2);
                     let oe = output_error(&x, &delta, &module.reconstruct())?;
                     bits += est.bits;
