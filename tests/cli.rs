@@ -945,3 +945,17 @@ fn validate_checks_the_base_model() {
         .iter()
         .all(|p| p.contains("encoder.layer.") && p.contains("384")));
 }
+
+#[test]
+fn completions_and_man_page_come_from_clap() {
+    let (code, stdout, _) = run(&["completions", "bash"]);
+    assert_eq!(code, 0);
+    let text = String::from_utf8(stdout).unwrap();
+    assert!(text.contains("_expertui") && text.contains("validate") && text.contains("osd"));
+    let (code, stdout, _) = run(&["man"]);
+    assert_eq!(code, 0);
+    let text = String::from_utf8(stdout).unwrap();
+    assert!(text.starts_with(".ie") && text.contains(".TH expertui 1"));
+    let (code, _, _) = run(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "unknown shell is a usage error");
+}

@@ -61,6 +61,13 @@ pub enum Command {
     Fuse(fuse::Args),
     /// Measure load, validation, streaming, transfer, fuse and memory figures.
     Bench(bench::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
     /// OSD compression: analyze, compress, tune.
     #[command(subcommand)]
     Osd(osd::OsdCommand),
@@ -162,6 +169,22 @@ pub fn run() -> ExitCode {
         Some(Command::Fuse(args)) => fuse::run(args, json),
         Some(Command::Bench(args)) => bench::run(args, json),
         Some(Command::Osd(command)) => osd::run(command, json),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "expertui",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Some(Command::Man) => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| Failure::error(format!("man page: {e}")))
+        }
         Some(Command::Keygen(args)) => keygen::run(args, json),
         Some(Command::Sign(args)) => sign::run(args, json),
         Some(Command::Certify(args)) => sign::certify(args, json),
