@@ -4,7 +4,7 @@
 //! `osd tune` need. `compress` then produces the exact module.
 
 use super::budget::{ceil_log2, trunc_svd_bits};
-use super::delta::ModuleDelta;
+use super::delta::{DeltaForm, ModuleDelta};
 use super::energy::{energy_curve, total_energy};
 use super::error::OsdError;
 use super::importance::{fold_sqrt_sigma, interleaved_importance};
@@ -100,9 +100,24 @@ impl ModuleAnalysis {
             None => None,
         };
         let svd = delta.svd(k_max)?;
-        let energy = energy_curve(&svd.s);
-        let dense_total = delta.dense()?.frobenius_norm().powi(2);
-        let total = dense_total.max(total_energy(&svd.s));
+        // ‖ΔW‖²: a LoRA delta's SVD is exact and complete when k_max ≥ r, so
+        // Σσ² is the norm without forming ΔW; otherwise measure it densely.
+        let complete = match &delta.form {
+            DeltaForm::LowRank { a, .. } => k_max >= a.rows,
+            DeltaForm::Dense(_) => false,
+        };
+        let total = if complete {
+            total_energy(&svd.s)
+        } else {
+            delta
+                .dense()?
+                .frobenius_norm()
+                .powi(2)
+                .max(total_energy(&svd.s))
+        };
+        // Shares of the whole ‖ΔW‖², not of the components computed.
+        let scale = total_energy(&svd.s) / total.max(f64::MIN_POSITIVE);
+        let energy: Vec<f64> = energy_curve(&svd.s).iter().map(|e| e * scale).collect();
         let imp = interleaved_importance(&fold_sqrt_sigma(&svd), input_weight.as_deref())?;
         let k = imp.k.max(1);
         let mut u_sorted: Vec<(f64, u32)> = imp

@@ -8,7 +8,6 @@ use serde_json::json;
 
 use super::analysis::{aggregate, Estimate, ModuleAnalysis, OsdParams};
 use super::delta::{adapter_deltas, BaseWeights, ModuleDelta};
-use super::energy::aggregate_curve;
 use super::error::OsdError;
 use super::section::{encode_layer, OsdEntry};
 use crate::format::package::{ExpertContents, PackageError, PackageOptions};
@@ -96,9 +95,30 @@ impl AdapterAnalysis {
     }
 
     /// The whole-adapter energy-retention curve.
+    /// Shares of the summed ‖ΔW‖² of all modules kept at each rank.
     pub fn overall_energy(&self) -> Vec<f64> {
-        let spectra: Vec<&[f32]> = self.modules.iter().map(|m| m.svd.s.as_slice()).collect();
-        aggregate_curve(&spectra)
+        let total: f64 = self
+            .modules
+            .iter()
+            .map(|m| m.total)
+            .sum::<f64>()
+            .max(f64::MIN_POSITIVE);
+        let len = self
+            .modules
+            .iter()
+            .map(|m| m.energy.len())
+            .max()
+            .unwrap_or(0);
+        (0..len)
+            .map(|k| {
+                let kept: f64 = self
+                    .modules
+                    .iter()
+                    .map(|m| m.energy.get(k).or(m.energy.last()).copied().unwrap_or(0.0) * m.total)
+                    .sum();
+                kept / total
+            })
+            .collect()
     }
 }
 
