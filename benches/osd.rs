@@ -942,7 +942,7 @@ fn speed(report: &mut String) {
             &svd_t,
         ),
         (
-            "‖ΔW‖² through `ModuleDelta::dense()` (ΔW formed densely: `ModuleAnalysis::new` does this for every module)".to_string(),
+            "‖ΔW‖² through `ModuleDelta::dense()` (ΔW formed densely; `ModuleAnalysis::new` now takes it from the exact LoRA spectrum instead)".to_string(),
             &dense_t,
         ),
         (
