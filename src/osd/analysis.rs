@@ -75,6 +75,9 @@ pub struct ModuleAnalysis {
     /// (activation-aware) and measure the layer-output error.
     pub calibration: Option<Matrix>,
     input_weight: Option<Vec<f32>>,
+    /// Total importance of each component (both factors): the damage of
+    /// dropping everything at rank < k is a prefix sum, not a scan.
+    column_importance: Vec<f64>,
 }
 
 impl ModuleAnalysis {
@@ -134,7 +137,14 @@ impl ModuleAnalysis {
             .collect();
         u_sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
         vt_sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut column_importance = vec![0.0f64; svd.rank()];
+        for &(imp, col) in u_sorted.iter().chain(&vt_sorted) {
+            if let Some(slot) = column_importance.get_mut(col as usize) {
+                *slot += imp;
+            }
+        }
         Ok(Self {
+            column_importance,
             delta,
             svd,
             energy,
@@ -240,13 +250,7 @@ impl ModuleAnalysis {
                         v.next();
                     }
                 }
-                let all: f64 = self
-                    .u_sorted
-                    .iter()
-                    .chain(&self.vt_sorted)
-                    .filter(|e| (e.1 as usize) < k)
-                    .map(|e| e.0)
-                    .sum();
+                let all: f64 = self.column_importance.iter().take(k).sum();
                 let err2 = self.tail(k) + (all - kept).max(0.0);
                 self.finish(bits, err2, k)
             }
