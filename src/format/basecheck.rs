@@ -98,9 +98,9 @@ impl BaseModel {
         if let (Some(heads), Some(hidden)) = (get("num_key_value_heads"), get("hidden_size")) {
             let head_dim =
                 get("head_dim").unwrap_or(hidden / get("num_attention_heads").unwrap_or(1).max(1));
-            dims.push(heads * head_dim);
+            dims.push(heads.saturating_mul(head_dim));
             if let Some(q_heads) = get("num_attention_heads") {
-                dims.push(q_heads * head_dim);
+                dims.push(q_heads.saturating_mul(head_dim));
             }
         }
         dims

@@ -198,6 +198,9 @@ impl AdapterWeights {
     }
 }
 
+/// Largest OSD delta (n·d elements, 1 GiB of f32) reconstructed at load.
+const MAX_OSD_ELEMENTS: usize = 1 << 28;
+
 /// Name under which an OSD module's reconstructed delta is kept.
 fn osd_tensor_name(module: &str) -> String {
     format!("{module}.osd_delta")
@@ -214,6 +217,17 @@ fn osd_modules(
         .map_err(|e| RuntimeError::Invalid(format!("OSD section: {e}")))?;
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
+        // A few bytes of OSD factors can describe a huge matrix: bound the
+        // dense reconstruction (the largest real linear layers are ~2^28).
+        let elements = entry.osd.n().saturating_mul(entry.osd.d());
+        if elements > MAX_OSD_ELEMENTS {
+            return Err(RuntimeError::Invalid(format!(
+                "OSD module {}: {}×{} exceeds the {MAX_OSD_ELEMENTS}-element limit for a reconstructed delta",
+                entry.module,
+                entry.osd.n(),
+                entry.osd.d()
+            )));
+        }
         let delta = entry.osd.reconstruct();
         let tensor = Tensor::from_vec(delta.data, (delta.rows, delta.cols), device)?;
         let module = ModuleInfo {
