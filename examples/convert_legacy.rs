@@ -1,0 +1,104 @@
+//! Converts a legacy tar.gz expert to the `.expert` v2 binary format and
+//! validates the result, with the library alone (what
+//! `expertui --headless convert` and `validate --verify-integrity` do).
+//!
+//! ```sh
+//! cargo run --example convert_legacy -- [LEGACY.expert] [OUT_DIR]
+//! ```
+//!
+//! Defaults: the repository's legacy fixture
+//! (`tests/fixtures/minilm-sql-dora.v0.3.0.expert`) and a temporary folder.
+
+use std::path::{Path, PathBuf};
+
+use expertui::format::loader::{ExpertLoader, SourceFormat};
+use expertui::format::manifest::validate_manifest_bytes;
+use expertui::format::package::PackageOptions;
+use expertui::format::{ExpertReader, SectionType};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args_os().skip(1);
+    let input = args.next().map(PathBuf::from).unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm-sql-dora.v0.3.0.expert")
+    });
+    // A given output folder is kept; otherwise a temporary one is removed at exit.
+    let temp;
+    let out_dir = match args.next() {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            temp = tempfile::tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&out_dir)?;
+
+    // 1. Open the legacy package. The loader detects the format by content
+    //    (gzip magic), checks the `.sha256` sidecar when there is one, and
+    //    returns a deprecation warning.
+    println!("opening {}", input.display());
+    let loaded = ExpertLoader::open(&input)?;
+    if loaded.format != SourceFormat::LegacyTarGz {
+        return Err(format!("{} is not a legacy tar.gz expert", input.display()).into());
+    }
+    for warning in &loaded.warnings {
+        println!("  warning: {warning}");
+    }
+    let adapter = loaded.contents.adapter.as_ref();
+    println!(
+        "  legacy tar.gz: manifest {} bytes, {} adapter tensors, {} other files",
+        loaded.contents.manifest.len(),
+        adapter.map_or(0, |a| a.tensors.len()),
+        loaded.contents.files.len()
+    );
+
+    // 2. Write the binary file (default options: tensors uncompressed and
+    //    zero-copy, text sections zstd). The writer is crash-safe: it writes
+    //    a temporary file and renames it into place.
+    let stem = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "expert".into());
+    let stem = stem.strip_suffix(".expert").unwrap_or(&stem).to_string();
+    let output = out_dir.join(format!("{stem}.v2.expert"));
+    let summary =
+        loaded
+            .contents
+            .write_binary(&output, &PackageOptions::default(), &mut |_, _| {})?;
+    let legacy_size = std::fs::metadata(&input)?.len();
+    println!(
+        "wrote {}: {} bytes ({} sections; legacy file {} bytes), root digest {}",
+        output.display(),
+        summary.file_size,
+        summary.sections.len(),
+        legacy_size,
+        hex::encode(summary.root_digest)
+    );
+
+    // 3. Validate it as `validate --verify-integrity` does: structure and root
+    //    digest (checked by `open`), every section's SHA-256, and the manifest
+    //    against the JSON Schema and the packager's rules.
+    let reader = ExpertReader::open(&output)?;
+    reader.verify_all()?;
+    let manifest_section = reader
+        .first(SectionType::Manifest)
+        .ok_or("the converted file has no manifest")?;
+    let manifest = validate_manifest_bytes(&reader.section(manifest_section.index)?)?;
+    println!(
+        "validated: structure, root digest and {} section digests OK; manifest {} {}",
+        reader.sections().len(),
+        manifest.name,
+        manifest.version
+    );
+    for info in reader.sections() {
+        println!(
+            "  #{:<2} {:<16} {:<40} {:>8} bytes stored, {:>8} raw",
+            info.index,
+            info.kind.label(),
+            info.name,
+            info.stored_len,
+            info.raw_len
+        );
+    }
+    println!("output: {}", output.display());
+    Ok(())
+}
