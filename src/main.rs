@@ -11,5 +11,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // A mapped input truncated by another program faults on read (SIGBUS):
+    // exit with a message and code 1 instead of a raw "Bus error" crash.
+    expertui::format::reader::install_sigbus_handler();
     expertui::cli::run()
 }

@@ -236,6 +236,16 @@ pub fn write_sidecar(output: &Path) -> Result<(), Failure> {
 
 impl From<legacy::LegacyError> for PackageError {
     fn from(e: legacy::LegacyError) -> Self {
-        PackageError::Invalid(e.to_string())
+        match e {
+            // Environment problems, not bad input (exit code 1, not 3).
+            legacy::LegacyError::DiskFull { path, source } => {
+                PackageError::Format(crate::format::FormatError::DiskFull { path, source })
+            }
+            legacy::LegacyError::Io { path, source } => PackageError::Io {
+                path: path.display().to_string(),
+                source,
+            },
+            e => PackageError::Invalid(e.to_string()),
+        }
     }
 }

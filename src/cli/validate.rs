@@ -135,7 +135,12 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let verify_integrity = args.verify_integrity || signed;
     let mut integrity_error = None;
     if verify_integrity {
+        // A file truncated or rewritten in place since it was opened is an
+        // I/O problem, not damage: stop with FileChanged before hashing it
+        // (and after, so a rewrite during hashing is not reported as damage).
+        reader.check_unchanged()?;
         let checks = steps.time("verify sections", || reader.verify());
+        reader.check_unchanged()?;
         for check in checks.into_iter().filter(|c| !c.ok()) {
             if let Some(e) = check.error() {
                 problems.push(e.to_string());

@@ -1,12 +1,64 @@
 //! Crash-safe file replacement: write to a hidden temp file in the target's
 //! own folder, fsync it, rename it over the target, fsync the folder. A crash
 //! at any point leaves either the old file or the new one, never half of one.
+//!
+//! Temp files are named `.<target name>.<random>.tmp` and, on Unix, hold an
+//! exclusive `flock` for as long as their writer lives. A writer killed
+//! before its rename (SIGKILL, power loss) leaves its temp file behind; the
+//! next write to the same target removes every such file whose lock is free
+//! (its writer is gone), so leftovers never accumulate and are never
+//! mistaken for the target.
+//!
+//! Test hook: when the environment variable `EXPERTUI_TEST_WRITE_DELAY_US`
+//! holds a number, every write to an output file is cut into 16 KiB pieces
+//! and each piece waits that many microseconds first. Fault-injection tests
+//! (`tests/faults.rs`) use it to widen the window in which a writer can be
+//! killed mid-write. Unset (always, outside tests) it costs one cached check.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use super::error::{FormatError, Result};
+
+/// Name of the test-only environment variable that slows output writes.
+pub const WRITE_DELAY_ENV: &str = "EXPERTUI_TEST_WRITE_DELAY_US";
+
+/// Piece size of throttled writes.
+const THROTTLE_CHUNK: usize = 16 << 10;
+
+/// The delay per write piece set by [`WRITE_DELAY_ENV`], read once.
+fn write_delay() -> Option<Duration> {
+    static DELAY: OnceLock<Option<Duration>> = OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var(WRITE_DELAY_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&us| us > 0)
+            .map(Duration::from_micros)
+    })
+}
+
+/// Writes through `write`, throttled when the test hook is set: returns how
+/// many bytes of `buf` were taken (at most one piece under the hook).
+pub(crate) fn throttled_write(
+    buf: &[u8],
+    write: impl FnOnce(&[u8]) -> io::Result<usize>,
+) -> io::Result<usize> {
+    match write_delay() {
+        None => write(buf),
+        Some(delay) => {
+            std::thread::sleep(delay);
+            write(buf.get(..THROTTLE_CHUNK.min(buf.len())).unwrap_or(buf))
+        }
+    }
+}
+
+/// How many times creating a locked temp file is retried when a concurrent
+/// cleaner removed it between creation and locking.
+const CREATE_ATTEMPTS: usize = 8;
 
 /// A file being written that becomes `target` only on [`AtomicFile::commit`].
 /// Dropped without commit, the temp file is deleted and `target` is untouched.
@@ -16,7 +68,8 @@ pub struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates the temp file beside `target` (same folder, so the rename is atomic).
+    /// Creates the temp file beside `target` (same folder, so the rename is
+    /// atomic), after removing temp files that killed writers left for it.
     pub fn create(target: &Path) -> Result<Self> {
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -26,11 +79,29 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "expert".into());
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{stem}."))
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| FormatError::io(&dir, e))?;
+        let prefix = format!(".{stem}.");
+        remove_stale_temps(&dir, &prefix);
+        let mut attempt = 0;
+        let temp = loop {
+            attempt += 1;
+            let temp = tempfile::Builder::new()
+                .prefix(&prefix)
+                .suffix(TEMP_SUFFIX)
+                .tempfile_in(&dir)
+                .map_err(|e| FormatError::io(&dir, e))?;
+            match lock_temp(&temp) {
+                Ok(true) => break temp,
+                // A cleaner took it between creation and locking: try again.
+                Ok(false) if attempt < CREATE_ATTEMPTS => continue,
+                Ok(false) => {
+                    return Err(FormatError::io(
+                        &dir,
+                        io::Error::other("temp files keep vanishing before they can be locked"),
+                    ))
+                }
+                Err(e) => return Err(FormatError::io(temp.path(), e)),
+            }
+        };
         Ok(Self {
             temp,
             target: target.to_path_buf(),
@@ -63,11 +134,85 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.temp.write(buf)
+        let temp = &mut self.temp;
+        throttled_write(buf, |b| temp.write(b))
     }
     fn flush(&mut self) -> io::Result<()> {
         self.temp.flush()
     }
+}
+
+/// Suffix of every temp file (the prefix is `.<target name>.`).
+pub const TEMP_SUFFIX: &str = ".tmp";
+
+/// Takes the writer's lock on a fresh temp file. `Ok(false)`: the file was
+/// removed by a cleaner before the lock was taken (the path no longer names
+/// the file we hold).
+fn lock_temp(temp: &tempfile::NamedTempFile) -> io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        let rc = unsafe { libc::flock(temp.as_file().as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            // Held by a cleaner that is about to delete it.
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(false)
+            } else {
+                Err(e)
+            };
+        }
+        let held = temp.as_file().metadata()?;
+        match std::fs::symlink_metadata(temp.path()) {
+            Ok(at_path) => Ok(at_path.ino() == held.ino() && at_path.dev() == held.dev()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = temp;
+        Ok(true)
+    }
+}
+
+/// Removes `dir/<prefix>*.tmp` files whose writer is gone (their lock is
+/// free). Best effort: anything unexpected leaves the file where it is.
+fn remove_stale_temps(dir: &Path, prefix: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with(prefix) || !name.ends_with(TEMP_SUFFIX) {
+                continue;
+            }
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            let path = entry.path();
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                // Nobody holds it: its writer died. Unlink while we hold the
+                // lock, so a writer that created it a moment ago and has not
+                // locked it yet sees it gone and makes another.
+                let _ = std::fs::remove_file(&path);
+            }
+            drop(file);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, prefix);
 }
 
 /// Temp files are created owner-only; the result should look like any other

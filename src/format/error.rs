@@ -16,6 +16,24 @@ pub enum FormatError {
         source: std::io::Error,
     },
 
+    /// A write failed for lack of space (ENOSPC), quota (EDQUOT) or the
+    /// process's file size limit (EFBIG); the target was left as it was.
+    #[error("disk full or file size limit reached while writing {path}: {source}")]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file shrank (or grew) while it was open: another program
+    /// truncated or rewrote it in place. Reading on could fault.
+    #[error("{path} changed while it was being read: it was {mapped} bytes when opened and is {now} bytes now (another program truncated or rewrote it in place)")]
+    FileChanged {
+        path: PathBuf,
+        mapped: u64,
+        now: u64,
+    },
+
     #[error("not an .expert v2 file: bad magic {found:02x?}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     BadMagic {
         found: Vec<u8>,
@@ -143,11 +161,19 @@ pub enum FormatError {
 }
 
 impl FormatError {
-    /// Wraps an I/O error with the path it concerns.
+    /// Wraps an I/O error with the path it concerns ([`FormatError::DiskFull`]
+    /// when the error says the disk, quota or file size limit is exhausted).
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
+        if is_disk_full(&source) {
+            Self::DiskFull {
+                path: path.into(),
+                source,
+            }
+        } else {
+            Self::Io {
+                path: path.into(),
+                source,
+            }
         }
     }
 
@@ -157,6 +183,8 @@ impl FormatError {
         !matches!(
             self,
             Self::Io { .. }
+                | Self::DiskFull { .. }
+                | Self::FileChanged { .. }
                 | Self::Writer(_)
                 | Self::InvalidName { .. }
                 | Self::SectionNotFound(_)
@@ -184,4 +212,28 @@ impl FormatError {
             _ => None,
         }
     }
+}
+
+/// True for write errors that mean "no room": ENOSPC, EDQUOT, EFBIG (the
+/// file size limit, `ulimit -f`), however deep in a wrapper they sit.
+pub fn is_disk_full(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::StorageFull | ErrorKind::FileTooLarge | ErrorKind::QuotaExceeded
+    ) {
+        return true;
+    }
+    #[cfg(unix)]
+    if matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+    ) {
+        return true;
+    }
+    // io::Error::other(...) wrapping an io::Error (encoders do this).
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .is_some_and(is_disk_full)
 }

@@ -126,10 +126,24 @@ pub enum LegacyError {
         #[source]
         source: io::Error,
     },
+
+    /// No room to write (ENOSPC, EDQUOT, EFBIG); the target was left as it was.
+    #[error("disk full or file size limit reached while writing {path}: {source}")]
+    DiskFull {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl LegacyError {
     fn io(path: &Path, source: io::Error) -> Self {
+        if crate::format::error::is_disk_full(&source) {
+            return LegacyError::DiskFull {
+                path: path.to_path_buf(),
+                source,
+            };
+        }
         LegacyError::Io {
             path: path.to_path_buf(),
             source,
@@ -139,6 +153,7 @@ impl LegacyError {
     fn from_format(path: &Path, err: FormatError) -> Self {
         match err {
             FormatError::Io { path, source } => LegacyError::Io { path, source },
+            FormatError::DiskFull { path, source } => LegacyError::DiskFull { path, source },
             other => LegacyError::Io {
                 path: path.to_path_buf(),
                 source: io::Error::other(other.to_string()),

@@ -61,7 +61,12 @@ impl Default for ReaderOptions {
 /// Shared (`Arc`) so a viewer can keep showing the bytes of a file that
 /// failed to parse.
 pub enum FileBytes {
-    Map(Mmap),
+    /// A read-only map; the open file is kept to notice truncation.
+    Map {
+        map: Mmap,
+        file: File,
+        path: PathBuf,
+    },
     Static(&'static [u8]),
     Owned(Vec<u8>),
 }
@@ -73,8 +78,70 @@ impl FileBytes {
         // SAFETY: the map is read-only. If another process truncates the file
         // while it is mapped, reads past the new end fault (SIGBUS); expertui
         // writes by rename, never in place, so its own writes cannot cause it.
+        // Long operations call `check_unchanged` first, and the binary turns
+        // a SIGBUS that still happens into a clean exit (`install_sigbus_handler`).
         let map = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
-        Ok(Self::Map(map))
+        Ok(Self::Map {
+            map,
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// For a mapped file: fails with [`FormatError::FileChanged`] when the
+    /// file's length is no longer the mapped length (someone truncated or
+    /// extended it in place), before any section byte is touched. One
+    /// `fstat`; a file replaced by rename keeps its old, still valid bytes.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let Self::Map { map, file, path } = self else {
+            return Ok(());
+        };
+        let now = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+        let mapped = map.len() as u64;
+        if now != mapped {
+            return Err(FormatError::FileChanged {
+                path: path.clone(),
+                mapped,
+                now,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Message of the SIGBUS handler (one `write(2)`, no formatting).
+const SIGBUS_MESSAGE: &[u8] = b"error: a memory-mapped input file was truncated or became unreadable while it was being read (SIGBUS); stopped. Outputs are only ever replaced whole, so no partial file was left.\n";
+
+/// Exit code after a SIGBUS: 1, an I/O error (the file changed under us).
+pub const SIGBUS_EXIT_CODE: i32 = 1;
+
+#[cfg(unix)]
+extern "C" fn on_sigbus(_signal: libc::c_int) {
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is static.
+    unsafe {
+        libc::write(
+            libc::STDERR_FILENO,
+            SIGBUS_MESSAGE.as_ptr().cast(),
+            SIGBUS_MESSAGE.len(),
+        );
+        libc::_exit(SIGBUS_EXIT_CODE);
+    }
+}
+
+/// Turns a SIGBUS (a read of a mapped page that no longer exists because
+/// another program truncated the file, or an I/O error under the map) into
+/// a fixed message on stderr and exit code [`SIGBUS_EXIT_CODE`] instead of a
+/// "Bus error" crash. For binaries: call once at start-up. A no-op off Unix.
+pub fn install_sigbus_handler() {
+    #[cfg(unix)]
+    // SAFETY: installs a handler that only calls async-signal-safe
+    // functions; `sa` is fully initialised (zeroed, then set).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
     }
 }
 
@@ -82,7 +149,7 @@ impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Self::Map(m) => m,
+            Self::Map { map, .. } => map,
             Self::Static(s) => s,
             Self::Owned(v) => v,
         }
@@ -311,8 +378,16 @@ impl ExpertReader {
         self.find_all(kind).next()
     }
 
-    /// The stored (possibly compressed) bytes of section `index`.
+    /// Fails with [`FormatError::FileChanged`] when the mapped file was
+    /// truncated or extended in place since it was opened.
+    pub fn check_unchanged(&self) -> Result<()> {
+        self.data.check_unchanged()
+    }
+
+    /// The stored (possibly compressed) bytes of section `index`. Checks
+    /// first that a mapped file still has its mapped length.
     pub fn stored(&self, index: usize) -> Result<&[u8]> {
+        self.check_unchanged()?;
         let info = self
             .sections
             .get(index)
@@ -400,8 +475,13 @@ impl ExpertReader {
 
     /// Full verification: root digest, then every section; the first failure.
     pub fn verify_all(&self) -> Result<()> {
+        self.check_unchanged()?;
         self.check_root()?;
-        if let Some(error) = self.verify().iter().find_map(SectionCheck::error) {
+        let failed = self.verify().iter().find_map(SectionCheck::error);
+        // A file rewritten in place while it was hashed: say so, rather than
+        // naming a damaged section.
+        self.check_unchanged()?;
+        if let Some(error) = failed {
             return Err(error);
         }
         if !self.tail_padding_clean() {

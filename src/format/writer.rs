@@ -15,7 +15,7 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::IntoBytes;
 
 use super::atomic::AtomicFile;
-use super::error::{FormatError, Result};
+use super::error::{is_disk_full, FormatError, Result};
 use super::integrity::root_digest;
 use super::layout::*;
 use super::shuffle::{shuffle_block, SHUFFLE_BLOCK};
@@ -128,7 +128,8 @@ impl Output {
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let file = &mut self.file;
+        let n = super::atomic::throttled_write(buf, |b| file.write(b))?;
         self.pos += n as u64;
         Ok(n)
     }
@@ -259,6 +260,7 @@ impl ExpertWriter {
         self.out
             .pad_to(start)
             .map_err(|e| FormatError::io(&self.out.path, e))?;
+        let path = self.out.path.clone();
         let sink = HashingSink {
             inner: &mut self.out,
             hasher: Sha256::new(),
@@ -268,7 +270,7 @@ impl ExpertWriter {
             Codec::None => Body::Plain(sink),
             Codec::Zstd | Codec::ShuffleZstd { .. } => {
                 let mut encoder = zstd::stream::write::Encoder::new(sink, self.options.zstd_level)
-                    .map_err(|e| FormatError::Writer(format!("zstd: {e}")))?;
+                    .map_err(|e| write_error(&path, "zstd", e))?;
                 if raw_size.is_some() {
                     encoder
                         .set_pledged_src_size(raw_size)
@@ -281,6 +283,7 @@ impl ExpertWriter {
             }
         };
         Ok(SectionWriter {
+            path,
             toc: &mut self.toc,
             body,
             spec,
@@ -405,6 +408,16 @@ impl ExpertWriter {
     }
 }
 
+/// A failed write while streaming a section: [`FormatError::DiskFull`] when
+/// there was no room, else a writer error naming what was being written.
+fn write_error(path: &Path, what: &str, e: io::Error) -> FormatError {
+    if is_disk_full(&e) {
+        FormatError::io(path, e)
+    } else {
+        FormatError::Writer(format!("{what}: {e}"))
+    }
+}
+
 fn encode_name(name: &str) -> Result<[u8; NAME_CAPACITY]> {
     let invalid = |reason| FormatError::InvalidName {
         name: name.to_string(),
@@ -431,6 +444,8 @@ enum Body<'w> {
 
 /// A section being streamed into the file. Implements [`Write`] for raw bytes.
 pub struct SectionWriter<'w> {
+    /// The target path, for errors.
+    path: PathBuf,
     toc: &'w mut Vec<TocEntry>,
     body: Body<'w>,
     spec: SectionSpec,
@@ -444,7 +459,7 @@ pub struct SectionWriter<'w> {
 
 impl SectionWriter<'_> {
     fn io_error(&self, e: io::Error) -> FormatError {
-        FormatError::Writer(format!("section {:?}: {e}", self.spec.name))
+        write_error(&self.path, &format!("section {:?}", self.spec.name), e)
     }
 
     fn write_body(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -477,7 +492,7 @@ impl SectionWriter<'_> {
             Body::Plain(sink) => sink,
             Body::Zstd(encoder) => encoder
                 .finish()
-                .map_err(|e| FormatError::Writer(format!("zstd: {e}")))?,
+                .map_err(|e| write_error(&self.path, "zstd", e))?,
         };
         let flags = if self.spec.align_256 {
             ENTRY_FLAG_ALIGN_256
