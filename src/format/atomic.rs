@@ -108,10 +108,12 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file to write into.
     pub fn file(&mut self) -> &mut File {
         self.temp.as_file_mut()
     }
 
+    /// The path the file will have after [`commit`](Self::commit).
     pub fn target(&self) -> &Path {
         &self.target
     }

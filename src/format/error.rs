@@ -9,6 +9,7 @@ pub type Result<T, E = FormatError> = std::result::Result<T, E>;
 /// Everything that can go wrong reading or writing an `.expert` v2 file.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
+    /// An operating-system error on `path` (open, read, write, rename).
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -34,12 +35,14 @@ pub enum FormatError {
         now: u64,
     },
 
+    /// The first 8 bytes are not the `.expert` v2 magic; `hint` names what they look like (gzip: a legacy package).
     #[error("not an .expert v2 file: bad magic {found:02x?}{}", hint.map(|h| format!(" ({h})")).unwrap_or_default())]
     BadMagic {
         found: Vec<u8>,
         hint: Option<&'static str>,
     },
 
+    /// Written by a newer major version of the format.
     #[error("unsupported format version {major}.{minor}: this build reads major version {supported}; upgrade expertui to open it")]
     UnsupportedVersion {
         major: u16,
@@ -47,9 +50,11 @@ pub enum FormatError {
         supported: u16,
     },
 
+    /// A required-feature bit (upper half of the header flags) this build does not implement.
     #[error("file uses required features this build does not know (header flags {flags:#018x})")]
     UnsupportedFeatures { flags: u64 },
 
+    /// The file ends before a fixed structure (`what`) is complete.
     #[error("truncated {what}: need {needed} bytes, file has {have}")]
     Truncated {
         what: &'static str,
@@ -57,12 +62,15 @@ pub enum FormatError {
         have: u64,
     },
 
+    /// A header field holds an impossible value.
     #[error("header field {field} is invalid: {reason}")]
     BadHeader { field: &'static str, reason: String },
 
+    /// The file is shorter or longer than the header's `file_size`.
     #[error("file size mismatch: header declares {declared} bytes, file has {actual} (truncated or appended to)")]
     FileSizeMismatch { declared: u64, actual: u64 },
 
+    /// The header places the table of contents outside the file.
     #[error("table of contents out of bounds: {count} entries of {entry_size} bytes at offset {offset} do not fit in {file_size} bytes")]
     TocOutOfBounds {
         offset: u64,
@@ -74,6 +82,7 @@ pub enum FormatError {
     #[error(
         "section {index} ({name}) out of bounds: bytes {offset}..{end} pass the data limit {limit}"
     )]
+    /// A section's bytes run past the end of the data area.
     SectionOutOfBounds {
         index: usize,
         name: String,
@@ -82,6 +91,7 @@ pub enum FormatError {
         limit: u64,
     },
 
+    /// A section starts inside the previous section (or the header).
     #[error("section {index} ({name}) at offset {offset} overlaps the previous region ending at {previous_end}")]
     SectionOverlap {
         index: usize,
@@ -90,6 +100,7 @@ pub enum FormatError {
         previous_end: u64,
     },
 
+    /// A section does not start at the next aligned offset: sections must tile the file.
     #[error("section {index} ({name}) at offset {offset} leaves a gap: expected it at {expected}")]
     SectionGap {
         index: usize,
@@ -98,6 +109,7 @@ pub enum FormatError {
         expected: u64,
     },
 
+    /// A section offset is not a multiple of its alignment (64 or 256).
     #[error("section {index} ({name}) at offset {offset} is not aligned to {alignment} bytes")]
     Misaligned {
         index: usize,
@@ -106,9 +118,11 @@ pub enum FormatError {
         alignment: u64,
     },
 
+    /// A malformed TOC entry (name, duplicate id or name, codec, lengths).
     #[error("section {index}: {reason}")]
     BadEntry { index: usize, reason: String },
 
+    /// A section of a type this build does not know, flagged critical.
     #[error("section {index} ({name}) has a type this build does not know ({code}) and is marked critical")]
     UnknownCriticalSection {
         index: usize,
@@ -116,9 +130,11 @@ pub enum FormatError {
         code: u16,
     },
 
+    /// The root digest over header and TOC does not match: either was modified.
     #[error("root digest mismatch: header or table of contents was modified (expected {expected}, computed {actual})")]
     RootMismatch { expected: String, actual: String },
 
+    /// A section's bytes do not hash to the digest in its TOC entry.
     #[error("section {index} ({name}) is damaged: bytes {offset}..{end} hash to {actual}, expected {expected}")]
     DigestMismatch {
         index: usize,
@@ -129,12 +145,15 @@ pub enum FormatError {
         actual: String,
     },
 
+    /// Alignment padding before a section holds non-zero bytes.
     #[error("padding before section {index} ({name}) holds non-zero bytes")]
     DirtyPadding { index: usize, name: String },
 
+    /// A compressed section does not decode.
     #[error("section {name}: decompression failed: {reason}")]
     Decompression { name: String, reason: String },
 
+    /// A compressed section decodes to another length than its declared raw length.
     #[error("section {name}: decodes to more or fewer bytes than the {declared} declared ({actual}{})", if *truncated_output { "+" } else { "" })]
     RawLengthMismatch {
         name: String,
@@ -143,6 +162,7 @@ pub enum FormatError {
         truncated_output: bool,
     },
 
+    /// A section's declared raw size is above the reader's limit ([`ReaderLimits`](super::ReaderLimits)).
     #[error("section {name}: declared size {declared} exceeds the reader limit {limit} (raise it with ReaderLimits)")]
     SectionTooLarge {
         name: String,
@@ -150,12 +170,15 @@ pub enum FormatError {
         limit: u64,
     },
 
+    /// No section of that name (or type and name) in the file.
     #[error("no section {0}")]
     SectionNotFound(String),
 
+    /// A section name that cannot be stored (empty, too long, NUL bytes).
     #[error("invalid section name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
 
+    /// The writer refused a request (alignment, duplicate section, size limits, zstd).
     #[error("writer: {0}")]
     Writer(String),
 }

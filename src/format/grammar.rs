@@ -59,9 +59,11 @@ pub struct Rule {
 /// characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GrammarError {
+    /// The text defines no rule.
     #[error("grammar is empty: it defines no rules")]
     Empty,
 
+    /// Text that is not GBNF at this position.
     #[error("line {line}, column {column}: {message}")]
     Syntax {
         line: usize,
@@ -69,12 +71,15 @@ pub enum GrammarError {
         message: String,
     },
 
+    /// A string literal without its closing quote.
     #[error("line {line}, column {column}: unterminated string literal (no closing '\"')")]
     UnterminatedString { line: usize, column: usize },
 
+    /// A character class without its closing bracket.
     #[error("line {line}, column {column}: unterminated character class (no closing ']')")]
     UnterminatedClass { line: usize, column: usize },
 
+    /// An escape sequence llama.cpp does not accept.
     #[error("line {line}, column {column}: {message}")]
     BadEscape {
         line: usize,
@@ -82,6 +87,7 @@ pub enum GrammarError {
         message: String,
     },
 
+    /// A rule refers to a name no rule defines.
     #[error("line {line}, column {column}: rule {rule:?} uses {name:?}, which is never defined")]
     UndefinedRule {
         name: String,
@@ -90,9 +96,11 @@ pub enum GrammarError {
         column: usize,
     },
 
+    /// No `root` rule, where llama.cpp starts.
     #[error("grammar has no 'root' rule (llama.cpp starts from 'root')")]
     MissingRoot,
 
+    /// A rule name defined twice.
     #[error("line {line}: rule {name:?} is defined again (first on line {first_line})")]
     DuplicateRule {
         name: String,
@@ -100,6 +108,7 @@ pub enum GrammarError {
         first_line: usize,
     },
 
+    /// Parenthesised groups nested beyond the parser's limit.
     #[error("line {line}, column {column}: groups nested deeper than {limit}")]
     TooDeep {
         line: usize,
@@ -107,6 +116,7 @@ pub enum GrammarError {
         limit: usize,
     },
 
+    /// A malformed repetition (`{m,n}`, `*`, `+`, `?`).
     #[error("line {line}, column {column}: {message}")]
     Repetition {
         line: usize,
@@ -114,6 +124,7 @@ pub enum GrammarError {
         message: String,
     },
 
+    /// A rule that can reach itself before consuming a character.
     #[error("line {line}: rule {name:?} is left-recursive (it can reach itself before matching any character), which llama.cpp refuses")]
     LeftRecursion { name: String, line: usize },
 }

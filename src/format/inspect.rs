@@ -63,6 +63,7 @@ impl Inspected {
         )
     }
 
+    /// Opens `bytes` as far as they parse; `label` names them in the UI.
     pub fn from_bytes(label: String, bytes: Arc<FileBytes>) -> Self {
         let lenient = ReaderOptions {
             check_root: false,
@@ -108,14 +109,17 @@ impl Inspected {
         }
     }
 
+    /// Length of the file in bytes.
     pub fn len(&self) -> u64 {
         self.bytes.len() as u64
     }
 
+    /// True for an empty file.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
+    /// The reader, when header and TOC parsed.
     pub fn reader(&self) -> Option<&Arc<ExpertReader>> {
         match &self.opened {
             Opened::Binary(r) => Some(r),
@@ -202,9 +206,13 @@ pub struct SectionRow {
 /// What a byte region is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegionKind {
+    /// A field of the 128-byte header.
     HeaderField,
+    /// The TOC entry of the section with this index.
     TocEntry(usize),
+    /// The data of the section with this index.
     Section(usize),
+    /// Alignment padding between regions.
     Padding,
 }
 
@@ -297,6 +305,7 @@ pub struct TensorSummary {
 }
 
 impl TensorSummary {
+    /// Statistics of one tensor (values converted to f32; non-finite values skipped).
     pub fn of(tensor: &OwnedTensor) -> Self {
         let values = tensor.to_f32().unwrap_or_default();
         let finite = values.iter().copied().filter(|v| v.is_finite());
@@ -344,16 +353,21 @@ pub struct ModuleRow {
 /// A section decoded for display.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded {
+    /// JSON, pretty-printed.
     Json(String),
+    /// UTF-8 text (licence, README, keywords).
     Text(String),
+    /// A GBNF grammar and its number of rules.
     Grammar {
         text: String,
         rules: usize,
     },
+    /// A tensor section: per-tensor statistics and the module table.
     Tensors {
         tensors: Vec<TensorSummary>,
         modules: Vec<ModuleRow>,
     },
+    /// Bytes shown only as hex.
     Binary {
         len: usize,
     },

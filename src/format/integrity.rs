@@ -41,6 +41,7 @@ pub struct SectionCheck {
 }
 
 impl SectionCheck {
+    /// True when the digest matches and the padding before the section is zero.
     pub fn ok(&self) -> bool {
         self.expected == self.actual && self.clean_padding
     }

@@ -135,11 +135,15 @@ pub enum SectionType {
     Manifest,
     /// Adapter tensors of one layer (or of non-layer modules), safetensors layout.
     Tensors,
+    /// Routing keywords (JSON).
     RouterKeywords,
+    /// Routing embeddings (tensors).
     RouterEmbeddings,
     /// GBNF grammar text.
     Grammar,
+    /// Prompt-tuning virtual token embeddings, safetensors layout.
     SoftPrompt,
+    /// Licence text.
     License,
     /// README / model card text.
     Docs,
@@ -147,7 +151,9 @@ pub enum SectionType {
     Metrics,
     /// OSD-compressed deltas.
     Osd,
+    /// The Ed25519 signature (see [`crate::format::signing`]).
     Signature,
+    /// The signer's certificate chain.
     Certificate,
     /// The adapter's own configuration (`adapter_config.json`).
     AdapterConfig,
@@ -165,6 +171,7 @@ impl SectionType {
     /// First code of the range reserved for user extensions.
     pub const CUSTOM_BASE: u16 = 0x8000;
 
+    /// The type of a TOC code: known, custom (`>= 0x8000`) or unknown.
     pub fn from_code(code: u16) -> Self {
         match code {
             1 => Self::Manifest,
@@ -187,6 +194,7 @@ impl SectionType {
         }
     }
 
+    /// The code stored in the TOC.
     pub fn code(self) -> u16 {
         match self {
             Self::Manifest => 1,
@@ -265,6 +273,7 @@ impl Codec {
         }
     }
 
+    /// The codec byte stored in the TOC.
     pub fn code(self) -> u8 {
         match self {
             Self::None => 0,
@@ -281,6 +290,7 @@ impl Codec {
         }
     }
 
+    /// Name shown by the tools (`none`, `zstd`, `shuffle-zstd`).
     pub fn label(self) -> &'static str {
         match self {
             Self::None => "none",
@@ -311,10 +321,12 @@ impl TocEntry {
         std::str::from_utf8(text).ok()
     }
 
+    /// The section type of this entry.
     pub fn kind(&self) -> SectionType {
         SectionType::from_code(self.section_type.get())
     }
 
+    /// The model layer the section belongs to, if any.
     pub fn layer_index(&self) -> Option<u32> {
         let layer = self.layer.get();
         (layer != NO_LAYER).then_some(layer)

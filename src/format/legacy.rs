@@ -49,18 +49,23 @@ const MAX_PREALLOC: u64 = 1024 * 1024;
 /// Everything that can go wrong reading, writing or verifying a legacy package.
 #[derive(Debug, thiserror::Error)]
 pub enum LegacyError {
+    /// The bytes are not a valid gzip stream.
     #[error("not a valid gzip stream: {0}")]
     Gzip(String),
 
+    /// The decompressed bytes are not a valid tar archive.
     #[error("not a valid tar archive: {0}")]
     Tar(String),
 
+    /// An entry path with `..` (refused).
     #[error("archive entry {entry:?} climbs out of the package with '..': refusing it")]
     PathTraversal { entry: String },
 
+    /// An entry with an absolute path (refused).
     #[error("archive entry {entry:?} has an absolute path: refusing it")]
     AbsolutePath { entry: String },
 
+    /// A symbolic or hard link (refused).
     #[error("archive entry {entry:?} is a {kind} to {target:?}: packages hold regular files only")]
     Link {
         entry: String,
@@ -68,18 +73,23 @@ pub enum LegacyError {
         target: String,
     },
 
+    /// A device, FIFO or other non-regular entry (refused).
     #[error("archive entry {entry:?} is a {kind}: packages hold regular files only")]
     SpecialFile { entry: String, kind: String },
 
+    /// The same path twice.
     #[error("archive holds {entry:?} more than once")]
     DuplicateEntry { entry: String },
 
+    /// An entry name that is not UTF-8.
     #[error("archive entry name is not UTF-8: {entry:?}")]
     NonUtf8Name { entry: String },
 
+    /// An entry with an empty name.
     #[error("archive entry has an empty name")]
     EmptyName,
 
+    /// One entry above the per-file limit.
     #[error("archive entry {entry:?} declares {declared} bytes, over the limit of {limit} bytes per file")]
     TooLarge {
         entry: String,
@@ -87,6 +97,7 @@ pub enum LegacyError {
         limit: u64,
     },
 
+    /// The entries together above the package limit.
     #[error("archive entry {entry:?} brings the package to {total} bytes, over the limit of {limit} bytes")]
     TotalTooLarge {
         entry: String,
@@ -94,12 +105,15 @@ pub enum LegacyError {
         limit: u64,
     },
 
+    /// The decompressed archive above the limit (a decompression bomb).
     #[error("archive expands past {limit} bytes once decompressed: refusing it")]
     ArchiveTooLarge { limit: u64 },
 
+    /// More entries than the limit.
     #[error("archive has more than {limit} entries")]
     TooManyEntries { limit: u64 },
 
+    /// An entry shorter than its header declares.
     #[error("archive entry {entry:?} is truncated: header declares {declared} bytes, archive holds {actual}")]
     TruncatedEntry {
         entry: String,
@@ -107,9 +121,11 @@ pub enum LegacyError {
         actual: u64,
     },
 
+    /// No `manifest.json` in the package.
     #[error("package has no {MANIFEST_NAME}")]
     MissingManifest,
 
+    /// The package does not hash to its `.sha256` sidecar.
     #[error("checksum mismatch for {file}: sidecar expects {expected}, file hashes to {actual}")]
     SidecarMismatch {
         file: String,
@@ -117,9 +133,11 @@ pub enum LegacyError {
         actual: String,
     },
 
+    /// The `.sha256` sidecar is not `HEX  NAME`.
     #[error("checksum sidecar is malformed: {0}")]
     SidecarFormat(String),
 
+    /// An operating-system error on `path`.
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

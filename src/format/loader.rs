@@ -12,11 +12,14 @@ use super::reader::ExpertReader;
 /// Which reader an expert was opened with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceFormat {
+    /// `.expert` v2.
     Binary,
+    /// A legacy gzip tar package (deprecated).
     LegacyTarGz,
 }
 
 impl SourceFormat {
+    /// Name shown by the tools (`binary`, `tar.gz`).
     pub fn label(self) -> &'static str {
         match self {
             Self::Binary => "binary",
@@ -80,6 +83,7 @@ fn flatten(package: &super::legacy::LegacyPackage) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Opens experts in either format; see [`ExpertLoader::open`].
 pub struct ExpertLoader;
 
 impl ExpertLoader {

@@ -84,7 +84,9 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum BaseModelRef {
+    /// A bare model name.
     Name(String),
+    /// A model object.
     Model(BaseModel),
 }
 
@@ -191,15 +193,25 @@ impl Adapter {
 /// Adapter types the tools know; anything else is [`AdapterKind::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AdapterKind {
+    /// LoRA (`lora`).
     Lora,
+    /// DoRA (`dora`).
     Dora,
+    /// IA³ (`ia3`).
     Ia3,
+    /// LoKr (`lokr`).
     Lokr,
+    /// LoHa (`loha`).
     Loha,
+    /// AdaLoRA (`adalora`).
     Adalora,
+    /// Prompt tuning (`prompt_tuning`).
     PromptTuning,
+    /// Prefix tuning (`prefix_tuning`).
     PrefixTuning,
+    /// P-tuning (`p_tuning`).
     PTuning,
+    /// Any other type string.
     Other,
 }
 
@@ -235,6 +247,7 @@ impl AdapterKind {
     }
 }
 
+/// A soft prompt shipped with the expert (`soft_prompts` entries).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SoftPrompt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -249,6 +262,7 @@ pub struct SoftPrompt {
     pub extra: Extra,
 }
 
+/// How a router picks the expert (`routing`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Routing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,11 +279,13 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// The priority as a number, if given.
     pub fn priority_f64(&self) -> Option<f64> {
         self.priority.as_ref().and_then(Number::as_f64)
     }
 }
 
+/// Loading constraints against other experts (`constraints`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Constraints {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +300,7 @@ pub struct Constraints {
     pub extra: Extra,
 }
 
+/// Declared runtime overheads (`perf`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Perf {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -370,6 +387,7 @@ pub struct Decoding {
     pub extra: Extra,
 }
 
+/// Evaluation results (`evaluation`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     /// Object of named scores, or a list of metric names (both occur in legacy manifests).
@@ -535,8 +553,10 @@ pub enum ManifestError {
         column: usize,
         message: String,
     },
+    /// The manifest does not follow the JSON Schema (`assets/manifest.schema.json`).
     #[error("manifest.json: {} schema issue(s): {}", .0.len(), join(.0))]
     Schema(Vec<SchemaIssue>),
+    /// The manifest breaks the packaging rules (semver, base model, adapters, ...).
     #[error("manifest.json: {} rule violation(s): {}", .0.len(), join(.0))]
     Rules(Vec<RuleViolation>),
 }

@@ -17,32 +17,43 @@ use super::writer::{ExpertWriter, SectionSpec, WriteSummary, WriterOptions};
 
 /// File name of the adapter weights in PEFT folders and legacy packages.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+/// File name of the PEFT adapter config.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// File (and section) name of the manifest.
 pub const MANIFEST: &str = "manifest.json";
 
+/// Errors of packaging, converting and reading an expert's contents.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
+    /// The container.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// The PEFT adapter folder or weights.
     #[error(transparent)]
     Peft(#[from] PeftError),
+    /// Tensor data or a module table.
     #[error(transparent)]
     Tensor(#[from] TensorError),
+    /// An operating-system error on `path`.
     #[error("{path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// A grammar file that does not parse as GBNF.
     #[error("grammar {name}: {reason}")]
     Grammar { name: String, reason: String },
+    /// A manifest that is not valid JSON or breaks the schema or rules.
     #[error("manifest: {0}")]
     Manifest(String),
+    /// Anything else wrong with the input (not an expert, a legacy package that failed its checks, an OSD step).
     #[error("{0}")]
     Invalid(String),
 }
 
 impl PackageError {
+    /// Wraps an I/O error with the path it concerns.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
             path: path.display().to_string(),
@@ -87,11 +98,13 @@ pub struct CarriedSection {
 pub enum TensorCodec {
     /// Uncompressed: zero-copy from the memory map.
     None,
+    /// zstd at the chosen level.
     Zstd,
     /// Byte planes then zstd.
     ShuffleZstd,
 }
 
+/// How `write_binary` stores an expert.
 #[derive(Debug, Clone)]
 pub struct PackageOptions {
     pub tensor_codec: TensorCodec,

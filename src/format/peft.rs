@@ -15,24 +15,32 @@ use super::tensors::{ModuleInfo, ModuleKind, OwnedTensor, TensorMeta};
 /// PEFT's key prefix for adapter tensors.
 pub const KEY_PREFIX: &str = "base_model.model.";
 
+/// Errors reading a PEFT adapter folder.
 #[derive(Debug, thiserror::Error)]
 pub enum PeftError {
+    /// An operating-system error on `path`.
     #[error("{path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+    /// Only a pickle (`adapter_model.bin`) is present: refused, as loading it can run code.
     #[error("{0}: adapter_model.bin is a Python pickle, which can run code when loaded; re-save the adapter with safe_serialization=True (adapter_model.safetensors)")]
     PickleRefused(String),
+    /// No `adapter_model.safetensors` in the folder.
     #[error("{0}: no adapter_model.safetensors found")]
     MissingWeights(String),
+    /// `adapter_config.json` is invalid or describes no supported adapter.
     #[error("adapter_config.json: {0}")]
     Config(String),
+    /// `adapter_model.safetensors` is invalid or does not match the config.
     #[error("adapter_model.safetensors: {0}")]
     Weights(String),
+    /// One module's tensors are inconsistent.
     #[error("module {module}: {reason}")]
     Module { module: String, reason: String },
+    /// A PEFT type this build does not read.
     #[error("unsupported PEFT type {0}")]
     Unsupported(String),
 }
@@ -40,8 +48,11 @@ pub enum PeftError {
 /// Which PEFT method produced the adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PeftType {
+    /// LoRA and its variants (DoRA, rsLoRA, rank patterns).
     Lora,
+    /// IA³.
     Ia3,
+    /// Prompt tuning.
     PromptTuning,
 }
 

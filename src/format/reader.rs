@@ -67,7 +67,9 @@ pub enum FileBytes {
         file: File,
         path: PathBuf,
     },
+    /// Bytes embedded in the binary.
     Static(&'static [u8]),
+    /// Bytes owned in memory.
     Owned(Vec<u8>),
 }
 
@@ -159,7 +161,9 @@ impl Deref for FileBytes {
 /// A section's decoded bytes: borrowed from the map, or decoded and shared.
 #[derive(Clone)]
 pub enum SectionBytes<'a> {
+    /// Uncompressed: borrowed from the map, zero-copy.
     Mapped(&'a [u8]),
+    /// Decoded from a compressed section (cached and shared).
     Decoded(Arc<[u8]>),
 }
 
@@ -264,6 +268,7 @@ impl ExpertReader {
         Self::open_with(path, ReaderOptions::default())
     }
 
+    /// Like [`open`](Self::open), with options (limits, whether to check the root digest).
     pub fn open_with(path: impl AsRef<Path>, options: ReaderOptions) -> Result<Self> {
         let path = path.as_ref();
         let bytes = FileBytes::map(path)?;
@@ -315,14 +320,17 @@ impl ExpertReader {
         self.path = Some(path.to_path_buf());
     }
 
+    /// The file's path, when opened from one.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
 
+    /// The parsed header.
     pub fn header(&self) -> &Header {
         &self.structure.header
     }
 
+    /// Every section, in TOC order.
     pub fn sections(&self) -> &[SectionInfo] {
         &self.sections
     }
@@ -332,6 +340,7 @@ impl ExpertReader {
         &self.data
     }
 
+    /// The file length in bytes.
     pub fn file_size(&self) -> u64 {
         self.data.len() as u64
     }

@@ -40,14 +40,17 @@ impl SectionTable {
 /// Errors of tensor handling.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorError {
+    /// Bytes that are not valid safetensors.
     #[error("invalid safetensors data in {context}: {reason}")]
     Safetensors { context: String, reason: String },
+    /// A dtype conversion that is not possible.
     #[error("tensor {name}: cannot convert {from} to {to}")]
     Conversion {
         name: String,
         from: String,
         to: String,
     },
+    /// A module table that does not parse or does not match the tensors.
     #[error("invalid module table in {context}: {reason}")]
     Modules { context: String, reason: String },
 }
@@ -56,9 +59,13 @@ pub enum TensorError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModuleKind {
+    /// LoRA: W + scale·B·A.
     Lora,
+    /// DoRA: LoRA with a magnitude vector (needs the base weight).
     Dora,
+    /// IA³: scales the weight's input or output features.
     Ia3,
+    /// LoRA on an embedding table.
     LoraEmbedding,
     /// An OSD-compressed delta (reconstructed at load, then added).
     Osd,
@@ -121,6 +128,7 @@ pub struct OwnedTensor {
 }
 
 impl OwnedTensor {
+    /// A tensor from its metadata and raw little-endian bytes.
     pub fn new(meta: TensorMeta, data: Vec<u8>) -> Self {
         Self {
             name: meta.name,
@@ -130,6 +138,7 @@ impl OwnedTensor {
         }
     }
 
+    /// Name, dtype and shape.
     pub fn meta(&self) -> TensorMeta {
         TensorMeta {
             name: self.name.clone(),
@@ -138,6 +147,7 @@ impl OwnedTensor {
         }
     }
 
+    /// A safetensors view of the bytes (checks length against dtype and shape).
     pub fn view(&self) -> Result<TensorView<'_>, TensorError> {
         TensorView::new(self.dtype, self.shape.clone(), &self.data).map_err(|e| {
             TensorError::Safetensors {
@@ -147,6 +157,7 @@ impl OwnedTensor {
         })
     }
 
+    /// Copies a safetensors view.
     pub fn from_view(name: &str, view: &TensorView<'_>) -> Self {
         Self {
             name: name.to_string(),
@@ -245,6 +256,7 @@ pub struct TensorBlob<'a> {
 }
 
 impl<'a> TensorBlob<'a> {
+    /// Parses a tensor section's safetensors blob (zero-copy); `context` names it in errors.
     pub fn parse(bytes: &'a [u8], context: &str) -> Result<Self, TensorError> {
         let bad = |e: safetensors::SafeTensorError| TensorError::Safetensors {
             context: context.to_string(),

@@ -53,6 +53,7 @@ pub struct SectionSpec {
 }
 
 impl SectionSpec {
+    /// A section of type `kind` named `name`, uncompressed, not tied to a layer.
     pub fn new(kind: SectionType, name: impl Into<String>) -> Self {
         Self {
             kind,
@@ -63,18 +64,22 @@ impl SectionSpec {
             critical: false,
         }
     }
+    /// Stores the section with `codec` (the writer falls back to none when it does not help).
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
         self
     }
+    /// Ties the section to a model layer.
     pub fn layer(mut self, layer: u32) -> Self {
         self.layer = Some(layer);
         self
     }
+    /// Places the section on a 256-byte boundary.
     pub fn align_256(mut self, yes: bool) -> Self {
         self.align_256 = yes;
         self
     }
+    /// Marks the section critical: readers that do not know its type refuse the file.
     pub fn critical(mut self, yes: bool) -> Self {
         self.critical = yes;
         self
@@ -90,6 +95,7 @@ pub struct WriteSummary {
     pub sections: Vec<SectionSummary>,
 }
 
+/// One written section.
 #[derive(Debug, Clone)]
 pub struct SectionSummary {
     pub name: String,

@@ -40,6 +40,7 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
+    /// Default options on `device`.
     pub fn on(device: Device) -> Self {
         Self {
             device,

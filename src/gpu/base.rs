@@ -23,15 +23,18 @@ pub const SHARD_INDEX: &str = "model.safetensors.index.json";
 /// How a wanted name was found among the available ones.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolved {
+    /// Found under the same name.
     Exact(String),
     /// The available name differs by a dotted prefix on one side.
     Suffix(String),
     /// Several names match by suffix: none is picked.
     Ambiguous(Vec<String>),
+    /// Not found.
     Missing,
 }
 
 impl Resolved {
+    /// The name found, if exactly one.
     pub fn name(&self) -> Option<&str> {
         match self {
             Self::Exact(n) | Self::Suffix(n) => Some(n),
@@ -50,6 +53,7 @@ pub struct NameIndex {
 }
 
 impl NameIndex {
+    /// Indexes the available names.
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         let mut index = Self::default();
         for name in names {
@@ -67,6 +71,7 @@ impl NameIndex {
         index
     }
 
+    /// Finds `wanted`: exact name first, then by dotted prefix on either side.
     pub fn resolve(&self, wanted: &str) -> Resolved {
         if self.names.contains(wanted) {
             return Resolved::Exact(wanted.to_string());
@@ -187,10 +192,12 @@ impl BaseCheckpoint {
         &self.order
     }
 
+    /// The safetensors files of the checkpoint.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.files.iter().map(|(p, _)| p.as_path())
     }
 
+    /// Finds a tensor name among the checkpoint's (see [`NameIndex::resolve`]).
     pub fn resolve(&self, wanted: &str) -> Resolved {
         self.index.resolve(wanted)
     }

@@ -38,6 +38,7 @@ use crate::format::package::{ExpertContents, PackageOptions};
 use crate::format::tensors::{ModuleInfo, ModuleKind, TensorBlob};
 use crate::format::ExpertReader;
 
+/// What to benchmark and how often.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub file: PathBuf,
@@ -66,6 +67,7 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Median, min and max of the finite samples.
     pub fn of(samples: &[f64]) -> Self {
         let mut v: Vec<f64> = samples.iter().copied().filter(|x| x.is_finite()).collect();
         if v.is_empty() {
@@ -106,6 +108,7 @@ pub struct Anchor {
     pub ratio: f64,
 }
 
+/// One measured figure beside its anchors.
 #[derive(Debug, Clone, Serialize)]
 pub struct Figure {
     pub key: String,
@@ -161,6 +164,7 @@ impl Figure {
     }
 }
 
+/// The machine a report was measured on.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     pub cpu: String,
@@ -169,6 +173,7 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// This machine (CPU model, cores, OS).
     pub fn this() -> Self {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
@@ -187,6 +192,7 @@ impl Machine {
     }
 }
 
+/// Every figure of one benchmark run.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub machine: Machine,
@@ -205,6 +211,7 @@ pub struct BenchReport {
 }
 
 impl BenchReport {
+    /// The figure with this key.
     pub fn figure(&self, key: &str) -> Option<&Figure> {
         self.figures.iter().find(|f| f.key == key)
     }

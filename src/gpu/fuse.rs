@@ -407,6 +407,7 @@ pub struct MissingModule {
     pub reason: String,
 }
 
+/// What a fuse did: the modules fused, the ones without a base tensor, the time taken.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FuseReport {
     pub fused: Vec<FusedModule>,

@@ -26,6 +26,7 @@ use super::tensors::tensor_nbytes;
 /// Experts kept loaded at once by default.
 pub const DEFAULT_CAPACITY: usize = 10;
 
+/// Settings of an [`ExpertManager`].
 #[derive(Debug, Clone)]
 pub struct ManagerConfig {
     /// Most experts loaded at once; loading one more evicts the least
@@ -56,6 +57,7 @@ pub struct ExpertMemory {
 }
 
 impl ExpertMemory {
+    /// Adapter and fused bytes together.
     pub fn total(&self) -> usize {
         self.adapter_bytes + self.fused_bytes
     }
@@ -88,6 +90,7 @@ struct Applied {
     bytes: usize,
 }
 
+/// Registers, loads and applies experts on one base (see the module docs).
 pub struct ExpertManager {
     config: ManagerConfig,
     registry: BTreeMap<String, Source>,
@@ -105,6 +108,7 @@ impl Default for ExpertManager {
 }
 
 impl ExpertManager {
+    /// An empty manager (a capacity of 0 counts as 1).
     pub fn new(config: ManagerConfig) -> Self {
         Self {
             config: ManagerConfig {
@@ -119,10 +123,12 @@ impl ExpertManager {
         }
     }
 
+    /// Most experts loaded at once.
     pub fn capacity(&self) -> usize {
         self.config.capacity
     }
 
+    /// The device experts and base live on.
     pub fn device(&self) -> &Device {
         &self.config.load.device
     }
@@ -157,10 +163,12 @@ impl ExpertManager {
         Ok(())
     }
 
+    /// Registered expert ids, sorted.
     pub fn registered(&self) -> Vec<String> {
         self.registry.keys().cloned().collect()
     }
 
+    /// True when the expert's tensors are loaded.
     pub fn is_loaded(&self, id: &str) -> bool {
         self.loaded.iter().any(|s| s.id == id)
     }
@@ -280,6 +288,7 @@ impl ExpertManager {
         &self.current
     }
 
+    /// True when the expert is fused into the current weights.
     pub fn is_applied(&self, id: &str) -> bool {
         self.applied.iter().any(|a| a.id == id)
     }

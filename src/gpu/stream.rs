@@ -36,6 +36,7 @@ pub struct LayerStream<'r> {
 }
 
 impl<'r> LayerStream<'r> {
+    /// Streams the tensor sections of `reader`, one layer at a time.
     pub fn new(reader: &'r ExpertReader, options: LoadOptions) -> Self {
         Self {
             order: stream_order(reader),
@@ -101,6 +102,7 @@ pub struct LayerCache {
 }
 
 impl LayerCache {
+    /// An empty cache holding at most `budget_bytes` of tensors.
     pub fn new(budget_bytes: usize) -> Self {
         Self {
             budget: budget_bytes,
@@ -110,26 +112,32 @@ impl LayerCache {
         }
     }
 
+    /// The byte budget.
     pub fn budget(&self) -> usize {
         self.budget
     }
 
+    /// Bytes held now.
     pub fn used_bytes(&self) -> usize {
         self.used
     }
 
+    /// Layers held now.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Hits, misses, evictions and uncached layers so far.
     pub fn stats(&self) -> CacheStats {
         self.stats
     }
 
+    /// True when the layer is held.
     pub fn contains(&self, key: LayerKey) -> bool {
         self.entries.iter().any(|(k, _)| *k == key)
     }
@@ -168,6 +176,7 @@ impl LayerCache {
         true
     }
 
+    /// Drops a layer from the cache, returning it.
     pub fn remove(&mut self, key: LayerKey) -> Option<Arc<SectionTensors>> {
         let pos = self.entries.iter().position(|(k, _)| *k == key)?;
         let (_, old) = self.entries.remove(pos)?;

@@ -192,10 +192,12 @@ pub struct SectionTensors {
 }
 
 impl SectionTensors {
+    /// The tensor with this name.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 
+    /// The section's module table.
     pub fn modules(&self) -> &[ModuleInfo] {
         &self.table.modules
     }

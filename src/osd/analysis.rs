@@ -156,6 +156,7 @@ impl ModuleAnalysis {
         })
     }
 
+    /// (rows, columns) of the module's ΔW.
     pub fn shape(&self) -> (usize, usize) {
         self.delta.shape()
     }

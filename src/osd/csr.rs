@@ -184,14 +184,17 @@ impl Csr {
         Self::from_dense_masked(m, &vec![true; m.data.len()])
     }
 
+    /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Number of columns.
     pub fn cols(&self) -> usize {
         self.cols
     }
 
+    /// Number of stored (non-zero) entries.
     pub fn nnz(&self) -> usize {
         self.values.len()
     }
@@ -202,6 +205,7 @@ impl Csr {
         (&self.col_idx[range.clone()], &self.values[range])
     }
 
+    /// The dense matrix.
     pub fn to_dense(&self) -> Matrix {
         let mut m = Matrix::zeros(self.rows, self.cols);
         for i in 0..self.rows {

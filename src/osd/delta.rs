@@ -25,6 +25,7 @@ pub enum DeltaForm {
         b: Matrix,
         scale: f32,
     },
+    /// A dense ΔW (DoRA, full fine-tunes).
     Dense(Matrix),
 }
 
@@ -40,6 +41,7 @@ pub struct ModuleDelta {
 }
 
 impl ModuleDelta {
+    /// (rows, columns) of ΔW.
     pub fn shape(&self) -> (usize, usize) {
         match &self.form {
             DeltaForm::LowRank { a, b, .. } => (b.rows, a.cols),
@@ -127,6 +129,7 @@ impl BaseWeights {
         })
     }
 
+    /// Every tensor name.
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.tensors.keys()
     }

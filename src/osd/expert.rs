@@ -44,6 +44,7 @@ pub struct AdapterAnalysis {
 }
 
 impl AdapterAnalysis {
+    /// Analyses every delta (SVD up to rank `k_max`, energy, importance); `skipped` lists modules left out.
     pub fn from_deltas(
         deltas: Vec<ModuleDelta>,
         skipped: Vec<String>,
@@ -73,6 +74,7 @@ impl AdapterAnalysis {
         Ok(Self { modules, skipped })
     }
 
+    /// Analyses every LoRA (and, given `base`, DoRA) module of an adapter.
     pub fn from_adapter(
         adapter: &PeftAdapter,
         base: Option<&BaseWeights>,

@@ -28,6 +28,7 @@ impl Matrix {
         }
     }
 
+    /// A rows × cols matrix of zeros.
     pub fn zeros(rows: usize, cols: usize) -> Self {
         Self {
             rows,
@@ -36,6 +37,7 @@ impl Matrix {
         }
     }
 
+    /// A matrix with entry (i, j) = f(i, j).
     pub fn from_fn(rows: usize, cols: usize, mut f: impl FnMut(usize, usize) -> f32) -> Self {
         let mut data = Vec::with_capacity(rows * cols);
         for i in 0..rows {
@@ -64,16 +66,19 @@ impl Matrix {
         Self::new(rows, cols, data)
     }
 
+    /// Entry (i, j).
     #[inline]
     pub fn get(&self, i: usize, j: usize) -> f32 {
         self.data[i * self.cols + j]
     }
 
+    /// Row i.
     #[inline]
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.cols..(i + 1) * self.cols]
     }
 
+    /// The transpose.
     pub fn transpose(&self) -> Matrix {
         Matrix::from_fn(self.cols, self.rows, |i, j| self.get(j, i))
     }
@@ -124,6 +129,7 @@ impl Matrix {
             .sqrt()
     }
 
+    /// True when no entry is NaN or infinite.
     pub fn is_finite(&self) -> bool {
         self.data.iter().all(|x| x.is_finite())
     }

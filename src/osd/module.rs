@@ -177,6 +177,7 @@ impl OsdModule {
         Ok(self)
     }
 
+    /// Published OSD or the low-rank + sparse blend.
     pub fn method(&self) -> OsdMethod {
         self.method
     }
@@ -188,9 +189,11 @@ impl OsdModule {
     pub fn d(&self) -> usize {
         self.d
     }
+    /// The rank r the budget was set from (osd) or of the low-rank part (blend).
     pub fn rank(&self) -> usize {
         self.rank
     }
+    /// The relaxed rank k of the stored factors.
     pub fn relaxed_rank(&self) -> usize {
         self.relaxed_rank
     }
@@ -198,15 +201,19 @@ impl OsdModule {
     pub fn budget_bits(&self) -> u64 {
         self.budget_bits
     }
+    /// The blend weight α of the sparse residual (0 for published OSD, which has none).
     pub fn sparse_weight(&self) -> f32 {
         self.sparse_weight
     }
+    /// The sparse left factor Û (n × k).
     pub fn u(&self) -> &Csr {
         &self.u
     }
+    /// The sparse right factor V̂ᵀ (k × d).
     pub fn vt(&self) -> &Csr {
         &self.vt
     }
+    /// The sparse residual correction (blend only).
     pub fn residual(&self) -> Option<&Csr> {
         self.residual.as_ref()
     }

@@ -20,6 +20,7 @@ pub struct OsdEntry {
     pub osd: OsdModule,
 }
 
+/// Encodes the OSD modules of one layer as a section payload.
 pub fn encode_layer(entries: &[OsdEntry]) -> Result<Vec<u8>, OsdError> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
@@ -87,6 +88,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Decodes a section payload (checked: hostile bytes give an error, never a panic).
 pub fn decode_layer(buf: &[u8]) -> Result<Vec<OsdEntry>, OsdError> {
     let mut c = Cursor { buf, at: 0 };
     if c.take(4, "magic")? != MAGIC {

@@ -21,6 +21,7 @@ pub struct Svd {
 }
 
 impl Svd {
+    /// Number of singular values kept.
     pub fn rank(&self) -> usize {
         self.s.len()
     }

@@ -53,6 +53,7 @@ impl KeyUsage {
     pub const CERTIFY: Self = Self(2);
     const KNOWN: u16 = 3;
 
+    /// True when every usage in `what` is allowed.
     pub fn allows(self, what: Self) -> bool {
         self.0 & what.0 == what.0
     }
@@ -211,6 +212,7 @@ impl Certificate {
         })
     }
 
+    /// The certificate's binary encoding (what [`parse`](Self::parse) reads).
     pub fn to_bytes(&self) -> Vec<u8> {
         [self.body.as_slice(), &self.signature].concat()
     }

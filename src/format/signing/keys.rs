@@ -63,10 +63,12 @@ impl PublicKey {
         })
     }
 
+    /// The 32 raw key bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.bytes
     }
 
+    /// The key id (first 8 bytes of SHA-256 of the key).
     pub fn key_id(&self) -> KeyId {
         self.id
     }
@@ -108,6 +110,7 @@ impl PublicKey {
         Ok(key)
     }
 
+    /// Reads a `.pub` file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = read_limited(path, KEY_FILE_LIMIT).map_err(|e| SigningError::io(path, e))?;
         Self::from_text(&text).map_err(|reason| SigningError::BadKeyFile {
@@ -200,10 +203,12 @@ impl SecretKey {
         Ok(Self { pair, public })
     }
 
+    /// The matching public key.
     pub fn public(&self) -> &PublicKey {
         &self.public
     }
 
+    /// The key id of the public key.
     pub fn key_id(&self) -> KeyId {
         self.public.id
     }

@@ -87,64 +87,87 @@ impl fmt::Debug for KeyId {
 /// to the state a user sees.
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
+    /// An operating-system error on `path`.
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// The file being signed or checked is damaged or unreadable.
     #[error(transparent)]
     Format(#[from] FormatError),
+    /// A key, certificate or list file that does not parse.
     #[error("{path}: not a valid {what}: {reason}")]
     BadKeyFile {
         path: PathBuf,
         what: &'static str,
         reason: String,
     },
+    /// The secret key is encrypted and no passphrase was given.
     #[error("the secret key is encrypted: give its passphrase (--passphrase-env VAR)")]
     PassphraseRequired,
+    /// The passphrase does not decrypt the secret key (or the file is damaged).
     #[error("wrong passphrase, or the secret key file is damaged")]
     WrongPassphrase,
+    /// The system random source failed.
     #[error("no system randomness: {0}")]
     Random(String),
+    /// Arguments that do not fit together, or a file `sign` cannot re-write.
     #[error("{0}")]
     Invalid(String),
 
+    /// The file has no signature section.
     #[error("the file is not signed")]
     Unsigned,
+    /// More than one signature section.
     #[error("the file has {0} signature sections; exactly one is allowed")]
     MultipleSignatures(usize),
+    /// The signature section is shorter than its layout.
     #[error("signature section truncated: need {needed} bytes, it has {have}")]
     TruncatedSignature { needed: u64, have: u64 },
+    /// The signature section does not parse.
     #[error("malformed signature section: {0}")]
     MalformedSignature(String),
+    /// A signature algorithm this build does not know.
     #[error("unsupported signature algorithm {0:#06x}")]
     UnsupportedAlgorithm(u16),
+    /// The signed digest is not this file's: sections changed after signing.
     #[error("the signature was made for other contents (signed digest {signed}, this file {actual}): sections were changed, or the signature was copied from another file")]
     ContentMismatch { signed: String, actual: String },
+    /// The Ed25519 signature does not verify.
     #[error("bad {what}: the signature does not verify")]
     BadSignature { what: &'static str },
+    /// Signed by another key than the pinned one.
     #[error("signed by key {found}, but key {expected} was required")]
     WrongKey { expected: KeyId, found: KeyId },
+    /// Signed by a key that is not trusted and has no chain.
     #[error("signed by key {key_id}, which is not a trusted key and has no certificate chain")]
     UntrustedKey { key_id: KeyId },
+    /// The certificate chain does not end at a trusted key.
     #[error("the certificate chain ends at issuer {issuer}, which is not a trusted root")]
     UntrustedRoot { issuer: KeyId },
 
+    /// A certificate that does not parse.
     #[error("malformed certificate: {0}")]
     MalformedCertificate(String),
+    /// The leaf certificate is for another key than the signer's.
     #[error("the certificate is for key {subject}, but the file is signed by key {signer}")]
     CertificateMismatch { signer: KeyId, subject: KeyId },
+    /// A certificate not signed by its issuer.
     #[error("certificate {serial} is not signed by its issuer {issuer}")]
     BadCertificateSignature { serial: u64, issuer: KeyId },
+    /// More certificates than [`MAX_CHAIN_DEPTH`].
     #[error("certificate chain of {depth} certificates is longer than {max} allowed")]
     ChainTooLong { depth: usize, max: usize },
+    /// A certificate whose usage does not cover what it is used for.
     #[error("certificate {serial} ({name}) does not allow {needed}")]
     KeyUsageNotAllowed {
         serial: u64,
         name: String,
         needed: &'static str,
     },
+    /// A certificate past its end of validity.
     #[error("certificate {serial} ({name}) expired at {not_after} (now {now})")]
     CertificateExpired {
         serial: u64,
@@ -152,6 +175,7 @@ pub enum SigningError {
         not_after: u64,
         now: u64,
     },
+    /// A certificate before its start of validity.
     #[error("certificate {serial} ({name}) is not valid before {not_before} (now {now})")]
     CertificateNotYetValid {
         serial: u64,
@@ -159,15 +183,20 @@ pub enum SigningError {
         not_before: u64,
         now: u64,
     },
+    /// The signing key is on a trusted revocation list.
     #[error("key {key_id} is revoked (revocation list of {issuer})")]
     RevokedKey { key_id: KeyId, issuer: KeyId },
+    /// A certificate of the chain is on a trusted revocation list.
     #[error("certificate {serial} issued by {issuer} is revoked")]
     RevokedCertificate { serial: u64, issuer: KeyId },
 
+    /// A revocation list that does not parse.
     #[error("malformed revocation list: {0}")]
     MalformedRevocationList(String),
+    /// A revocation list signed by a key that is not trusted.
     #[error("revocation list issued by {issuer}, which is not a trusted key")]
     UntrustedRevocationList { issuer: KeyId },
+    /// A revocation list whose signature does not verify.
     #[error("revocation list of {issuer}: the signature does not verify")]
     BadRevocationSignature { issuer: KeyId },
 }

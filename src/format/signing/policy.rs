@@ -48,6 +48,7 @@ pub enum SignatureState {
 }
 
 impl SignatureState {
+    /// Name shown by the tools and in JSON.
     pub fn label(self) -> &'static str {
         match self {
             Self::Unsigned => "unsigned",
@@ -73,22 +74,27 @@ pub struct TrustStore {
 }
 
 impl TrustStore {
+    /// Trusts `key`.
     pub fn add(&mut self, key: PublicKey) {
         self.keys.insert(key.key_id(), key);
     }
 
+    /// The trusted key with this id.
     pub fn get(&self, id: KeyId) -> Option<&PublicKey> {
         self.keys.get(&id)
     }
 
+    /// Number of trusted keys.
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
+    /// True when no key is trusted.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
+    /// Every trusted key.
     pub fn keys(&self) -> impl Iterator<Item = &PublicKey> {
         self.keys.values()
     }
@@ -138,18 +144,22 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// A policy that trusts nothing (signatures are at best `untrusted`).
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Trusts `key` as a publisher key or root.
     pub fn trust(&mut self, key: PublicKey) {
         self.trust.add(key);
     }
 
+    /// The trusted keys, to add more.
     pub fn trust_store(&mut self) -> &mut TrustStore {
         &mut self.trust
     }
 
+    /// The trusted keys.
     pub fn trusted(&self) -> &TrustStore {
         &self.trust
     }
@@ -159,6 +169,7 @@ impl Policy {
         self.pinned = Some(key);
     }
 
+    /// The key a signature must be made with, if pinned.
     pub fn pinned(&self) -> Option<&PublicKey> {
         self.pinned.as_ref()
     }

@@ -85,6 +85,7 @@ impl RevocationList {
         })
     }
 
+    /// Parses the binary encoding (signature not checked here).
     pub fn parse(bytes: &[u8]) -> Result<Self> {
         let short = |s: super::encoding::Short| {
             malformed(format!(
@@ -139,6 +140,7 @@ impl RevocationList {
         })
     }
 
+    /// The binary encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
         [self.body.as_slice(), &self.signature].concat()
     }
@@ -149,6 +151,7 @@ impl RevocationList {
             && issuer.verify(&[DOMAIN, &self.body].concat(), &self.signature)
     }
 
+    /// The armored text form written to files.
     pub fn to_text(&self) -> String {
         armor(
             &format!(
@@ -162,6 +165,7 @@ impl RevocationList {
         )
     }
 
+    /// Parses the armored text form.
     pub fn from_text(text: &str) -> Result<Self> {
         let lines = unarmor(text).map_err(malformed)?;
         if lines.len() != 1 {
@@ -170,11 +174,13 @@ impl RevocationList {
         Self::parse(&lines[0])
     }
 
+    /// Reads a revocation list file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = read_limited(path, FILE_LIMIT).map_err(|e| SigningError::io(path, e))?;
         Self::from_text(&text)
     }
 
+    /// Writes the list to `path` in the text form.
     pub fn save(&self, path: &Path) -> Result<()> {
         super::super::atomic::write_atomic(path, self.to_text().as_bytes())?;
         Ok(())
