@@ -549,14 +549,42 @@ fn decode(
         }
     }
     let decoder = zstd::stream::read::Decoder::new(stored).map_err(|e| failed(e.to_string()))?;
+    // One byte more than declared is read, to tell a longer stream apart.
+    let cap = usize::try_from(info.raw_len.saturating_add(1)).map_err(|_| {
+        FormatError::SectionTooLarge {
+            name: info.name.clone(),
+            declared: info.raw_len,
+            limit: limits.max_section_bytes,
+        }
+    })?;
     let initial = info
         .raw_len
         .min(info.stored_len.saturating_mul(8).saturating_add(1 << 16));
-    let mut out = Vec::with_capacity(initial as usize);
-    decoder
-        .take(info.raw_len.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| failed(e.to_string()))?;
+    let mut out = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
+    // The buffer doubles with what the decoder really produces and never
+    // holds more than `cap` bytes, so a decode costs at most twice the
+    // declared size (buffer plus the shared copy), whatever the stream says.
+    let mut reader = decoder.take(cap as u64);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        let piece = chunk.get(..n).unwrap_or_default();
+        let needed = out.len().saturating_add(piece.len());
+        if needed > out.capacity() {
+            let target = out
+                .capacity()
+                .saturating_mul(2)
+                .max(needed)
+                .min(cap.max(needed));
+            out.reserve_exact(target.saturating_sub(out.len()));
+        }
+        out.extend_from_slice(piece);
+    }
     if out.len() as u64 != info.raw_len {
         return Err(FormatError::RawLengthMismatch {
             name: info.name.clone(),

@@ -21,6 +21,10 @@ const VERSION: u8 = 1;
 const FLAG_ZSTD: u8 = 1;
 const HEADER_LEN: usize = 40;
 const ZSTD_LEVEL: i32 = 3;
+/// Most a compressed payload may expand (decoded bytes per stored byte)...
+const MAX_EXPANSION: u64 = 64;
+/// ...unless it decodes to at most this many bytes.
+const EXPANSION_FLOOR: u64 = 16 << 20;
 
 /// A sparse matrix in CSR form. Invariants (checked on construction): row
 /// pointers start at 0, never decrease and end at nnz; column indices are
@@ -240,7 +244,12 @@ impl Csr {
         if compress {
             let packed = zstd::bulk::compress(&raw, ZSTD_LEVEL)
                 .map_err(|e| OsdError::Zstd(e.to_string()))?;
-            if packed.len() < raw.len() {
+            // Stay inside what `read` accepts (see MAX_EXPANSION).
+            let readable = (packed.len() as u64)
+                .saturating_mul(MAX_EXPANSION)
+                .max(EXPANSION_FLOOR)
+                >= raw.len() as u64;
+            if packed.len() < raw.len() && readable {
                 raw = packed;
                 flags |= FLAG_ZSTD;
             }
@@ -279,6 +288,21 @@ impl Csr {
             .zip(nnz.checked_mul(cw + 4))
             .and_then(|(a, b)| a.checked_add(b))
             .ok_or_else(|| bad("sizes overflow"))?;
+        // A compressed payload may expand only so far: a few kilobytes of
+        // zstd can claim gigabytes of row lengths (and 8 bytes of row
+        // pointer per row). Real CSR payloads (indices and f32 values)
+        // compress a few times at most; empty rows, the one thing that
+        // compresses well, fit under the floor.
+        if flags & FLAG_ZSTD != 0 {
+            let cap = (stored as u64)
+                .saturating_mul(MAX_EXPANSION)
+                .max(EXPANSION_FLOOR);
+            if raw_len as u64 > cap {
+                return Err(bad(format!(
+                    "a {stored}-byte compressed payload declares {raw_len} bytes ({rows} rows, {nnz} entries), over the {cap}-byte limit ({MAX_EXPANSION}x the payload, at least {EXPANSION_FLOOR})"
+                )));
+            }
+        }
         let raw = if flags & FLAG_ZSTD != 0 {
             // Streamed with a cap: memory grows only with data really decoded.
             let mut raw = Vec::new();
