@@ -30,11 +30,17 @@ pub fn root_digest(header: &[u8], toc: &[u8]) -> [u8; 32] {
 /// Outcome of hashing one section.
 #[derive(Debug, Clone)]
 pub struct SectionCheck {
+    /// Position of the section in the TOC.
     pub index: usize,
+    /// The section name.
     pub name: String,
+    /// First byte of the section in the file.
     pub offset: u64,
+    /// One past its last byte.
     pub end: u64,
+    /// The digest recorded in the TOC.
     pub expected: [u8; 32],
+    /// The digest of the bytes as they are.
     pub actual: [u8; 32],
     /// Whether the padding bytes before the section are all zero.
     pub clean_padding: bool,

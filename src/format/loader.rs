@@ -41,10 +41,13 @@ pub fn detect(bytes: &[u8]) -> Option<SourceFormat> {
 
 /// An opened expert.
 pub struct LoadedExpert {
+    /// The file that was opened (a fallback package's path after a fallback).
     pub path: PathBuf,
+    /// Which reader opened it.
     pub format: SourceFormat,
     /// The binary reader (zero-copy access), for binary files.
     pub reader: Option<ExpertReader>,
+    /// Everything the expert holds.
     pub contents: ExpertContents,
     /// Deprecation and fallback notices for the user.
     pub warnings: Vec<String>,

@@ -65,9 +65,11 @@ impl PackageError {
 /// One file carried in an expert besides manifest and adapter weights.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackageFile {
+    /// The section type it is stored as.
     pub kind: SectionType,
     /// The file name, also the section name.
     pub name: String,
+    /// The file's bytes.
     pub data: Vec<u8>,
 }
 
@@ -76,6 +78,7 @@ pub struct PackageFile {
 pub struct ExpertContents {
     /// `manifest.json` bytes, kept verbatim.
     pub manifest: Vec<u8>,
+    /// The adapter (config and tensors), if any.
     pub adapter: Option<PeftAdapter>,
     /// Other files, in package order.
     pub files: Vec<PackageFile>,
@@ -87,9 +90,13 @@ pub struct ExpertContents {
 /// A section `ExpertContents` does not model but keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CarriedSection {
+    /// The section type.
     pub kind: SectionType,
+    /// The section name.
     pub name: String,
+    /// The model layer, if any.
     pub layer: Option<u32>,
+    /// The decoded bytes, written again uncompressed.
     pub data: Vec<u8>,
 }
 
@@ -107,9 +114,13 @@ pub enum TensorCodec {
 /// How `write_binary` stores an expert.
 #[derive(Debug, Clone)]
 pub struct PackageOptions {
+    /// Codec of the tensor sections (text sections are always zstd).
     pub tensor_codec: TensorCodec,
+    /// zstd level.
     pub zstd_level: i32,
+    /// Convert float tensors to this dtype (`None`: keep).
     pub dtype: Option<Dtype>,
+    /// Section alignment: 64 or 256.
     pub alignment: u64,
 }
 

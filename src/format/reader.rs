@@ -186,16 +186,27 @@ impl Deref for SectionBytes<'_> {
 /// A section's TOC entry in friendly form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionInfo {
+    /// Position in the TOC.
     pub index: usize,
+    /// The section id stored in the entry (unique in the file).
     pub id: u32,
+    /// The section type.
     pub kind: SectionType,
+    /// How the bytes are stored; `None` for a codec this build does not know.
     pub codec: Option<Codec>,
+    /// The section name.
     pub name: String,
+    /// The model layer the section belongs to, if any.
     pub layer: Option<u32>,
+    /// Offset of the stored bytes in the file.
     pub offset: u64,
+    /// Bytes stored in the file.
     pub stored_len: u64,
+    /// Bytes once decoded.
     pub raw_len: u64,
+    /// SHA-256 of the stored bytes, as recorded in the TOC.
     pub sha256: [u8; 32],
+    /// Entry flags (256-byte alignment, critical).
     pub flags: u8,
 }
 

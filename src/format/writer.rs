@@ -29,6 +29,7 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 1;
 pub struct WriterOptions {
     /// Alignment of every section: 64 (default) or 256.
     pub alignment: u64,
+    /// zstd level for compressed sections.
     pub zstd_level: i32,
 }
 
@@ -44,11 +45,17 @@ impl Default for WriterOptions {
 /// What to call a section and how to store it.
 #[derive(Debug, Clone)]
 pub struct SectionSpec {
+    /// The section type.
     pub kind: SectionType,
+    /// The section name (unique per type in a file).
     pub name: String,
+    /// The codec asked for.
     pub codec: Codec,
+    /// The model layer, if any.
     pub layer: Option<u32>,
+    /// Place on a 256-byte boundary.
     pub align_256: bool,
+    /// Readers that do not know the type must refuse the file.
     pub critical: bool,
 }
 
@@ -89,19 +96,28 @@ impl SectionSpec {
 /// What was written, for reports.
 #[derive(Debug, Clone)]
 pub struct WriteSummary {
+    /// The file written.
     pub path: PathBuf,
+    /// Its size in bytes.
     pub file_size: u64,
+    /// The root digest stored in the header.
     pub root_digest: [u8; 32],
+    /// Every section, in TOC order.
     pub sections: Vec<SectionSummary>,
 }
 
 /// One written section.
 #[derive(Debug, Clone)]
 pub struct SectionSummary {
+    /// The section name.
     pub name: String,
+    /// The section type.
     pub kind: SectionType,
+    /// The codec used (none when compression did not help).
     pub codec: Codec,
+    /// Bytes before encoding.
     pub raw_len: u64,
+    /// Bytes stored.
     pub stored_len: u64,
 }
 

@@ -22,6 +22,7 @@ pub const SOFT_PROMPT: &str = "prompt_embeddings";
 /// How to bring an expert's tensors onto a device.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
+    /// Where the tensors go.
     pub device: Device,
     /// Convert every float tensor to this dtype (None: keep the stored one).
     pub dtype: Option<DType>,

@@ -32,6 +32,7 @@ pub struct ManagerConfig {
     /// Most experts loaded at once; loading one more evicts the least
     /// recently used expert that is not applied.
     pub capacity: usize,
+    /// How experts are loaded (device, dtype, digest checks).
     pub load: LoadOptions,
 }
 
@@ -47,12 +48,15 @@ impl Default for ManagerConfig {
 /// Memory held for one loaded expert.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExpertMemory {
+    /// The expert's id.
     pub id: String,
+    /// The device, as `cpu` or `cuda:N`.
     pub device: String,
     /// Adapter tensors on the device.
     pub adapter_bytes: usize,
     /// Merged copies of base tensors while the expert is applied.
     pub fused_bytes: usize,
+    /// Whether it is fused into the current weights.
     pub applied: bool,
 }
 
@@ -70,6 +74,7 @@ pub struct LoadOutcome {
     pub already_loaded: bool,
     /// Experts evicted to make room, least recently used first.
     pub evicted: Vec<String>,
+    /// Bytes of the expert's tensors on the device.
     pub bytes: usize,
 }
 

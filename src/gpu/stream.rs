@@ -85,8 +85,11 @@ pub type LayerKey = (u64, usize);
 /// Counters of a [`LayerCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct CacheStats {
+    /// Lookups served from the cache.
     pub hits: u64,
+    /// Lookups that decoded the layer.
     pub misses: u64,
+    /// Layers dropped to stay within the budget.
     pub evictions: u64,
     /// Layers larger than the whole budget, handed out but not kept.
     pub uncached: u64,

@@ -25,6 +25,7 @@ pub enum Method {
 /// One point of the tuning space.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OsdParams {
+    /// Published OSD or the blend.
     pub method: Method,
     /// Rank r: the dense TruncSVD whose storage is the budget (osd), or the
     /// low-rank part (blend).
@@ -53,20 +54,25 @@ impl Default for OsdParams {
 /// Predicted (or measured) outcome of a point.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Estimate {
+    /// Storage in bits (paper accounting).
     pub bits: u64,
     /// Share of ‖ΔW‖² kept: 1 − err²/‖ΔW‖².
     pub energy_kept: f64,
     /// Relative Frobenius error ‖ΔW − Δ̂‖ / ‖ΔW‖.
     pub rel_error: f64,
+    /// The relaxed rank k used.
     pub relaxed_rank: usize,
 }
 
 /// Everything cached about one module.
 pub struct ModuleAnalysis {
+    /// The module's delta.
     pub delta: ModuleDelta,
+    /// Its SVD, up to `k_max` components.
     pub svd: Svd,
     /// Cumulative σ² share after 1, 2, … components.
     pub energy: Vec<f64>,
+    /// ‖ΔW‖².
     pub total: f64,
     /// (importance, column) of Û and V̂ᵀ entries, sorted by importance, descending.
     u_sorted: Vec<(f64, u32)>,

@@ -32,11 +32,15 @@ pub enum DeltaForm {
 /// One module's delta ΔW, shaped [n = out, d = in] like a PyTorch Linear.
 #[derive(Debug, Clone)]
 pub struct ModuleDelta {
+    /// Module name, as in the adapter's module table.
     pub module: String,
+    /// Name of the base weight the delta is added to.
     pub base_tensor: String,
+    /// Model layer, if any.
     pub layer: Option<u32>,
     /// The base stores the weight [in, out] (GPT-2 Conv1D): transpose on fuse.
     pub fan_in_fan_out: bool,
+    /// The delta itself.
     pub form: DeltaForm,
 }
 

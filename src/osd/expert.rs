@@ -38,6 +38,7 @@ pub fn load_calibration(path: &Path) -> Result<Calibration, OsdError> {
 
 /// Every analysable module of an expert, analysed once.
 pub struct AdapterAnalysis {
+    /// One analysis per compressible module.
     pub modules: Vec<ModuleAnalysis>,
     /// Modules OSD does not apply to (IA³, embeddings, DoRA without a base).
     pub skipped: Vec<String>,
@@ -127,12 +128,19 @@ impl AdapterAnalysis {
 /// What `write_compressed` did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CompressReport {
+    /// Modules compressed.
     pub modules: usize,
+    /// Modules left as they were (IA³, embeddings, DoRA without a base).
     pub skipped: Vec<String>,
+    /// Bytes of the compressed modules before (LoRA factors or dense deltas).
     pub original_bytes: u64,
+    /// Their bytes after, by the paper's bit accounting.
     pub compressed_bytes: u64,
+    /// Relative Frobenius error ‖ΔW − Δ̂‖ / ‖ΔW‖, energy-weighted over modules.
     pub rel_error: f64,
+    /// Share of ‖ΔW‖² kept.
     pub energy_kept: f64,
+    /// Size of the written expert.
     pub file_bytes: u64,
 }
 
@@ -244,12 +252,17 @@ fn without_modules(
 /// One measured point of a tuning grid.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct GridPoint {
+    /// Rank r of the point.
     pub rank: usize,
+    /// Sparsity of the point.
     pub sparsity: f64,
+    /// Compressed bytes (paper accounting), all modules.
     pub bytes: u64,
     /// Original bytes over compressed bytes.
     pub compression: f64,
+    /// Share of ‖ΔW‖² kept.
     pub energy_kept: f64,
+    /// Relative Frobenius error.
     pub rel_error: f64,
     /// Relative error of the layer outputs on calibration inputs (synthetic
     /// Gaussian inputs when none are given).

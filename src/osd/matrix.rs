@@ -11,8 +11,11 @@ use crate::format::tensors::OwnedTensor;
 /// Dense row-major f32 matrix: element (i, j) is `data[i * cols + j]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Matrix {
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Entries, row-major.
     pub data: Vec<f32>,
 }
 

@@ -14,9 +14,13 @@ const VERSION: u16 = 1;
 /// One compressed module and where it applies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OsdEntry {
+    /// Module name.
     pub module: String,
+    /// Base weight the delta is added to.
     pub base_tensor: String,
+    /// The base stores the weight transposed (GPT-2 `Conv1D`).
     pub fan_in_fan_out: bool,
+    /// The compressed delta.
     pub osd: OsdModule,
 }
 

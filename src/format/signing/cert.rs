@@ -88,12 +88,19 @@ impl KeyUsage {
 /// [`Certificate::verify_signature`], not by parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Certificate {
+    /// Serial number, unique per issuer (revocation lists name it).
     pub serial: u64,
+    /// Start of validity, Unix seconds.
     pub not_before: u64,
+    /// End of validity, Unix seconds.
     pub not_after: u64,
+    /// What the subject key may do.
     pub usage: KeyUsage,
+    /// The key vouched for.
     pub subject: PublicKey,
+    /// The key that signed the certificate.
     pub issuer: KeyId,
+    /// The subject's name.
     pub name: String,
     signature: [u8; 64],
     /// Bytes 0..82+N, the signed part.

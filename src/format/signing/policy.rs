@@ -217,6 +217,7 @@ impl Policy {
 /// The outcome of checking one file, with what was learnt on the way.
 #[derive(Debug)]
 pub struct SignatureReport {
+    /// The verdict.
     pub state: SignatureState,
     /// TOC index of the signature section.
     pub section: Option<usize>,
@@ -224,8 +225,11 @@ pub struct SignatureReport {
     pub key_id: Option<KeyId>,
     /// Signed metadata, set once the signatures verified.
     pub signer: Option<String>,
+    /// Signing time, Unix seconds.
     pub timestamp: Option<u64>,
+    /// File name recorded when signing.
     pub file: Option<String>,
+    /// Comment recorded when signing.
     pub comment: Option<String>,
     /// The certificate chain (signer's certificate first), once parsed.
     pub chain: Vec<Certificate>,
@@ -234,6 +238,7 @@ pub struct SignatureReport {
     pub trusted_by: Option<KeyId>,
     /// Whether both Ed25519 signatures verified.
     pub signature_ok: bool,
+    /// Why the state is not `valid`, if it is not.
     pub error: Option<SigningError>,
 }
 

@@ -33,9 +33,13 @@ const FILE_LIMIT: u64 = 2 * (96 + 8 * MAX_ENTRIES as u64);
 /// [`RevocationList::verify_signature`], not by parsing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationList {
+    /// The key that signed the list.
     pub issuer: KeyId,
+    /// When it was issued, Unix seconds.
     pub issued_at: u64,
+    /// Revoked key ids.
     pub keys: BTreeSet<KeyId>,
+    /// Revoked certificate serials (of certificates this issuer issued).
     pub serials: BTreeSet<u64>,
     signature: [u8; 64],
     body: Vec<u8>,

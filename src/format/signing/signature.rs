@@ -330,6 +330,7 @@ pub struct SignOptions {
     /// Signer name for the trusted comment (default: the certificate's
     /// subject name, else `key <id>`).
     pub signer: Option<String>,
+    /// Free text stored in the signed metadata.
     pub comment: String,
     /// Signing time (default: now).
     pub timestamp: Option<u64>,
@@ -338,14 +339,19 @@ pub struct SignOptions {
 /// What [`sign_file`] wrote.
 #[derive(Debug, Clone)]
 pub struct SignSummary {
+    /// The signed file.
     pub path: PathBuf,
+    /// The signing key's id.
     pub key_id: KeyId,
+    /// The signing digest that was signed.
     pub digest: [u8; 32],
+    /// Size of the signed file.
     pub file_size: u64,
     /// Whether an old signature was replaced.
     pub replaced: bool,
     /// Sections copied byte for byte.
     pub sections_copied: usize,
+    /// Certificates stored with the signature.
     pub chain_len: usize,
 }
 
