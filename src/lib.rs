@@ -62,5 +62,8 @@ pub mod gpu;
 pub mod osd;
 pub mod plot;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// The demo expert embedded in the binary (built from the MiniLM LoRA fixture).
 pub static DEMO_EXPERT: &[u8] = include_bytes!("../assets/demo.expert");
