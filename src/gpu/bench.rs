@@ -31,12 +31,12 @@ use super::fuse::{fuse_into_map, fuse_module};
 use super::manager::{ExpertManager, ManagerConfig};
 use super::stream::LayerStream;
 use super::tensors::{raw_to_tensor, tensor_nbytes, view_to_tensor};
+use crate::format::ExpertReader;
 use crate::format::layout::SectionType;
-use crate::format::legacy::{legacy_bytes, LegacyFile};
-use crate::format::loader::{detect, ExpertLoader, SourceFormat};
+use crate::format::legacy::{LegacyFile, legacy_bytes};
+use crate::format::loader::{ExpertLoader, SourceFormat, detect};
 use crate::format::package::{ExpertContents, PackageOptions};
 use crate::format::tensors::{ModuleInfo, ModuleKind, TensorBlob};
-use crate::format::ExpertReader;
 
 /// What to benchmark and how often.
 #[derive(Debug, Clone)]
@@ -662,6 +662,7 @@ pub fn run_bench(
     let mut per_module = Vec::new();
     let mut per_module_copy = Vec::new();
     let mut fused_bytes = 0u64;
+    let mut fused_names = Vec::new();
     for m in &adapter.modules {
         let Some(name) = index.resolve(&m.base_tensor).name().map(str::to_string) else {
             continue;
@@ -678,6 +679,7 @@ pub fn run_bench(
         per_module.push(Stats::of(&fuse).median);
         per_module_copy.push(Stats::of(&copy).median);
         fused_bytes += tensor_nbytes(w) as u64;
+        fused_names.push(name);
     }
     if per_module.is_empty() {
         notes.push("no module's base tensor was found: fuse figures are empty".into());
@@ -686,10 +688,14 @@ pub fn run_bench(
         std::hint::black_box(fuse_into_map(&adapter, &base_weights)?);
         sync(&device)
     })?;
+    // The anchor makes what the fuse makes: one new tensor per fused weight,
+    // all alive at once (so both pay for fresh pages the same way).
     let whole_copy = time_ms(repeat, || {
-        for w in base_weights.values() {
-            std::hint::black_box(w.copy()?);
-        }
+        let copies = fused_names
+            .iter()
+            .map(|n| base_weights[n].copy())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        std::hint::black_box(&copies);
         sync(&device)
     })?;
     let copy_label = if device.is_cpu() {
@@ -839,17 +845,17 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let report = self;
         let mut out = format!(
-        "expertui bench: {} ({}, {} bytes, {} tensor sections, {} modules) on {}, {} runs\nmachine: {}, {} cores\n\n",
-        report.file,
-        report.format,
-        report.file_bytes,
-        report.tensor_sections,
-        report.modules,
-        report.device,
-        report.repeat,
-        report.machine.cpu,
-        report.machine.cores,
-    );
+            "expertui bench: {} ({}, {} bytes, {} tensor sections, {} modules) on {}, {} runs\nmachine: {}, {} cores\n\n",
+            report.file,
+            report.format,
+            report.file_bytes,
+            report.tensor_sections,
+            report.modules,
+            report.device,
+            report.repeat,
+            report.machine.cpu,
+            report.machine.cores,
+        );
         out.push_str(&format!(
             "{:<52} {:>30}   {}\n",
             "figure", "median (min–max)", "anchor: median (min–max), ratio"

@@ -84,7 +84,7 @@ pub fn delta_weight(
             return Err(RuntimeError::module(
                 &module.module,
                 "IA³ has no additive delta",
-            ))
+            ));
         }
         ModuleKind::Osd => {
             let delta = f32_on(adapter.role(module, "delta")?, device)?;
@@ -143,7 +143,7 @@ pub fn fuse_module_host(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Fused> {
-    use super::fuse_cpu::{delta_row, host_f32, map_rows, transpose};
+    use super::fuse_cpu::{add_product, host_f32, map_row_blocks, transpose};
     let (rows, cols) = weight.dims2()?;
     match module.kind {
         ModuleKind::Lora | ModuleKind::Dora | ModuleKind::LoraEmbedding => {
@@ -179,13 +179,13 @@ pub fn fuse_module_host(
                 (sb, a, (b_rows, a_cols))
             };
             check_dims(module, "ΔW", &[shape.0, shape.1], &[rows, cols])?;
+            // W' rows r0.. += P rows r0.. · Q, in place in the block.
+            let add_delta = |r0: usize, out: &mut [f32]| {
+                let n = out.len() / cols.max(1);
+                add_product(out, &p[r0 * rank..(r0 + n) * rank], &q, rank);
+            };
             if module.kind != ModuleKind::Dora {
-                let merged = map_rows(weight, &|r, w, out| {
-                    delta_row(&p, &q, rank, r, out);
-                    for (o, w) in out.iter_mut().zip(w) {
-                        *o += w;
-                    }
-                })?;
+                let merged = map_row_blocks(weight, &add_delta)?;
                 return Ok(Fused {
                     weight: merged,
                     bias: None,
@@ -202,21 +202,11 @@ pub fn fuse_module_host(
                     ),
                 ));
             }
-            let add_delta = |r: usize, w: &[f32], out: &mut [f32]| {
-                delta_row(&p, &q, rank, r, out);
-                for (o, w) in out.iter_mut().zip(w) {
-                    *o += w; // W + Δ (addition commutes exactly)
-                }
-            };
             if !module.fan_in_fan_out {
-                // V row, its norm, and the scaled row in one pass per row.
-                let merged = map_rows(weight, &|r, w, out| {
-                    add_delta(r, w, out);
-                    let norm = super::fuse_cpu::sum_squares(out);
-                    let factor = m[r] / (norm.sqrt() as f32);
-                    for o in out.iter_mut() {
-                        *o *= factor;
-                    }
+                // V = W + Δ, each row's norm and the scaled row, block by block.
+                let merged = map_row_blocks(weight, &|r0, out| {
+                    add_delta(r0, out);
+                    super::fuse_cpu::scale_rows_to_magnitude(out, cols, &m[r0..]);
                 })?;
                 return Ok(Fused {
                     weight: merged,
@@ -224,7 +214,7 @@ pub fn fuse_module_host(
                 });
             }
             // [in, out] storage: output rows are columns; two passes.
-            let v = map_rows(&weight.to_dtype(DType::F32)?, &add_delta)?;
+            let v = map_row_blocks(&weight.to_dtype(DType::F32)?, &add_delta)?;
             let vv = host_f32(&v)?;
             let mut norms = vec![0f64; cols];
             for row in vv.chunks(cols) {
@@ -237,9 +227,11 @@ pub fn fuse_module_host(
                 .zip(&m)
                 .map(|(n, m)| m / (n.sqrt() as f32))
                 .collect();
-            let merged = map_rows(&v, &|_, w, out| {
-                for ((o, w), f) in out.iter_mut().zip(w).zip(&factor) {
-                    *o = w * f;
+            let merged = map_row_blocks(&v, &|_, out| {
+                for row in out.chunks_mut(cols) {
+                    for (o, f) in row.iter_mut().zip(&factor) {
+                        *o *= f;
+                    }
                 }
             })?
             .to_dtype(weight.dtype())?;
@@ -267,15 +259,17 @@ pub fn fuse_module_host(
                     ),
                 ));
             }
-            let merged = map_rows(weight, &|r, w, out| {
-                if columns {
-                    for ((o, w), l) in out.iter_mut().zip(w).zip(&l) {
-                        *o = w * l;
-                    }
-                } else {
-                    let f = l[r];
-                    for (o, w) in out.iter_mut().zip(w) {
-                        *o = w * f;
+            let merged = map_row_blocks(weight, &|r0, out| {
+                for (i, row) in out.chunks_mut(cols).enumerate() {
+                    if columns {
+                        for (o, l) in row.iter_mut().zip(&l) {
+                            *o *= l;
+                        }
+                    } else {
+                        let f = l[r0 + i];
+                        for o in row.iter_mut() {
+                            *o *= f;
+                        }
                     }
                 }
             })?;
@@ -289,7 +283,7 @@ pub fn fuse_module_host(
                     return Err(RuntimeError::module(
                         &module.module,
                         format!("bias {:?} does not match ia3_l {:?}", b.dims(), l_t.dims()),
-                    ))
+                    ));
                 }
                 _ => None,
             };
@@ -351,7 +345,7 @@ pub fn fuse_module_candle(
             return Err(RuntimeError::module(
                 &module.module,
                 "OSD modules fuse through fuse_module",
-            ))
+            ));
         }
         ModuleKind::Ia3 => {
             let l = f32_on(adapter.role(module, "ia3")?, &device)?;

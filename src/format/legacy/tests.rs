@@ -56,7 +56,7 @@ fn hostile(header: Header, data: &[u8]) -> Vec<u8> {
 }
 
 fn pad(v: &mut Vec<u8>) {
-    while v.len() % 512 != 0 {
+    while !v.len().is_multiple_of(512) {
         v.push(0);
     }
 }

@@ -1,0 +1,185 @@
+//! Fuse benchmarks: W' = W + Δ per module on CPU beside a copy of the same
+//! weight (the memory-bound anchor), measured in the same run.
+//! `cargo bench --bench fuse [-- LAYERS]` prints a Markdown table.
+//!
+//! Two adapters: the real MiniLM DoRA r8 fixture on its real layer-0 base
+//! weights (384-wide: every weight fits in cache), and a synthetic
+//! 7B-shaped adapter (hidden 4096, rank 16 on q, k, v, o; LAYERS layers,
+//! default 1) on random base weights of 64 MB each: memory-bound.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use expertui::format::package::{ExpertContents, PackageOptions};
+use expertui::format::tensors::{OwnedTensor, encode_tensor_blob};
+use expertui::gpu::{AdapterWeights, BaseCheckpoint, LoadOptions, fuse_module};
+use safetensors::Dtype;
+
+fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up
+    let mut t: Vec<f64> = (0..repeat)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn package(dir: &Path, out: &Path) -> AdapterWeights {
+    let contents = ExpertContents::from_adapter_dir(dir).unwrap();
+    contents
+        .write_binary(out, &PackageOptions::default(), &mut |_, _| {})
+        .unwrap();
+    AdapterWeights::open(out, &LoadOptions::default()).unwrap()
+}
+
+/// A LoRA (or DoRA) adapter shaped like a 7B model's attention: rank 16 on
+/// q, k, v, o of `layers` layers, hidden 4096.
+fn synthetic_7b(dir: &Path, layers: usize, dora: bool) {
+    let (r, h) = (16usize, 4096usize);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut values = |n: usize| -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04).to_le_bytes()
+            })
+            .collect()
+    };
+    let mut tensors = Vec::new();
+    for layer in 0..layers {
+        for m in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            let base = format!("base_model.model.model.layers.{layer}.self_attn.{m}");
+            let mut push = |name: String, shape: Vec<usize>| {
+                let n = shape.iter().product();
+                tensors.push(OwnedTensor {
+                    name,
+                    dtype: Dtype::F32,
+                    shape,
+                    data: values(n),
+                })
+            };
+            push(format!("{base}.lora_A.weight"), vec![r, h]);
+            push(format!("{base}.lora_B.weight"), vec![h, r]);
+            if dora {
+                push(format!("{base}.lora_magnitude_vector"), vec![h]);
+            }
+        }
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    std::fs::write(
+        dir.join("adapter_model.safetensors"),
+        encode_tensor_blob(&tensors, meta).unwrap(),
+    )
+    .unwrap();
+    let config = format!(
+        r#"{{"peft_type":"LORA","r":16,"lora_alpha":32,"use_dora":{dora},"use_rslora":false,
+"target_modules":["q_proj","k_proj","v_proj","o_proj"],"fan_in_fan_out":false,
+"base_model_name_or_path":"synthetic-7b","rank_pattern":{{}},"alpha_pattern":{{}}}}"#
+    );
+    std::fs::write(dir.join("adapter_config.json"), config).unwrap();
+}
+
+/// One table row: median over modules of the per-module medians.
+fn row(label: &str, adapter: &AdapterWeights, base: &HashMap<String, Tensor>, repeat: usize) {
+    let (mut fuse, mut copy, mut warm, mut bytes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for m in &adapter.modules {
+        let Some(w) = base.get(&m.base_tensor) else {
+            continue;
+        };
+        fuse.push(median_ms(repeat, || {
+            black_box(fuse_module(adapter, m, w, None).unwrap());
+        }));
+        copy.push(median_ms(repeat, || {
+            black_box(w.copy().unwrap());
+        }));
+        // memcpy into a buffer already mapped: memory bandwidth alone, no
+        // page faults (a fuse must make a new tensor, so it cannot do this).
+        let src = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut dst = vec![0f32; src.len()];
+        warm.push(median_ms(repeat, || {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&dst);
+        }));
+        bytes.push(w.elem_count() * 4);
+    }
+    if fuse.is_empty() {
+        return;
+    }
+    // Bandwidths over all modules: a copy reads W and writes W' (2 × bytes).
+    let total = bytes.iter().sum::<usize>() as f64;
+    let gbs = |ms: &[f64]| 2.0 * total / 1e9 / (ms.iter().sum::<f64>() / 1e3);
+    let (fuse_gbs, copy_gbs, warm_gbs) = (gbs(&fuse), gbs(&copy), gbs(&warm));
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let n = fuse.len();
+    let (f, c, w) = (med(&mut fuse), med(&mut copy), med(&mut warm));
+    println!(
+        "| {label} ({n} modules, {:.1} MB of W) | {f:.3} ms; {fuse_gbs:.1} GB/s | {c:.3} ms; {copy_gbs:.1} GB/s | {:.0} % | {w:.3} ms; {warm_gbs:.1} GB/s | {:.0} % |",
+        total / 1e6,
+        fuse_gbs / copy_gbs * 100.0,
+        fuse_gbs / warm_gbs * 100.0
+    );
+}
+
+fn main() {
+    let layers: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    println!(
+        "| weights | fuse one module: median; bandwidth over all | copy of W to a new tensor (anchor) | fuse / copy | memcpy into a warm buffer | fuse / memcpy |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+
+    let dora = package(
+        &fixtures.join("minilm-dora-r8"),
+        &tmp.path().join("dora.expert"),
+    );
+    let ckpt =
+        BaseCheckpoint::open(&[fixtures.join("merge/base-layer0-subset.safetensors")]).unwrap();
+    let base: HashMap<String, Tensor> = dora
+        .modules
+        .iter()
+        .filter_map(|m| {
+            let t = ckpt.tensor(&m.base_tensor, &Device::Cpu, None).ok()?;
+            Some((m.base_tensor.clone(), t))
+        })
+        .collect();
+    row("MiniLM DoRA r8, real base, 384 wide", &dora, &base, 50);
+
+    for dora in [false, true] {
+        let dir = tmp.path().join(format!("7b-{dora}"));
+        synthetic_7b(&dir, layers, dora);
+        let adapter = package(&dir, &tmp.path().join(format!("7b-{dora}.expert")));
+        let base: HashMap<String, Tensor> = adapter
+            .modules
+            .iter()
+            .map(|m| {
+                let w = Tensor::randn(0f32, 0.02, (4096, 4096), &Device::Cpu).unwrap();
+                (m.base_tensor.clone(), w)
+            })
+            .collect();
+        let kind = if dora { "DoRA" } else { "LoRA" };
+        row(
+            &format!("7B-shaped {kind} r16, 4096×4096"),
+            &adapter,
+            &base,
+            7,
+        );
+    }
+}
