@@ -639,13 +639,22 @@ fn bench_cli_reports_every_figure_as_json() {
         2,
         "safetensors and legacy"
     );
-    // The text table names each figure beside its anchor.
+    // The text table names each figure beside its anchor; --plot writes
+    // one bar per (figure, anchor).
+    let plot = dir.path().join("bench.svg");
     let run = expertui()
         .args(["--headless", "bench"])
         .arg(&file)
-        .args(["--repeat", "1"])
+        .args(["--repeat", "1", "--plot"])
+        .arg(&plot)
         .assert()
         .success();
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.contains("cold load to ready tensors vs safetensors crate"),
+        "the plot names each comparison"
+    );
+    assert!(svg.contains("relative to the anchor"));
     let text = String::from_utf8_lossy(&run.get_output().stdout).to_string();
     assert!(
         text.contains("cold load") && text.contains("safetensors crate"),

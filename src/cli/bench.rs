@@ -1,12 +1,30 @@
-//! `bench FILE [--base PATH] [--device cpu|cuda:0] [--repeat N] [--json]`:
-//! runs the benchmark engine (`gpu::bench`) and prints each figure beside
-//! its anchor. Progress on stderr, the table or JSON on stdout.
+//! `bench FILE [--base PATH] [--device cpu|cuda:0] [--repeat N] [--json]
+//! [--plot FILE]`: runs the benchmark engine (`gpu::bench`) and prints each
+//! figure beside its anchor. Progress on stderr, the table or JSON on
+//! stdout, the plot (each figure's speed relative to its anchors) to FILE.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use super::{print_json, Failure};
-use crate::gpu::bench::{run_bench, BenchConfig};
+use super::{Failure, print_json};
+use crate::gpu::bench::{BenchConfig, BenchReport, run_bench};
+use crate::plot::{Bar, BarChart, write_bars};
+
+/// The plot of a report: one bar per (figure, anchor), > 1 is better.
+pub fn report_bars(report: &BenchReport) -> BarChart {
+    BarChart {
+        title: format!(
+            "expertui bench on {} ({}): relative to each anchor, > 1 is better",
+            report.device, report.machine.cpu
+        ),
+        x_label: "speed relative to the anchor (log scale)".into(),
+        bars: report
+            .relative()
+            .into_iter()
+            .map(|(label, value)| Bar { label, value })
+            .collect(),
+    }
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -21,13 +39,16 @@ pub struct Args {
     /// Runs per figure (medians with min–max).
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+    /// Write each figure's speed relative to its anchors as PNG or SVG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let config = BenchConfig {
-        file: args.file,
-        base: args.base,
-        device: args.device,
+        file: args.file.clone(),
+        base: args.base.clone(),
+        device: args.device.clone(),
         repeat: args.repeat.max(1),
     };
     let live = std::io::stderr().is_terminal();
@@ -41,6 +62,10 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     .map_err(super::fuse::failure)?;
     if live {
         eprintln!();
+    }
+    if let Some(path) = &args.plot {
+        write_bars(&report_bars(&report), path).map_err(Failure::error)?;
+        eprintln!("plot: {}", path.display());
     }
     if json_out {
         print_json(&serde_json::to_value(&report).unwrap_or_default());

@@ -840,6 +840,25 @@ fn stat(s: &Stats, unit: &str) -> String {
 }
 
 impl BenchReport {
+    /// Each figure against each of its anchors as a speed ratio: > 1 means
+    /// better than the anchor, whichever way the unit points (anchor/value
+    /// for times and sizes, value/anchor for bandwidths). `(label, ratio)`.
+    pub fn relative(&self) -> Vec<(String, f64)> {
+        self.figures
+            .iter()
+            .flat_map(|f| {
+                f.anchors.iter().map(move |a| {
+                    let ratio = if f.better == "higher" {
+                        f.value.median / a.value.median
+                    } else {
+                        a.value.median / f.value.median
+                    };
+                    (format!("{} vs {}", f.label, a.label), ratio)
+                })
+            })
+            .collect()
+    }
+
     /// The report as a text table: one line per figure, its anchors below
     /// (the CLI prints it; the TUI's benchmark panel shows it).
     pub fn table(&self) -> String {
