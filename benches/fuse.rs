@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use expertui::format::package::{ExpertContents, PackageOptions};
-use expertui::format::tensors::{OwnedTensor, encode_tensor_blob};
-use expertui::gpu::{AdapterWeights, BaseCheckpoint, LoadOptions, fuse_module};
+use expertui::format::tensors::{encode_tensor_blob, OwnedTensor};
+use expertui::gpu::{fuse_module, AdapterWeights, BaseCheckpoint, LoadOptions};
 use safetensors::Dtype;
 
 fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {

@@ -6,9 +6,9 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use super::{Failure, print_json};
-use crate::gpu::bench::{BenchConfig, BenchReport, run_bench};
-use crate::plot::{Bar, BarChart, write_bars};
+use super::{print_json, Failure};
+use crate::gpu::bench::{run_bench, BenchConfig, BenchReport};
+use crate::plot::{write_bars, Bar, BarChart};
 
 /// The plot of a report: one bar per (figure, anchor), > 1 is better.
 pub fn report_bars(report: &BenchReport) -> BarChart {

@@ -9,12 +9,12 @@ use candle_core::{DType, Device, Tensor};
 
 use super::error::{Result, RuntimeError};
 use super::tensors::{load_section, raw_to_tensor, tensor_nbytes};
-use crate::format::ExpertReader;
 use crate::format::layout::SectionType;
 use crate::format::loader::{ExpertLoader, SourceFormat};
-use crate::format::package::{ADAPTER_WEIGHTS, ExpertContents};
+use crate::format::package::{ExpertContents, ADAPTER_WEIGHTS};
 use crate::format::peft::PeftType;
 use crate::format::tensors::ModuleInfo;
+use crate::format::ExpertReader;
 
 /// Name of the soft prompt tensor (PEFT prompt tuning).
 pub const SOFT_PROMPT: &str = "prompt_embeddings";

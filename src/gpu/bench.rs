@@ -31,12 +31,12 @@ use super::fuse::{fuse_into_map, fuse_module};
 use super::manager::{ExpertManager, ManagerConfig};
 use super::stream::LayerStream;
 use super::tensors::{raw_to_tensor, tensor_nbytes, view_to_tensor};
-use crate::format::ExpertReader;
 use crate::format::layout::SectionType;
-use crate::format::legacy::{LegacyFile, legacy_bytes};
-use crate::format::loader::{ExpertLoader, SourceFormat, detect};
+use crate::format::legacy::{legacy_bytes, LegacyFile};
+use crate::format::loader::{detect, ExpertLoader, SourceFormat};
 use crate::format::package::{ExpertContents, PackageOptions};
 use crate::format::tensors::{ModuleInfo, ModuleKind, TensorBlob};
+use crate::format::ExpertReader;
 
 /// What to benchmark and how often.
 #[derive(Debug, Clone)]
