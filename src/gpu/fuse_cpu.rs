@@ -8,12 +8,13 @@
 
 use std::mem::MaybeUninit;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use faer::{Accum, MatMut, MatRef, Par};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 use super::error::{Result, RuntimeError};
+use super::tensors::with_host_storage;
 
 /// Weights smaller than this many elements are done on one thread.
 const PARALLEL_ELEMS: usize = 1 << 20;
@@ -24,33 +25,27 @@ const BLOCK_BYTES: usize = 128 << 10;
 
 /// A tensor's values as f32, on the host, row-major.
 pub fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
-    let t = t.to_device(&Device::Cpu)?.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return Err(RuntimeError::Invalid("tensor is not on the host".into()));
-    };
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| RuntimeError::Invalid("tensor is not contiguous".into()))?;
-    Ok(match t.dtype() {
-        DType::F32 => cpu.as_slice::<f32>()?[start..end].to_vec(),
-        DType::F16 => cpu.as_slice::<f16>()?[start..end]
+    fn widen<T: candle_core::WithDType>(
+        cpu: &candle_core::CpuStorage,
+        r: std::ops::Range<usize>,
+        f: impl Fn(T) -> f32,
+    ) -> Result<Vec<f32>> {
+        Ok(cpu
+            .as_slice::<T>()?
+            .get(r)
+            .unwrap_or(&[])
             .iter()
-            .map(|v| v.to_f32())
-            .collect(),
-        DType::BF16 => cpu.as_slice::<bf16>()?[start..end]
-            .iter()
-            .map(|v| v.to_f32())
-            .collect(),
-        DType::F64 => cpu.as_slice::<f64>()?[start..end]
-            .iter()
-            .map(|v| *v as f32)
-            .collect(),
-        other => {
-            return Err(RuntimeError::Invalid(format!(
-                "cannot fuse into a {other:?} weight"
-            )));
-        }
+            .map(|v| f(*v))
+            .collect())
+    }
+    with_host_storage(t, |cpu, r| match t.dtype() {
+        DType::F32 => widen::<f32>(cpu, r, |v| v),
+        DType::F16 => widen::<f16>(cpu, r, |v| v.to_f32()),
+        DType::BF16 => widen::<bf16>(cpu, r, |v| v.to_f32()),
+        DType::F64 => widen::<f64>(cpu, r, |v| v as f32),
+        other => Err(RuntimeError::Invalid(format!(
+            "cannot fuse into a {other:?} weight"
+        ))),
     })
 }
 
@@ -65,15 +60,12 @@ pub type BlockFn<'a> = dyn Fn(usize, &mut [f32]) + Sync + 'a;
 pub fn map_row_blocks(weight: &Tensor, f: &BlockFn<'_>) -> Result<Tensor> {
     let (rows, cols) = weight.dims2()?;
     let dtype = weight.dtype();
-    let t = if dtype == DType::F32 && weight.device().is_cpu() && weight.is_contiguous() {
-        let (storage, layout) = weight.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Err(RuntimeError::Invalid("tensor is not on the host".into()));
-        };
-        let (start, end) = layout
-            .contiguous_offsets()
-            .ok_or_else(|| RuntimeError::Invalid("tensor is not contiguous".into()))?;
-        copy_and_finish(&cpu.as_slice::<f32>()?[start..end], rows, cols, f)?
+    let t = if dtype == DType::F32 {
+        // Borrowed from the tensor's host storage: no copy before the fuse.
+        with_host_storage(weight, |cpu, r| {
+            let w = cpu.as_slice::<f32>()?.get(r).unwrap_or(&[]);
+            copy_and_finish(w, rows, cols, f)
+        })?
     } else {
         copy_and_finish(&host_f32(weight)?, rows, cols, f)?
     };
@@ -242,6 +234,7 @@ pub fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)

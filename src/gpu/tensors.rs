@@ -131,10 +131,13 @@ pub fn view_to_tensor(
     raw_to_tensor(view.data(), view.dtype(), view.shape(), device, want)
 }
 
-/// A tensor's data as little-endian bytes in its own dtype (brought to the
-/// host first when it lives on a device).
-pub fn tensor_to_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
-    let dtype = from_candle_dtype(t.dtype())?;
+/// Runs `f` on the host storage of `t` and the element range of its data;
+/// `t` is brought to the host and made contiguous first only when it is not
+/// already (otherwise this borrows, no copy).
+pub fn with_host_storage<R>(
+    t: &Tensor,
+    f: impl FnOnce(&candle_core::CpuStorage, std::ops::Range<usize>) -> Result<R>,
+) -> Result<R> {
     let t = t.to_device(&Device::Cpu)?.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
@@ -143,6 +146,22 @@ pub fn tensor_to_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
     let (start, end) = layout
         .contiguous_offsets()
         .ok_or_else(|| RuntimeError::Invalid("tensor is not contiguous".into()))?;
+    f(cpu, start..end)
+}
+
+/// A tensor's data as little-endian bytes in its own dtype (brought to the
+/// host first when it lives on a device).
+pub fn tensor_to_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
+    let dtype = from_candle_dtype(t.dtype())?;
+    with_host_storage(t, |cpu, r| Ok((dtype, host_bytes(t.dtype(), cpu, r)?)))
+}
+
+/// The elements `r` of host storage as little-endian bytes.
+fn host_bytes(
+    dtype: DType,
+    cpu: &candle_core::CpuStorage,
+    r: std::ops::Range<usize>,
+) -> Result<Vec<u8>> {
     fn bytes<T: candle_core::WithDType, const N: usize>(
         cpu: &candle_core::CpuStorage,
         range: std::ops::Range<usize>,
@@ -156,8 +175,7 @@ pub fn tensor_to_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
         }
         Ok(out)
     }
-    let r = start..end;
-    let data = match t.dtype() {
+    Ok(match dtype {
         DType::F32 => bytes::<f32, 4>(cpu, r, f32::to_le_bytes)?,
         DType::F16 => bytes::<f16, 2>(cpu, r, f16::to_le_bytes)?,
         DType::BF16 => bytes::<bf16, 2>(cpu, r, bf16::to_le_bytes)?,
@@ -172,8 +190,7 @@ pub fn tensor_to_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>)> {
                 "dtype {other:?} cannot be written"
             )))
         }
-    };
-    Ok((dtype, data))
+    })
 }
 
 /// The tensors of one section, on a device.
