@@ -3,15 +3,17 @@
 //! BENCHMARKS.md). `-- --make-adapter DIR MB` writes a synthetic PEFT adapter
 //! of about MB megabytes (used by benches/package_rss.sh).
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod common;
+
+use common::{machine, qwen_adapter, qwen_config, write_adapter_dir};
 use expertui::format::legacy::{legacy_bytes, read_legacy, LegacyFile, LegacyLimits};
 use expertui::format::package::{ExpertContents, PackageOptions, TensorCodec};
 use expertui::format::shuffle::shuffle_block;
-use expertui::format::tensors::{encode_tensor_blob, OwnedTensor, TensorBlob};
+use expertui::format::tensors::TensorBlob;
 use expertui::format::{ExpertReader, SectionType};
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
@@ -42,95 +44,6 @@ fn measure(repeat: usize, mut f: impl FnMut()) -> Stat {
 
 fn fmt(s: &Stat) -> String {
     format!("{:.3} ms ({:.3}–{:.3})", s.median, s.min, s.max)
-}
-
-/// Deterministic pseudo-random f32 values shaped like trained adapter weights.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Roughly normal (sum of uniforms), scaled like LoRA weights.
-    fn weight(&mut self) -> f32 {
-        let s: f32 = (0..4)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
-            .sum();
-        (s - 2.0) * 0.02
-    }
-}
-
-/// A Qwen3-0.6B-shaped DoRA adapter (r = 12 on q,k,v,o,up,down; 28 layers):
-/// about 25.8 MB in 504 tensors, like the real expert-sql package.
-fn qwen_dora(layers: usize) -> Vec<OwnedTensor> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let r = 12;
-    let modules = [
-        ("self_attn.q_proj", 2048, 1024),
-        ("self_attn.k_proj", 1024, 1024),
-        ("self_attn.v_proj", 1024, 1024),
-        ("self_attn.o_proj", 1024, 2048),
-        ("mlp.up_proj", 3072, 1024),
-        ("mlp.down_proj", 1024, 3072),
-    ];
-    let mut out = Vec::new();
-    let mut tensor = |name: String, shape: Vec<usize>, rng: &mut Rng| {
-        let n: usize = shape.iter().product();
-        let data = (0..n).flat_map(|_| rng.weight().to_le_bytes()).collect();
-        out.push(OwnedTensor {
-            name,
-            dtype: Dtype::F32,
-            shape,
-            data,
-        });
-    };
-    for layer in 0..layers {
-        for (module, out_dim, in_dim) in modules {
-            let base = format!("base_model.model.model.layers.{layer}.{module}");
-            tensor(format!("{base}.lora_A.weight"), vec![r, in_dim], &mut rng);
-            tensor(format!("{base}.lora_B.weight"), vec![out_dim, r], &mut rng);
-            tensor(
-                format!("{base}.lora_magnitude_vector"),
-                vec![out_dim],
-                &mut rng,
-            );
-        }
-    }
-    out
-}
-
-const DORA_CONFIG: &str = r#"{"peft_type":"LORA","r":12,"lora_alpha":24,"use_dora":true,"use_rslora":false,
-"target_modules":["q_proj","k_proj","v_proj","o_proj","up_proj","down_proj"],"fan_in_fan_out":false,
-"base_model_name_or_path":"Qwen/Qwen3-0.6B","rank_pattern":{},"alpha_pattern":{}}"#;
-
-fn write_adapter_dir(dir: &Path, tensors: &[OwnedTensor]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    std::fs::write(
-        dir.join("adapter_model.safetensors"),
-        encode_tensor_blob(tensors, meta).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(dir.join("adapter_config.json"), DORA_CONFIG).unwrap();
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!(
-        "{cpu}, {cores} cores, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
 }
 
 fn mb_per_s(bytes: usize, s: &Stat) -> f64 {
@@ -202,8 +115,8 @@ fn main() {
         let mb: usize = args[i + 2].parse().unwrap();
         // 28 layers ≈ 25.8 MB; scale the layer count.
         let layers = (mb * 28).div_ceil(26).max(1);
-        let tensors = qwen_dora(layers);
-        write_adapter_dir(&dir, &tensors);
+        let tensors = qwen_adapter(layers, true);
+        write_adapter_dir(&dir, &tensors, &qwen_config(true));
         eprintln!("wrote {} tensors to {}", tensors.len(), dir.display());
         return;
     }
@@ -212,8 +125,8 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     let adapter_dir = dir.path().join("expert-sql-qwen3");
-    let tensors = qwen_dora(28);
-    write_adapter_dir(&adapter_dir, &tensors);
+    let tensors = qwen_adapter(28, true);
+    write_adapter_dir(&adapter_dir, &tensors, &qwen_config(true));
     let weights = adapter_dir.join("adapter_model.safetensors");
     let contents = ExpertContents::from_adapter_dir(&adapter_dir).unwrap();
     let binary = dir.path().join("expert.expert");

@@ -12,9 +12,12 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::{machine, write_adapter_dir, Rng};
 use expertui::format::package::{ExpertContents, PackageOptions};
-use expertui::format::tensors::{encode_tensor_blob, OwnedTensor};
+use expertui::format::tensors::OwnedTensor;
 use expertui::gpu::{fuse_module, AdapterWeights, BaseCheckpoint, LoadOptions};
 use safetensors::Dtype;
 
@@ -43,28 +46,18 @@ fn package(dir: &Path, out: &Path) -> AdapterWeights {
 /// q, k, v, o of `layers` layers, hidden 4096.
 fn synthetic_7b(dir: &Path, layers: usize, dora: bool) {
     let (r, h) = (16usize, 4096usize);
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut values = |n: usize| -> Vec<u8> {
-        (0..n)
-            .flat_map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04).to_le_bytes()
-            })
-            .collect()
-    };
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut tensors = Vec::new();
     for layer in 0..layers {
         for m in ["q_proj", "k_proj", "v_proj", "o_proj"] {
             let base = format!("base_model.model.model.layers.{layer}.self_attn.{m}");
             let mut push = |name: String, shape: Vec<usize>| {
-                let n = shape.iter().product();
+                let data = rng.weights(shape.iter().product());
                 tensors.push(OwnedTensor {
                     name,
                     dtype: Dtype::F32,
                     shape,
-                    data: values(n),
+                    data,
                 })
             };
             push(format!("{base}.lora_A.weight"), vec![r, h]);
@@ -74,19 +67,12 @@ fn synthetic_7b(dir: &Path, layers: usize, dora: bool) {
             }
         }
     }
-    std::fs::create_dir_all(dir).unwrap();
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    std::fs::write(
-        dir.join("adapter_model.safetensors"),
-        encode_tensor_blob(&tensors, meta).unwrap(),
-    )
-    .unwrap();
     let config = format!(
         r#"{{"peft_type":"LORA","r":16,"lora_alpha":32,"use_dora":{dora},"use_rslora":false,
 "target_modules":["q_proj","k_proj","v_proj","o_proj"],"fan_in_fan_out":false,
 "base_model_name_or_path":"synthetic-7b","rank_pattern":{{}},"alpha_pattern":{{}}}}"#
     );
-    std::fs::write(dir.join("adapter_config.json"), config).unwrap();
+    write_adapter_dir(dir, &tensors, &config);
 }
 
 /// One table row: median over modules of the per-module medians.
@@ -141,6 +127,7 @@ fn main() {
         .unwrap_or(1);
     let tmp = tempfile::tempdir().unwrap();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    println!("{}\n", machine());
     println!(
         "| weights | fuse one module: median; bandwidth over all | copy of W to a new tensor (anchor) | fuse / copy | memcpy into a warm buffer | fuse / memcpy |"
     );

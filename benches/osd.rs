@@ -18,9 +18,12 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod common;
+
+use common::{machine, qwen_adapter, qwen_config, write_adapter_dir, Rng};
+
 use expertui::format::package::ExpertContents;
 use expertui::format::peft::PeftAdapter;
-use expertui::format::tensors::{encode_tensor_blob, OwnedTensor};
 use expertui::osd::analysis::{output_error, synthetic_inputs, Method, ModuleAnalysis, OsdParams};
 use expertui::osd::delta::{adapter_deltas, BaseWeights, DeltaForm, ModuleDelta};
 use expertui::osd::expert::{AdapterAnalysis, Calibration};
@@ -30,7 +33,6 @@ use expertui::osd::{
 };
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
-use safetensors::Dtype;
 
 /// Sparsities tried for OSD and MagTruncSVD at each budget (the best is shown).
 const SPARSITIES: [f64; 3] = [0.25, 0.5, 0.75];
@@ -68,23 +70,6 @@ fn measure(repeat: usize, mut f: impl FnMut()) -> Stat {
 
 fn fmt(s: &Stat) -> String {
     format!("{:.3} ms ({:.3}–{:.3})", s.median, s.min, s.max)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!(
-        "{cpu}, {cores} cores, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
 }
 
 fn loadavg() -> String {
@@ -742,71 +727,6 @@ fn range(v: &[usize]) -> String {
 
 // ---------------------------------------------------------- speed: adapter
 
-/// Deterministic pseudo-random f32 values shaped like adapter weights (as in
-/// benches/container.rs).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn weight(&mut self) -> f32 {
-        let s: f32 = (0..4)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32)
-            .sum();
-        (s - 2.0) * 0.02
-    }
-}
-
-/// A Qwen3-0.6B-shaped LoRA adapter (r = 12 on q,k,v,o,up,down; no
-/// magnitude vectors), [out, in] shapes as in benches/container.rs.
-fn qwen_lora(layers: usize) -> Vec<OwnedTensor> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let r = 12;
-    let modules = [
-        ("self_attn.q_proj", 2048, 1024),
-        ("self_attn.k_proj", 1024, 1024),
-        ("self_attn.v_proj", 1024, 1024),
-        ("self_attn.o_proj", 1024, 2048),
-        ("mlp.up_proj", 3072, 1024),
-        ("mlp.down_proj", 1024, 3072),
-    ];
-    let mut out = Vec::new();
-    let mut tensor = |name: String, shape: Vec<usize>, rng: &mut Rng| {
-        let n: usize = shape.iter().product();
-        let data = (0..n).flat_map(|_| rng.weight().to_le_bytes()).collect();
-        out.push(OwnedTensor {
-            name,
-            dtype: Dtype::F32,
-            shape,
-            data,
-        });
-    };
-    for layer in 0..layers {
-        for (module, out_dim, in_dim) in modules {
-            let base = format!("base_model.model.model.layers.{layer}.{module}");
-            tensor(format!("{base}.lora_A.weight"), vec![r, in_dim], &mut rng);
-            tensor(format!("{base}.lora_B.weight"), vec![out_dim, r], &mut rng);
-        }
-    }
-    out
-}
-
-const LORA_CONFIG: &str = r#"{"peft_type":"LORA","r":12,"lora_alpha":24,"use_dora":false,"use_rslora":false,
-"target_modules":["q_proj","k_proj","v_proj","o_proj","up_proj","down_proj"],"fan_in_fan_out":false,
-"base_model_name_or_path":"Qwen/Qwen3-0.6B","rank_pattern":{},"alpha_pattern":{}}"#;
-
-fn write_adapter_dir(dir: &Path, tensors: &[OwnedTensor]) -> u64 {
-    std::fs::create_dir_all(dir).unwrap();
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let blob = encode_tensor_blob(tensors, meta).unwrap();
-    std::fs::write(dir.join("adapter_model.safetensors"), &blob).unwrap();
-    std::fs::write(dir.join("adapter_config.json"), LORA_CONFIG).unwrap();
-    blob.len() as u64
-}
-
 /// `out (= or +=) scale · b · a` with faer's GEMM, all row-major, no copies.
 fn gemm(out: &mut [f32], b: &Matrix, a: &Matrix, scale: f32, accum: Accum, par: Par) {
     faer::linalg::matmul::matmul(
@@ -836,8 +756,8 @@ fn lora_factors(m: &ModuleAnalysis) -> (&Matrix, &Matrix) {
 fn speed(report: &mut String) {
     let dir = tempfile::tempdir().unwrap();
     let adapter_dir = dir.path().join("qwen3-lora-r12");
-    let tensors = qwen_lora(28);
-    let file_bytes = write_adapter_dir(&adapter_dir, &tensors);
+    let tensors = qwen_adapter(28, false);
+    let file_bytes = write_adapter_dir(&adapter_dir, &tensors, &qwen_config(false));
     let contents = ExpertContents::from_adapter_dir(&adapter_dir).unwrap();
     let adapter: &PeftAdapter = contents.adapter.as_ref().unwrap();
     report.push_str(&format!(
