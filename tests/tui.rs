@@ -2,6 +2,7 @@
 //! expert and on a damaged copy, key-driven walks, and style checks.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use expertui::app::benchpanel::BenchView;
 use expertui::app::render::draw;
 use expertui::app::state::{PanelId, Verification};
 use expertui::app::App;
@@ -379,9 +380,223 @@ fn bench_panel_runs_the_benchmark_in_the_background() {
         report.figures.iter().all(|f| !f.anchors.is_empty()),
         "every figure has an anchor"
     );
+    // The bars first: one per (figure, anchor), each with its ratio.
+    let (label, ratio) = report.relative().remove(0);
+    let text = screen(&mut app);
+    assert!(text.contains("cold load") && text.contains('│'), "{text}");
+    assert!(text.contains(&label[..20]), "{label} in {text}");
+    assert!(
+        text.contains(&expertui::app::benchpanel::ratio_text(ratio)),
+        "{text}"
+    );
+    key(&mut app, KeyCode::Char('t'));
     let text = screen(&mut app);
     assert!(
         text.contains("cold load") && text.contains("safetensors"),
         "{text}"
     );
+}
+
+/// A report with fixed numbers (no timing), for the bench panel's views.
+fn sample_report() -> expertui::gpu::bench::BenchReport {
+    use expertui::gpu::bench::{Anchor, BenchReport, Figure, Machine, Stats};
+    let stats = |median: f64| Stats {
+        median,
+        min: median * 0.9,
+        max: median * 1.2,
+        samples: 5,
+    };
+    let figure =
+        |key: &str, label: &str, unit: &str, better, value: f64, anchors: &[(&str, f64)]| Figure {
+            key: key.into(),
+            label: label.into(),
+            unit: unit.into(),
+            better,
+            value: stats(value),
+            anchors: anchors
+                .iter()
+                .map(|(l, v)| Anchor {
+                    label: (*l).into(),
+                    value: stats(*v),
+                    ratio: value / v,
+                })
+                .collect(),
+            target: None,
+            note: None,
+        };
+    BenchReport {
+        machine: Machine {
+            cpu: "Test CPU".into(),
+            cores: 2,
+            os: "linux".into(),
+        },
+        device: "cpu".into(),
+        file: "demo.expert".into(),
+        format: "binary".into(),
+        file_bytes: 20480,
+        tensor_bytes: 16384,
+        tensor_sections: 8,
+        modules: 4,
+        repeat: 5,
+        fuse_base: "synthetic".into(),
+        figures: vec![
+            figure(
+                "cold_load",
+                "cold load to ready tensors",
+                "ms",
+                "lower",
+                1.5,
+                &[("safetensors crate", 1.85), ("legacy tar.gz", 32.2)],
+            ),
+            figure(
+                "validation",
+                "validation (structure + root digest)",
+                "ms",
+                "lower",
+                0.5,
+                &[("safetensors header parse", 0.22)],
+            ),
+            figure(
+                "verify",
+                "verify throughput",
+                "GB/s",
+                "higher",
+                3.3,
+                &[("one SHA-256 stream", 1.75)],
+            ),
+        ],
+        notes: vec!["synthetic base weights".into()],
+    }
+}
+
+fn bench_with_report() -> App {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('6'));
+    app.bench.report = Some(sample_report());
+    app
+}
+
+#[test]
+fn bench_panel_bars_and_table_snapshots() {
+    let mut app = bench_with_report();
+    assert_eq!(app.bench.view, BenchView::Bars);
+    insta::assert_snapshot!("bench_bars", screen(&mut app));
+    // Better than the anchor is green, worse red; the ratio is printed either way.
+    let terminal = render(&mut app);
+    let buffer = terminal.backend().buffer();
+    let row_of = |needle: &str| {
+        (0..HEIGHT)
+            .find(|y| {
+                (0..WIDTH)
+                    .map(|x| buffer[(x, *y)].symbol().to_string())
+                    .collect::<String>()
+                    .contains(needle)
+            })
+            .unwrap_or_else(|| panic!("{needle} on screen"))
+    };
+    let colour_of = |y: u16, glyph: &str| {
+        (0..WIDTH)
+            .map(|x| &buffer[(x, y)])
+            .find(|c| c.symbol() == glyph)
+            .map(|c| c.fg)
+    };
+    let tar = row_of("×21.5");
+    assert_eq!(colour_of(tar, "█"), Some(Color::Green));
+    let header = row_of("×0.44");
+    assert_eq!(colour_of(header, "▒"), Some(Color::Red));
+    // Without colour the ratios and the side of the anchor still tell.
+    app.colors = false;
+    let text = screen(&mut app);
+    assert!(text.contains("×0.44") && text.contains("×1.89"), "{text}");
+    app.colors = true;
+    key(&mut app, KeyCode::Char('t'));
+    assert_eq!(app.bench.view, BenchView::Table);
+    insta::assert_snapshot!("bench_table", screen(&mut app));
+    // No hot-swap yet: t comes back to the bars.
+    key(&mut app, KeyCode::Char('t'));
+    assert_eq!(app.bench.view, BenchView::Bars);
+    key(&mut app, KeyCode::PageDown);
+    assert_eq!(app.bench.scroll, 10);
+}
+
+#[test]
+fn bench_panel_hot_swap_demo() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('6'));
+    key(&mut app, KeyCode::Char('w'));
+    assert!(!app.bench.swapping);
+    assert_eq!(app.bench.swap_error, None);
+    assert_eq!(app.bench.view, BenchView::HotSwap);
+    let steps = &app.bench.swap;
+    let capacity = app.bench.swap_capacity;
+    assert_eq!(capacity, 10);
+    // register, 10 loads, a use, the load that evicts, 10 unloads.
+    assert_eq!(steps.len(), 1 + capacity + 1 + 1 + capacity);
+    assert_eq!(
+        steps.iter().map(|s| s.memory.len()).max(),
+        Some(capacity),
+        "never more than the capacity loaded"
+    );
+    let swap = &steps[capacity + 2];
+    assert!(swap.action.contains("evicts expert-02"), "{}", swap.action);
+    assert!(swap.memory.iter().all(|m| m.id != "expert-02"));
+    assert!(swap
+        .memory
+        .iter()
+        .all(|m| m.adapter_bytes > 0 && m.device == "cpu"));
+    assert_eq!(swap.total(), capacity * swap.memory[0].adapter_bytes);
+    assert!(steps.last().unwrap().memory.is_empty(), "all unloaded");
+    insta::assert_snapshot!("bench_hot_swap", screen(&mut app));
+    // t cycles bars → table → hot-swap.
+    key(&mut app, KeyCode::Char('t'));
+    key(&mut app, KeyCode::Char('t'));
+    key(&mut app, KeyCode::Char('t'));
+    assert_eq!(app.bench.view, BenchView::HotSwap);
+}
+
+#[test]
+fn bench_panel_device_picker_cycles_available_devices() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('6'));
+    let devices = expertui::gpu::device::available_devices();
+    assert_eq!(devices[0], "cpu");
+    assert_eq!(app.bench.device, "cpu");
+    for i in 1..=devices.len() {
+        key(&mut app, KeyCode::Char('d'));
+        assert_eq!(app.bench.device, devices[i % devices.len()]);
+        assert!(app.message.contains(&app.bench.device), "{}", app.message);
+    }
+    #[cfg(not(feature = "cuda"))]
+    assert_eq!(devices, vec!["cpu".to_string()]);
+    assert!(screen(&mut app).contains("device cpu"));
+}
+
+#[test]
+fn bench_panel_exports_json_and_plots_beside_the_file() {
+    let dir = std::env::temp_dir().join(format!("expertui-tui-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bench.demo.expert");
+    std::fs::write(&file, expertui::DEMO_EXPERT).unwrap();
+    let mut app = App::new(Inspected::open(&file).unwrap());
+    app.wait_background();
+    key(&mut app, KeyCode::Char('6'));
+    key(&mut app, KeyCode::Char('j'));
+    assert!(app.message.contains("nothing to export"), "{}", app.message);
+    app.bench.report = Some(sample_report());
+    key(&mut app, KeyCode::Char('j'));
+    let json_path = dir.join("bench.demo.bench.json");
+    assert_eq!(app.message, format!("saved {}", json_path.display()));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(json["figures"].as_array().map(Vec::len), Some(3));
+    key(&mut app, KeyCode::Char('p'));
+    let svg_path = dir.join("bench.demo.bench.svg");
+    assert_eq!(app.message, format!("saved {}", svg_path.display()));
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.contains("<svg"), "{svg}");
+    key(&mut app, KeyCode::Char('P'));
+    let png = std::fs::read(dir.join("bench.demo.bench.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{}", app.message);
+    assert!(screen(&mut app).contains("saved "));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

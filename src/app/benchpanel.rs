@@ -1,30 +1,449 @@
 //! Load/fuse benchmark panel: runs `gpu::bench` on a worker thread (progress
-//! through events) and shows every figure beside its anchor, as the
-//! headless `bench` verb prints it.
+//! through events) and shows every figure beside its anchor, as bars on a
+//! log scale (1 = the anchor) or as the table the headless `bench` verb
+//! prints; a device picker; a hot-swap demo of `gpu::manager` (memory per
+//! loaded expert, step by step); JSON and plot export of the last report.
+
+use std::path::{Path, PathBuf};
 
 use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph};
 use ratatui::Frame;
 
 use super::state::App;
 use super::theme::Theme;
+use crate::gpu::adapter::LoadOptions;
 use crate::gpu::bench::{BenchProgress, BenchReport};
+use crate::gpu::manager::{ExpertManager, ExpertMemory, ManagerConfig};
+
+/// What the figures area shows (`t` cycles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BenchView {
+    /// Each figure's speed relative to each anchor, as bars.
+    #[default]
+    Bars,
+    /// The text table of the headless verb.
+    Table,
+    /// The hot-swap demo's steps and memory per expert.
+    HotSwap,
+}
+
+/// One step of the hot-swap demo and the memory held after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapStep {
+    pub action: String,
+    /// Memory per loaded expert after the step, least recently used first.
+    pub memory: Vec<ExpertMemory>,
+}
+
+impl SwapStep {
+    /// Bytes held for all loaded experts.
+    pub fn total(&self) -> usize {
+        self.memory.iter().map(ExpertMemory::total).sum()
+    }
+}
 
 /// The panel's state.
-#[derive(Default)]
 pub struct BenchPanel {
     pub running: bool,
     pub progress: Option<BenchProgress>,
     pub report: Option<BenchReport>,
     pub error: Option<String>,
     pub scroll: u16,
+    pub view: BenchView,
+    /// Device of the next benchmark run and hot-swap demo.
+    pub device: String,
+    /// Devices the picker cycles through (asked for on first use).
+    pub devices: Vec<String>,
+    pub swapping: bool,
+    pub swap: Vec<SwapStep>,
+    pub swap_error: Option<String>,
+    /// Capacity of the demo's manager.
+    pub swap_capacity: usize,
+}
+
+impl Default for BenchPanel {
+    fn default() -> Self {
+        Self {
+            running: false,
+            progress: None,
+            report: None,
+            error: None,
+            scroll: 0,
+            view: BenchView::default(),
+            device: "cpu".into(),
+            devices: Vec::new(),
+            swapping: false,
+            swap: Vec::new(),
+            swap_error: None,
+            swap_capacity: ManagerConfig::default().capacity,
+        }
+    }
 }
 
 impl BenchPanel {
     pub fn busy(&self) -> bool {
-        self.running
+        self.running || self.swapping
     }
+
+    /// Bars → table → hot-swap (once there is one) → bars.
+    pub fn next_view(&mut self) {
+        let has_swap = !self.swap.is_empty() || self.swapping || self.swap_error.is_some();
+        self.view = match self.view {
+            BenchView::Bars => BenchView::Table,
+            BenchView::Table if has_swap => BenchView::HotSwap,
+            _ => BenchView::Bars,
+        };
+        self.scroll = 0;
+    }
+
+    /// Picks the next device of `available_devices()`; returns the message.
+    pub fn next_device(&mut self) -> String {
+        if self.devices.is_empty() {
+            self.devices = crate::gpu::device::available_devices();
+        }
+        let i = self
+            .devices
+            .iter()
+            .position(|d| *d == self.device)
+            .map_or(0, |i| (i + 1) % self.devices.len().max(1));
+        if let Some(d) = self.devices.get(i) {
+            self.device = d.clone();
+        }
+        if self.devices.len() <= 1 {
+            format!(
+                "device: {} (the only one here; CUDA needs a `--features cuda` build and a driver)",
+                self.device
+            )
+        } else {
+            format!(
+                "device: {} of {} (used by the next run)",
+                self.device,
+                self.devices.join(", ")
+            )
+        }
+    }
+
+    /// Writes the last report as pretty JSON to `STEM.bench.json`.
+    pub fn export_json(&self, stem: &Path) -> String {
+        let Some(report) = &self.report else {
+            return "nothing to export yet: r runs the benchmark".into();
+        };
+        let path = with_suffix(stem, ".bench.json");
+        let mut json = match serde_json::to_vec_pretty(report) {
+            Ok(json) => json,
+            Err(e) => return format!("export failed: {e}"),
+        };
+        json.push(b'\n');
+        match crate::format::atomic::write_atomic(&path, &json) {
+            Ok(()) => format!("saved {}", path.display()),
+            Err(e) => format!("export failed: {e}"),
+        }
+    }
+
+    /// Writes the bars of the last report to `STEM.bench.EXT` (`svg` or `png`).
+    pub fn export_plot(&self, stem: &Path, ext: &str) -> String {
+        let Some(report) = &self.report else {
+            return "nothing to plot yet: r runs the benchmark".into();
+        };
+        let path = with_suffix(stem, &format!(".bench.{ext}"));
+        match crate::plot::write_bars(&crate::cli::bench::report_bars(report), &path) {
+            Ok(()) => format!("saved {}", path.display()),
+            Err(e) => format!("plot failed: {e}"),
+        }
+    }
+}
+
+/// `stem` + `suffix`, keeping any dots already in the stem.
+fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The hot-swap demo (worker thread): registers `path` as `capacity + 1`
+/// experts in an [`ExpertManager`] on `device` (no base: the memory is the
+/// loaded adapters'), loads `capacity` of them, uses the first again, loads
+/// one more (the least recently used is evicted), then unloads them all.
+/// `on_step` gets each step with the memory per expert after it.
+pub fn hot_swap(
+    path: &Path,
+    device: &str,
+    on_step: &mut dyn FnMut(SwapStep),
+) -> Result<(), String> {
+    let device = crate::gpu::device::parse_device(device).map_err(|e| e.to_string())?;
+    let mut manager = ExpertManager::new(ManagerConfig {
+        load: LoadOptions::on(device),
+        ..ManagerConfig::default()
+    });
+    let capacity = manager.capacity();
+    let ids: Vec<String> = (1..=capacity + 1)
+        .map(|i| format!("expert-{i:02}"))
+        .collect();
+    for id in &ids {
+        manager.register(id, path).map_err(|e| e.to_string())?;
+    }
+    let mut step = |manager: &ExpertManager, action: String| {
+        on_step(SwapStep {
+            action,
+            memory: manager.memory(),
+        })
+    };
+    step(
+        &manager,
+        format!("register {} copies (capacity {capacity})", ids.len()),
+    );
+    for id in &ids[..capacity] {
+        manager.load(id).map_err(|e| e.to_string())?;
+        step(&manager, format!("load {id}"));
+    }
+    manager.get(&ids[0]);
+    step(&manager, format!("use {} (most recently used)", ids[0]));
+    let last = &ids[capacity];
+    let outcome = manager.load(last).map_err(|e| e.to_string())?;
+    let evicted = if outcome.evicted.is_empty() {
+        "nothing evicted".to_string()
+    } else {
+        format!("evicts {} (LRU)", outcome.evicted.join(", "))
+    };
+    step(&manager, format!("load {last}: {evicted}"));
+    for id in manager.loaded() {
+        manager.unload(&id).map_err(|e| e.to_string())?;
+        step(&manager, format!("unload {id}"));
+    }
+    Ok(())
+}
+
+/// `1.5 KiB`, `12.0 MiB`.
+pub fn human_bytes(n: usize) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// `×0.44`, `×175`, `n/a`: a ratio as the table prints it.
+pub fn ratio_text(r: f64) -> String {
+    if !r.is_finite() || r <= 0.0 {
+        "n/a".into()
+    } else if r >= 100.0 {
+        format!("×{r:.0}")
+    } else if r >= 10.0 {
+        format!("×{r:.1}")
+    } else if r >= 0.1 {
+        format!("×{r:.2}")
+    } else {
+        format!("×{r:.4}")
+    }
+}
+
+fn fit(text: &str, width: usize) -> String {
+    let count = text.chars().count();
+    if count <= width {
+        format!("{text:<width$}")
+    } else {
+        let head: String = text.chars().take(width.saturating_sub(1)).collect();
+        format!("{head}…")
+    }
+}
+
+/// Bars of `report.relative()` on a log scale centred on the anchor (│):
+/// better to the right (█, green), worse to the left (▒, red), the ratio in
+/// text after each bar so they read without colour.
+pub fn bar_lines(report: &BenchReport, width: usize, theme: Theme) -> Vec<Line<'static>> {
+    let pairs = report.relative();
+    let mut lines: Vec<Line> = report
+        .table()
+        .lines()
+        .take(2)
+        .map(|l| Line::raw(l.to_string()))
+        .collect();
+    let ratio_w = 8;
+    let longest = pairs
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let label_w = longest.min(width * 9 / 20).max(8);
+    let half = width.saturating_sub(label_w + ratio_w + 3) / 2;
+    let decades = pairs
+        .iter()
+        .filter(|(_, r)| r.is_finite() && *r > 0.0)
+        .map(|(_, r)| r.log10().abs())
+        .fold(1.0f64, f64::max)
+        .ceil();
+    lines.push(Line::raw(""));
+    lines.push(Line::from(Span::styled(
+        "speed relative to each anchor, log scale: │ = the anchor (×1), right = better, left = worse",
+        theme.dim(),
+    )));
+    // The axis: ×10^-d at the left end, 1 at the anchor, ×10^d at the right.
+    let mut axis: Vec<char> = vec![' '; 2 * half + 1];
+    let mut put = |at: usize, text: &str| {
+        for (i, c) in text.chars().enumerate() {
+            if let Some(cell) = axis.get_mut(at + i) {
+                *cell = c;
+            }
+        }
+    };
+    let zeros = "0".repeat(decades as usize - 1);
+    let low = format!("×0.{zeros}1");
+    let high = format!("×10{zeros}");
+    if half >= 8 {
+        put(0, &low);
+        put(half, "1");
+        put((2 * half + 1).saturating_sub(high.chars().count()), &high);
+    }
+    lines.push(Line::from(Span::styled(
+        format!(
+            "{} {}",
+            " ".repeat(label_w),
+            axis.into_iter().collect::<String>()
+        ),
+        theme.dim(),
+    )));
+    for (label, ratio) in pairs {
+        let finite = ratio.is_finite() && ratio > 0.0;
+        let cells = if finite {
+            ((ratio.log10().abs() / decades) * half as f64).round() as usize
+        } else {
+            0
+        }
+        .min(half);
+        let better = finite && ratio >= 1.0;
+        let style: Style = if !finite {
+            theme.dim()
+        } else if better {
+            theme.ok()
+        } else {
+            theme.damaged()
+        };
+        let (left, right) = if better {
+            (
+                " ".repeat(half),
+                format!("{}{}", "█".repeat(cells), " ".repeat(half - cells)),
+            )
+        } else {
+            (
+                format!("{}{}", " ".repeat(half - cells), "▒".repeat(cells)),
+                " ".repeat(half),
+            )
+        };
+        let (left_style, right_style) = if better {
+            (Style::default(), style)
+        } else {
+            (style, Style::default())
+        };
+        lines.push(Line::from(vec![
+            Span::raw(format!("{} ", fit(&label, label_w))),
+            Span::styled(left, left_style),
+            Span::raw("│"),
+            Span::styled(right, right_style),
+            Span::styled(format!(" {}", ratio_text(ratio)), style),
+        ]));
+    }
+    lines
+}
+
+/// The hot-swap demo's steps as lines: what each did, the experts loaded,
+/// their memory together and per expert.
+pub fn swap_lines(bench: &BenchPanel, theme: Theme) -> Vec<Line<'static>> {
+    let device = bench
+        .swap
+        .iter()
+        .find_map(|s| s.memory.first())
+        .map_or(bench.device.as_str(), |m| m.device.as_str());
+    let mut lines = vec![
+        Line::from(Span::styled(
+            format!(
+                "the open file × {} in an ExpertManager on {device} (capacity {}, LRU), no base",
+                bench.swap_capacity + 1,
+                bench.swap_capacity
+            ),
+            theme.dim(),
+        )),
+        Line::from(Span::styled(
+            format!(
+                "{:>3}  {:<38} {:>6} {:>10} {:>14}",
+                "#", "step", "loaded", "total", "per expert"
+            ),
+            theme.title(),
+        )),
+    ];
+    for (i, step) in bench.swap.iter().enumerate() {
+        let per: Vec<usize> = step.memory.iter().map(ExpertMemory::total).collect();
+        let per_text = match per.first() {
+            None => "-".to_string(),
+            Some(first) if per.iter().all(|b| b == first) => {
+                format!("{} each", human_bytes(*first))
+            }
+            Some(_) => per
+                .iter()
+                .map(|b| human_bytes(*b))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        lines.push(Line::raw(format!(
+            "{:>3}  {} {:>6} {:>10} {:>14}",
+            i,
+            fit(&step.action, 38),
+            format!("{}/{}", step.memory.len(), bench.swap_capacity),
+            human_bytes(step.total()),
+            per_text,
+        )));
+    }
+    if let Some(e) = &bench.swap_error {
+        lines.push(Line::from(Span::styled(
+            format!("hot-swap failed: {e}"),
+            theme.damaged(),
+        )));
+    }
+    lines
+}
+
+/// Memory per expert at the step holding the most (the last of equals, so
+/// after the eviction), least recently used first.
+pub fn peak_lines(bench: &BenchPanel, theme: Theme) -> (String, Vec<Line<'static>>) {
+    let Some((at, peak)) = bench
+        .swap
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, s)| (s.memory.len(), s.total()))
+        .filter(|(_, s)| !s.memory.is_empty())
+    else {
+        return (" memory per expert ".into(), Vec::new());
+    };
+    let mut lines: Vec<Line> = peak
+        .memory
+        .iter()
+        .map(|m| {
+            let fused = if m.applied || m.fused_bytes > 0 {
+                format!(" +{} fused", human_bytes(m.fused_bytes))
+            } else {
+                String::new()
+            };
+            Line::raw(format!(
+                "{:<10} {:>10} {}{fused}",
+                m.id,
+                human_bytes(m.adapter_bytes),
+                m.device
+            ))
+        })
+        .collect();
+    lines.push(Line::from(Span::styled(
+        format!("{:<10} {:>10}", "total", human_bytes(peak.total())),
+        theme.title(),
+    )));
+    (format!(" per expert, step {at} (LRU first) "), lines)
 }
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
@@ -35,7 +454,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             let ratio = p.step as f64 / p.steps.max(1) as f64;
             frame.render_widget(
                 Gauge::default()
-                    .block(Block::default().borders(Borders::ALL).title(" running "))
+                    .block(
+                        Block::default()
+                            .borders(Borders::ALL)
+                            .title(format!(" running on {} ", bench.device)),
+                    )
                     .gauge_style(theme.ok())
                     .ratio(ratio.clamp(0.0, 1.0))
                     .label(format!("[{}/{}] {}", p.step, p.steps, p.stage)),
@@ -44,30 +467,72 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         }
         _ => {
             let text = match (&bench.error, &bench.report) {
+                _ if bench.swapping => Span::raw(format!(
+                    "hot-swap demo running on {}: step {}",
+                    bench.device,
+                    bench.swap.len()
+                )),
                 (Some(e), _) => Span::styled(format!("benchmark failed: {e}"), theme.damaged()),
-                (None, Some(_)) => Span::raw("done: r runs again (5 runs per figure, CPU)"),
-                (None, None) => Span::raw("r runs the load, validation, streaming, transfer, fuse and memory benchmark (CPU)"),
+                (None, Some(r)) => Span::raw(format!(
+                    "done on {} ({} runs per figure): r runs again, t bars/table, j p export",
+                    r.device, r.repeat
+                )),
+                (None, None) => Span::raw(
+                    "r runs the load, validation, streaming, transfer, fuse and memory benchmark; w the hot-swap demo",
+                ),
             };
             frame.render_widget(
-                Paragraph::new(Line::from(text))
-                    .block(Block::default().borders(Borders::ALL).title(" benchmark ")),
+                Paragraph::new(Line::from(text)).block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(format!(" benchmark · device {} (d) ", bench.device)),
+                ),
                 status,
             );
         }
     }
-    let lines: Vec<Line> = match &bench.report {
-        Some(report) => report.table().lines().map(|l| Line::raw(l.to_string())).collect(),
-        None => vec![Line::from(Span::styled(
-            "each figure is measured beside its anchor in the same run: the safetensors crate, the legacy tar.gz, SHA-256, memcpy",
-            theme.dim(),
-        ))],
+    let inner = usize::from(body.width.saturating_sub(2));
+    if bench.view == BenchView::HotSwap {
+        let [steps, memory] =
+            Layout::horizontal([Constraint::Min(40), Constraint::Length(40)]).areas(body);
+        frame.render_widget(
+            Paragraph::new(swap_lines(bench, theme))
+                .scroll((bench.scroll, 0))
+                .block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(" hot-swap (w runs, t view, PgUp/PgDn scroll) "),
+                ),
+            steps,
+        );
+        let (title, lines) = peak_lines(bench, theme);
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+            memory,
+        );
+        return;
+    }
+    let (title, lines): (&str, Vec<Line>) = match (bench.view, &bench.report) {
+        (BenchView::Bars | BenchView::HotSwap, Some(report)) => (
+            " figures: bars (t table, PgUp/PgDn scroll) ",
+            bar_lines(report, inner, theme),
+        ),
+        (BenchView::Table, Some(report)) => (
+            " figures: table (t view, PgUp/PgDn scroll) ",
+            report.table().lines().map(|l| Line::raw(l.to_string())).collect(),
+        ),
+        (_, None) => (
+            " figures (PgUp/PgDn scroll) ",
+            vec![Line::from(Span::styled(
+                "each figure is measured beside its anchor in the same run: the safetensors crate, the legacy tar.gz, SHA-256, memcpy",
+                theme.dim(),
+            ))],
+        ),
     };
     frame.render_widget(
-        Paragraph::new(lines).scroll((bench.scroll, 0)).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(" figures (PgUp/PgDn scroll) "),
-        ),
+        Paragraph::new(lines)
+            .scroll((bench.scroll, 0))
+            .block(Block::default().borders(Borders::ALL).title(title)),
         body,
     );
 }

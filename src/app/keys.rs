@@ -40,6 +40,12 @@ pub enum Action {
     SaveOsd,
     ExportPlot,
     RunBench,
+    BenchView,
+    BenchDevice,
+    HotSwap,
+    ExportBenchJson,
+    ExportBenchSvg,
+    ExportBenchPng,
 }
 
 /// One binding: which keys, what they do, where (None = every panel).
@@ -133,6 +139,48 @@ pub static BINDINGS: &[Binding] = &[
         panel: Some(PanelId::Bench),
         action: Action::RunBench,
         matches: |k| plain(k, KeyCode::Char('r')),
+    },
+    Binding {
+        keys: "t",
+        help: "view: bars, table, hot-swap",
+        panel: Some(PanelId::Bench),
+        action: Action::BenchView,
+        matches: |k| plain(k, KeyCode::Char('t')),
+    },
+    Binding {
+        keys: "d",
+        help: "device of the next run (cpu, cuda:N)",
+        panel: Some(PanelId::Bench),
+        action: Action::BenchDevice,
+        matches: |k| plain(k, KeyCode::Char('d')),
+    },
+    Binding {
+        keys: "w",
+        help: "hot-swap demo",
+        panel: Some(PanelId::Bench),
+        action: Action::HotSwap,
+        matches: |k| plain(k, KeyCode::Char('w')),
+    },
+    Binding {
+        keys: "j",
+        help: "export JSON",
+        panel: Some(PanelId::Bench),
+        action: Action::ExportBenchJson,
+        matches: |k| plain(k, KeyCode::Char('j')),
+    },
+    Binding {
+        keys: "p P",
+        help: "export plot SVG/PNG",
+        panel: Some(PanelId::Bench),
+        action: Action::ExportBenchSvg,
+        matches: |k| plain(k, KeyCode::Char('p')),
+    },
+    Binding {
+        keys: "",
+        help: "",
+        panel: Some(PanelId::Bench),
+        action: Action::ExportBenchPng,
+        matches: |k| plain(k, KeyCode::Char('P')),
     },
     Binding {
         keys: "q",
@@ -237,7 +285,7 @@ pub static BINDINGS: &[Binding] = &[
     },
     Binding {
         keys: "PgUp/PgDn",
-        help: "page (scroll in decoder)",
+        help: "page (scroll in decoder, bench)",
         panel: None,
         action: Action::PageUp,
         matches: |k| {

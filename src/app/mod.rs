@@ -1,8 +1,9 @@
 //! The terminal UI (ratatui + crossterm). It renders and routes only: files
 //! are parsed, hashed and decoded by `format`, on background threads.
 //!
-//! Panels: overview, TOC + hex browser, section decoder, integrity. A new
-//! panel is a `PanelId` variant, a draw function and its key bindings.
+//! Panels: overview, TOC + hex browser, section decoder, integrity, OSD,
+//! benchmark. A new panel is a `PanelId` variant, a draw function and its
+//! key bindings.
 
 pub mod benchpanel;
 pub mod decoder;

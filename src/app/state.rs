@@ -61,6 +61,8 @@ pub enum Event {
     OsdSaved(Result<String, String>),
     BenchProgress(crate::gpu::bench::BenchProgress),
     BenchDone(Result<crate::gpu::bench::BenchReport, String>),
+    SwapStep(super::benchpanel::SwapStep),
+    SwapDone(Result<(), String>),
 }
 
 /// Full verification, run once in the background.
@@ -228,7 +230,7 @@ impl App {
         });
     }
 
-    /// Where "save as" and plot export write: beside the file, or here for the demo.
+    /// Where "save as" and the exports write: beside the file, or here for the demo.
     fn osd_stem(&self) -> std::path::PathBuf {
         match self.doc.reader().and_then(|r| r.path()) {
             Some(path) => path.with_extension(""),
@@ -257,32 +259,41 @@ impl App {
         });
     }
 
-    /// Runs the benchmark on a worker thread; the embedded demo is written
-    /// to a temporary file first (the benchmark measures loads from disk).
+    /// The file the benchmark and hot-swap demo load: the open one, or the
+    /// embedded demo written to a temporary file (they load from disk).
+    fn bench_file(&mut self) -> Option<std::path::PathBuf> {
+        if let Some(p) = self.doc.reader().and_then(|r| r.path()) {
+            return Some(p.to_path_buf());
+        }
+        let p = std::env::temp_dir().join(format!("expertui-bench-{}.expert", std::process::id()));
+        match std::fs::write(&p, &self.doc.bytes[..]) {
+            Ok(()) => Some(p),
+            Err(e) => {
+                self.message = format!("cannot write {}: {e}", p.display());
+                None
+            }
+        }
+    }
+
+    /// Runs the benchmark on a worker thread, on the picked device.
     pub fn start_bench(&mut self) {
-        if self.bench.running {
+        if self.bench.busy() {
             return;
         }
-        let path = match self.doc.reader().and_then(|r| r.path()) {
-            Some(p) => p.to_path_buf(),
-            None => {
-                let p = std::env::temp_dir()
-                    .join(format!("expertui-bench-{}.expert", std::process::id()));
-                if let Err(e) = std::fs::write(&p, &self.doc.bytes[..]) {
-                    self.bench.error = Some(e.to_string());
-                    return;
-                }
-                p
-            }
+        let Some(path) = self.bench_file() else {
+            return;
         };
         self.bench.running = true;
         self.bench.progress = None;
-        let tx = self.tx.clone();
+        if self.bench.view == super::benchpanel::BenchView::HotSwap {
+            self.bench.view = super::benchpanel::BenchView::Bars;
+        }
+        let (tx, device) = (self.tx.clone(), self.bench.device.clone());
         std::thread::spawn(move || {
             let config = crate::gpu::bench::BenchConfig {
                 file: path,
                 base: Vec::new(),
-                device: "cpu".into(),
+                device,
                 repeat: 5,
             };
             let progress_tx = tx.clone();
@@ -291,6 +302,29 @@ impl App {
             })
             .map_err(|e| e.to_string());
             let _ = tx.send(Event::BenchDone(result));
+        });
+    }
+
+    /// Runs the hot-swap demo on a worker thread, step by step.
+    pub fn start_hot_swap(&mut self) {
+        if self.bench.busy() {
+            return;
+        }
+        let Some(path) = self.bench_file() else {
+            return;
+        };
+        self.bench.swapping = true;
+        self.bench.swap.clear();
+        self.bench.swap_error = None;
+        self.bench.view = super::benchpanel::BenchView::HotSwap;
+        self.bench.scroll = 0;
+        let (tx, device) = (self.tx.clone(), self.bench.device.clone());
+        std::thread::spawn(move || {
+            let step_tx = tx.clone();
+            let result = super::benchpanel::hot_swap(&path, &device, &mut |step| {
+                let _ = step_tx.send(Event::SwapStep(step));
+            });
+            let _ = tx.send(Event::SwapDone(result));
         });
     }
 
@@ -340,6 +374,11 @@ impl App {
                     }
                     Err(e) => self.bench.error = Some(e),
                 }
+            }
+            Event::SwapStep(step) => self.bench.swap.push(step),
+            Event::SwapDone(result) => {
+                self.bench.swapping = false;
+                self.bench.swap_error = result.err();
             }
             Event::OsdTuned(points) => self.osd.tuned(points),
             Event::OsdSaved(result) => {
@@ -472,11 +511,13 @@ impl App {
             Action::Panel(p) => self.switch(p),
             Action::Up => match self.panel {
                 PanelId::Hex => self.move_cursor(-(BYTES_PER_ROW as i64)),
+                PanelId::Bench => self.bench.scroll = self.bench.scroll.saturating_sub(1),
                 PanelId::Osd => self.osd.move_target(-1),
                 _ => self.select(self.selected.saturating_sub(1)),
             },
             Action::Down => match self.panel {
                 PanelId::Hex => self.move_cursor(BYTES_PER_ROW as i64),
+                PanelId::Bench => self.bench.scroll = self.bench.scroll.saturating_add(1),
                 PanelId::Osd => self.osd.move_target(1),
                 _ => self.select(self.selected + 1),
             },
@@ -539,6 +580,16 @@ impl App {
             Action::RunBench => self.start_bench(),
             Action::SaveOsd => self.start_osd_save(),
             Action::ExportPlot => self.message = self.osd.export_plot(&self.osd_stem()),
+            Action::BenchView => self.bench.next_view(),
+            Action::BenchDevice => self.message = self.bench.next_device(),
+            Action::HotSwap => self.start_hot_swap(),
+            Action::ExportBenchJson => self.message = self.bench.export_json(&self.osd_stem()),
+            Action::ExportBenchSvg => {
+                self.message = self.bench.export_plot(&self.osd_stem(), "svg")
+            }
+            Action::ExportBenchPng => {
+                self.message = self.bench.export_plot(&self.osd_stem(), "png")
+            }
         }
     }
 

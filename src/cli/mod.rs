@@ -2,7 +2,7 @@
 //! stderr; every verb takes `--json`. Exit codes: 0 success, 1 error,
 //! 2 usage, 3 invalid or corrupt input.
 
-mod bench;
+pub(crate) mod bench;
 mod convert;
 mod extract;
 mod fuse;
