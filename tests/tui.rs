@@ -547,6 +547,16 @@ fn bench_panel_hot_swap_demo() {
     assert_eq!(swap.total(), capacity * swap.memory[0].adapter_bytes);
     assert!(steps.last().unwrap().memory.is_empty(), "all unloaded");
     insta::assert_snapshot!("bench_hot_swap", screen(&mut app));
+    // Every view draws on small terminals too.
+    app.bench.report = Some(sample_report());
+    for _ in 0..3 {
+        for (w, h) in [(20, 6), (40, 10), (80, 12)] {
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal.draw(|f| draw(f, &mut app)).unwrap();
+        }
+        key(&mut app, KeyCode::Char('t'));
+    }
+    assert_eq!(app.bench.view, BenchView::HotSwap);
     // t cycles bars → table → hot-swap.
     key(&mut app, KeyCode::Char('t'));
     key(&mut app, KeyCode::Char('t'));
