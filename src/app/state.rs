@@ -261,15 +261,30 @@ impl App {
 
     /// The file the benchmark and hot-swap demo load: the open one, or the
     /// embedded demo written to a temporary file (they load from disk).
-    fn bench_file(&mut self) -> Option<std::path::PathBuf> {
+    fn bench_file(&mut self) -> Option<BenchInput> {
         if let Some(p) = self.doc.reader().and_then(|r| r.path()) {
-            return Some(p.to_path_buf());
+            return Some(BenchInput {
+                path: p.to_path_buf(),
+                _temp: None,
+            });
         }
-        let p = std::env::temp_dir().join(format!("expertui-bench-{}.expert", std::process::id()));
-        match std::fs::write(&p, &self.doc.bytes[..]) {
-            Ok(()) => Some(p),
+        // The demo goes to a temp file that the worker owns: it is deleted
+        // when the run ends, however it ends.
+        let written = tempfile::Builder::new()
+            .prefix("expertui-bench-")
+            .suffix(".expert")
+            .tempfile()
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &self.doc.bytes[..])?;
+                Ok(f.into_temp_path())
+            });
+        match written {
+            Ok(temp) => Some(BenchInput {
+                path: temp.to_path_buf(),
+                _temp: Some(temp),
+            }),
             Err(e) => {
-                self.message = format!("cannot write {}: {e}", p.display());
+                self.message = format!("cannot write the demo to a temp file: {e}");
                 None
             }
         }
@@ -280,7 +295,7 @@ impl App {
         if self.bench.busy() {
             return;
         }
-        let Some(path) = self.bench_file() else {
+        let Some(input) = self.bench_file() else {
             return;
         };
         self.bench.running = true;
@@ -290,8 +305,9 @@ impl App {
         }
         let (tx, device) = (self.tx.clone(), self.bench.device.clone());
         std::thread::spawn(move || {
+            let input = input; // the whole struct: its temp file lives as long as the run
             let config = crate::gpu::bench::BenchConfig {
-                file: path,
+                file: input.path.clone(),
                 base: Vec::new(),
                 device,
                 repeat: 5,
@@ -310,7 +326,7 @@ impl App {
         if self.bench.busy() {
             return;
         }
-        let Some(path) = self.bench_file() else {
+        let Some(input) = self.bench_file() else {
             return;
         };
         self.bench.swapping = true;
@@ -320,8 +336,9 @@ impl App {
         self.bench.scroll = 0;
         let (tx, device) = (self.tx.clone(), self.bench.device.clone());
         std::thread::spawn(move || {
+            let input = input; // the whole struct: its temp file lives as long as the run
             let step_tx = tx.clone();
-            let result = super::benchpanel::hot_swap(&path, &device, &mut |step| {
+            let result = super::benchpanel::hot_swap(&input.path, &device, &mut |step| {
                 let _ = step_tx.send(Event::SwapStep(step));
             });
             let _ = tx.send(Event::SwapDone(result));
@@ -733,4 +750,11 @@ pub fn parse_pattern(text: &str) -> Option<Vec<u8>> {
         }
         None => (!text.is_empty()).then(|| text.as_bytes().to_vec()),
     }
+}
+
+/// The file a benchmark worker measures; for the embedded demo, a temp copy
+/// removed when the worker drops it.
+struct BenchInput {
+    path: std::path::PathBuf,
+    _temp: Option<tempfile::TempPath>,
 }
