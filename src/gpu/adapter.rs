@@ -86,28 +86,20 @@ impl AdapterWeights {
 
     /// Every adapter tensor section of an open binary file.
     pub fn from_reader(reader: &ExpertReader, options: &LoadOptions) -> Result<Self> {
-        use rayon::prelude::*;
-        // Sections decode independently (one index and one module table
-        // each): on the host they are decoded in parallel, then merged in
-        // file order so the result does not depend on scheduling.
-        let wanted: Vec<_> = reader
-            .sections()
-            .iter()
-            .filter(|s| {
-                matches!(
-                    s.kind,
-                    SectionType::Osd | SectionType::Tensors | SectionType::SoftPrompt
-                )
-            })
-            .collect();
-        let decode = |info: &&crate::format::reader::SectionInfo| -> Result<Decoded> {
+        let mut modules = Vec::new();
+        let mut tensors = HashMap::new();
+        let mut soft_prompt = None;
+        for info in reader.sections() {
             if info.kind == SectionType::Osd {
                 let bytes = reader.section(info.index)?;
-                return Ok(Decoded::Osd(osd_modules(
-                    &bytes,
-                    info.layer,
-                    &options.device,
-                )?));
+                for (module, tensor) in osd_modules(&bytes, info.layer, &options.device)? {
+                    tensors.insert(osd_tensor_name(&module.module), tensor);
+                    modules.push(module);
+                }
+                continue;
+            }
+            if !matches!(info.kind, SectionType::Tensors | SectionType::SoftPrompt) {
+                continue;
             }
             let section = load_section(
                 reader,
@@ -116,36 +108,15 @@ impl AdapterWeights {
                 options.dtype,
                 options.verify,
             )?;
-            Ok(Decoded::Tensors(info.kind, section))
-        };
-        let decoded: Vec<Decoded> = if options.device.is_cpu() && wanted.len() > 1 {
-            wanted.par_iter().map(decode).collect::<Result<_>>()?
-        } else {
-            wanted.iter().map(decode).collect::<Result<_>>()?
-        };
-        let mut modules = Vec::new();
-        let mut tensors = HashMap::new();
-        let mut soft_prompt = None;
-        for d in decoded {
-            match d {
-                Decoded::Osd(list) => {
-                    for (module, tensor) in list {
-                        tensors.insert(osd_tensor_name(&module.module), tensor);
-                        modules.push(module);
-                    }
+            if section.table.source.as_deref() != Some(ADAPTER_WEIGHTS) {
+                continue; // OSD or other payloads: not adapter weights
+            }
+            modules.extend(section.table.modules);
+            for (name, tensor) in section.tensors {
+                if info.kind == SectionType::SoftPrompt && soft_prompt.is_none() {
+                    soft_prompt = Some(tensor.clone());
                 }
-                Decoded::Tensors(kind, section) => {
-                    if section.table.source.as_deref() != Some(ADAPTER_WEIGHTS) {
-                        continue; // OSD or other payloads: not adapter weights
-                    }
-                    modules.extend(section.table.modules);
-                    for (name, tensor) in section.tensors {
-                        if kind == SectionType::SoftPrompt && soft_prompt.is_none() {
-                            soft_prompt = Some(tensor.clone());
-                        }
-                        tensors.insert(name, tensor);
-                    }
-                }
+                tensors.insert(name, tensor);
             }
         }
         Ok(Self {
@@ -239,12 +210,6 @@ fn osd_tensor_name(module: &str) -> String {
 
 /// Decodes an OSD section: each module's Δ = U Σ Vᵀ (+ sparse correction,
 /// blended) is reconstructed once, at load, as an [n, d] f32 tensor.
-/// One section's contribution to an adapter, decoded on its own.
-enum Decoded {
-    Osd(Vec<(ModuleInfo, Tensor)>),
-    Tensors(SectionType, super::tensors::SectionTensors),
-}
-
 fn osd_modules(
     bytes: &[u8],
     layer: Option<u32>,
