@@ -1,6 +1,8 @@
 //! Fuse benchmarks: W' = W + Δ per module on CPU beside a copy of the same
 //! weight (the memory-bound anchor), measured in the same run.
-//! `cargo bench --bench fuse [-- LAYERS]` prints a Markdown table.
+//! `cargo bench --bench fuse [-- LAYERS]` prints a Markdown table;
+//! `cargo bench --bench fuse -- --make-7b DIR [LAYERS]` only writes the
+//! synthetic 7B-shaped LoRA as a PEFT folder (for a GPU run).
 //!
 //! Two adapters: the real MiniLM DoRA r8 fixture on its real layer-0 base
 //! weights (384-wide: every weight fits in cache), and a synthetic
@@ -121,7 +123,25 @@ fn row(label: &str, adapter: &AdapterWeights, base: &HashMap<String, Tensor>, re
 }
 
 fn main() {
-    let layers: usize = std::env::args()
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--make-7b") {
+        // `-- --make-7b DIR [LAYERS]`: the 7B-shaped LoRA as a PEFT folder
+        // (32 layers by default), for `expertui --headless package` and
+        // `bench` on a GPU machine (docs/GPU.md).
+        let dir = Path::new(args.get(i + 1).expect("--make-7b DIR [LAYERS]"));
+        let layers = args.get(i + 2).and_then(|a| a.parse().ok()).unwrap_or(32);
+        synthetic_7b(dir, layers, false);
+        eprintln!(
+            "wrote a {layers}-layer 7B-shaped LoRA r16 to {}",
+            dir.display()
+        );
+        return;
+    }
+    if args.iter().any(|a| a == "--list" || a == "--test") {
+        return; // `cargo test --benches` probes
+    }
+    let layers: usize = args
+        .iter()
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(1);
