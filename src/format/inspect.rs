@@ -358,19 +358,14 @@ pub enum Decoded {
     /// UTF-8 text (licence, README, keywords).
     Text(String),
     /// A GBNF grammar and its number of rules.
-    Grammar {
-        text: String,
-        rules: usize,
-    },
+    Grammar { text: String, rules: usize },
     /// A tensor section: per-tensor statistics and the module table.
     Tensors {
         tensors: Vec<TensorSummary>,
         modules: Vec<ModuleRow>,
     },
     /// Bytes shown only as hex.
-    Binary {
-        len: usize,
-    },
+    Binary { len: usize },
 }
 
 /// Decodes bytes according to their section type.

@@ -130,7 +130,8 @@ static SAVED_TERMIOS: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::
 /// Escape sequences that undo what the UI turns on (mouse capture modes,
 /// alternate screen, hidden cursor).
 #[cfg(unix)]
-const TERMINAL_RESET: &[u8] = b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l\x1b[?1049l\x1b[?25h";
+const TERMINAL_RESET: &[u8] =
+    b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l\x1b[?1049l\x1b[?25h";
 
 /// Tells the SIGBUS handler that the terminal UI is (or no longer is) in
 /// raw mode on the alternate screen. Call with `true` before entering raw

@@ -20,11 +20,7 @@ const RANDOMIZED_ABOVE: usize = 512;
 #[derive(Debug, Clone)]
 pub enum DeltaForm {
     /// ΔW = scale · B · A with A [r, d], B [n, r].
-    LowRank {
-        a: Matrix,
-        b: Matrix,
-        scale: f32,
-    },
+    LowRank { a: Matrix, b: Matrix, scale: f32 },
     /// A dense ΔW (DoRA, full fine-tunes).
     Dense(Matrix),
 }
