@@ -27,6 +27,7 @@ use std::path::Path;
 
 use super::encoding::{armor, check_text, put_bytes16, read_limited, unarmor, Cursor};
 use super::keys::{key_id_of, PublicKey, SecretKey};
+use super::signed::Signed;
 use super::{KeyId, Result, SigningError};
 
 const MAGIC: [u8; 4] = *b"ECRT";
@@ -102,9 +103,8 @@ pub struct Certificate {
     pub issuer: KeyId,
     /// The subject's name.
     pub name: String,
-    signature: [u8; 64],
-    /// Bytes 0..82+N, the signed part.
-    body: Vec<u8>,
+    /// Bytes 0..82+N, the signed part, and the issuer's signature of it.
+    signed: Signed,
 }
 
 fn malformed(reason: impl Into<String>) -> SigningError {
@@ -145,7 +145,7 @@ impl Certificate {
         body.extend_from_slice(subject.as_bytes());
         body.extend_from_slice(&issuer.key_id().0);
         put_bytes16(&mut body, name.as_bytes());
-        let signature = issuer.sign(&[DOMAIN, &body].concat());
+        let signed = Signed::sign(DOMAIN, body, issuer);
         Ok(Self {
             serial,
             not_before,
@@ -154,8 +154,7 @@ impl Certificate {
             subject: *subject,
             issuer: issuer.key_id(),
             name,
-            signature,
-            body,
+            signed,
         })
     }
 
@@ -201,8 +200,7 @@ impl Certificate {
         if name.is_empty() {
             return Err(malformed("empty name"));
         }
-        let body_len = c.position();
-        let signature: [u8; 64] = c.array().map_err(short)?;
+        let signed = Signed::read(&mut c).map_err(short)?;
         if c.remaining() != 0 {
             return Err(malformed("trailing bytes"));
         }
@@ -214,20 +212,18 @@ impl Certificate {
             subject,
             issuer,
             name,
-            signature,
-            body: bytes[..body_len].to_vec(),
+            signed,
         })
     }
 
     /// The certificate's binary encoding (what [`parse`](Self::parse) reads).
     pub fn to_bytes(&self) -> Vec<u8> {
-        [self.body.as_slice(), &self.signature].concat()
+        self.signed.to_bytes()
     }
 
     /// Whether `issuer` (whose id must be [`Certificate::issuer`]) signed this.
     pub fn verify_signature(&self, issuer: &PublicKey) -> bool {
-        issuer.key_id() == self.issuer
-            && issuer.verify(&[DOMAIN, &self.body].concat(), &self.signature)
+        self.signed.verify(DOMAIN, self.issuer, issuer)
     }
 
     /// `Ok` when `now` lies in `not_before..=not_after`.

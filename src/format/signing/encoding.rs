@@ -31,6 +31,11 @@ impl<'a> Cursor<'a> {
         self.pos
     }
 
+    /// The bytes read so far.
+    pub fn consumed(&self) -> &'a [u8] {
+        self.data.get(..self.pos).unwrap_or(&[])
+    }
+
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod policy;
 pub mod revocation;
 pub mod signature;
+mod signed;
 
 use std::fmt;
 use std::path::PathBuf;

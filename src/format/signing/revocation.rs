@@ -20,6 +20,7 @@ use std::path::Path;
 
 use super::encoding::{armor, read_limited, unarmor, Cursor};
 use super::keys::{PublicKey, SecretKey};
+use super::signed::Signed;
 use super::{KeyId, Result, SigningError};
 
 const MAGIC: [u8; 4] = *b"EREV";
@@ -41,8 +42,8 @@ pub struct RevocationList {
     pub keys: BTreeSet<KeyId>,
     /// Revoked certificate serials (of certificates this issuer issued).
     pub serials: BTreeSet<u64>,
-    signature: [u8; 64],
-    body: Vec<u8>,
+    /// The encoding before the signature, and the issuer's signature of it.
+    signed: Signed,
 }
 
 fn malformed(reason: impl Into<String>) -> SigningError {
@@ -78,14 +79,13 @@ impl RevocationList {
         for serial in &serials {
             body.extend_from_slice(&serial.to_le_bytes());
         }
-        let signature = issuer.sign(&[DOMAIN, &body].concat());
+        let signed = Signed::sign(DOMAIN, body, issuer);
         Ok(Self {
             issuer: issuer.key_id(),
             issued_at,
             keys,
             serials,
-            signature,
-            body,
+            signed,
         })
     }
 
@@ -132,27 +132,24 @@ impl RevocationList {
         for _ in 0..serial_count {
             serials.insert(c.u64().map_err(short)?);
         }
-        let body_len = c.position();
-        let signature: [u8; 64] = c.array().map_err(short)?;
+        let signed = Signed::read(&mut c).map_err(short)?;
         Ok(Self {
             issuer,
             issued_at,
             keys,
             serials,
-            signature,
-            body: bytes[..body_len].to_vec(),
+            signed,
         })
     }
 
     /// The binary encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
-        [self.body.as_slice(), &self.signature].concat()
+        self.signed.to_bytes()
     }
 
     /// Whether `issuer` (whose id must be [`RevocationList::issuer`]) signed this.
     pub fn verify_signature(&self, issuer: &PublicKey) -> bool {
-        issuer.key_id() == self.issuer
-            && issuer.verify(&[DOMAIN, &self.body].concat(), &self.signature)
+        self.signed.verify(DOMAIN, self.issuer, issuer)
     }
 
     /// The armored text form written to files.
