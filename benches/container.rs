@@ -5,11 +5,10 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 mod common;
 
-use common::{machine, qwen_adapter, qwen_config, write_adapter_dir};
+use common::{fmt, machine, measure, qwen_adapter, qwen_config, write_adapter_dir, Stat};
 use expertui::format::legacy::{legacy_bytes, read_legacy, LegacyFile, LegacyLimits};
 use expertui::format::package::{ExpertContents, PackageOptions, TensorCodec};
 use expertui::format::shuffle::shuffle_block;
@@ -17,34 +16,6 @@ use expertui::format::tensors::TensorBlob;
 use expertui::format::{ExpertReader, SectionType};
 use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
-
-/// Median and spread of repeated timings, in milliseconds.
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn measure(repeat: usize, mut f: impl FnMut()) -> Stat {
-    f(); // warm-up
-    let mut times: Vec<f64> = (0..repeat)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    Stat {
-        median: times[times.len() / 2],
-        min: times[0],
-        max: times[times.len() - 1],
-    }
-}
-
-fn fmt(s: &Stat) -> String {
-    format!("{:.3} ms ({:.3}–{:.3})", s.median, s.min, s.max)
-}
 
 fn mb_per_s(bytes: usize, s: &Stat) -> f64 {
     bytes as f64 / 1e6 / (s.median / 1e3)

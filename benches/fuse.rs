@@ -12,28 +12,18 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Instant;
 
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{machine, write_adapter_dir, Rng};
+use common::{machine, measure, write_adapter_dir, Rng};
 use expertui::format::package::{ExpertContents, PackageOptions};
 use expertui::format::tensors::OwnedTensor;
 use expertui::gpu::{fuse_module, AdapterWeights, BaseCheckpoint, LoadOptions};
 use safetensors::Dtype;
 
-fn median_ms(repeat: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up
-    let mut t: Vec<f64> = (0..repeat)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+fn median_ms(repeat: usize, f: impl FnMut()) -> f64 {
+    measure(repeat, f).median
 }
 
 fn package(dir: &Path, out: &Path) -> AdapterWeights {

@@ -16,11 +16,10 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 mod common;
 
-use common::{machine, qwen_adapter, qwen_config, write_adapter_dir, Rng};
+use common::{fmt, machine, measure, qwen_adapter, qwen_config, write_adapter_dir, Rng};
 
 use expertui::format::package::ExpertContents;
 use expertui::format::peft::PeftAdapter;
@@ -43,34 +42,6 @@ const X_ROWS: usize = 64;
 const X_SEED: u64 = 7;
 
 // ---------------------------------------------------------------- timing
-
-/// Median and spread of repeated timings, in milliseconds.
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn measure(repeat: usize, mut f: impl FnMut()) -> Stat {
-    f(); // warm-up
-    let mut times: Vec<f64> = (0..repeat)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    Stat {
-        median: times[times.len() / 2],
-        min: times[0],
-        max: times[times.len() - 1],
-    }
-}
-
-fn fmt(s: &Stat) -> String {
-    format!("{:.3} ms ({:.3}–{:.3})", s.median, s.min, s.max)
-}
 
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

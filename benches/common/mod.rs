@@ -5,9 +5,40 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Instant;
 
 use expertui::format::tensors::{encode_tensor_blob, OwnedTensor};
 use safetensors::Dtype;
+
+/// Median and spread of repeated timings, in milliseconds.
+pub struct Stat {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Runs `f` once to warm up, then `repeat` times.
+pub fn measure(repeat: usize, mut f: impl FnMut()) -> Stat {
+    f();
+    let mut times: Vec<f64> = (0..repeat.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    Stat {
+        median: times[times.len() / 2],
+        min: times[0],
+        max: times[times.len() - 1],
+    }
+}
+
+/// `median ms (min–max)`.
+pub fn fmt(s: &Stat) -> String {
+    format!("{:.3} ms ({:.3}–{:.3})", s.median, s.min, s.max)
+}
 
 /// Deterministic pseudo-random values (xorshift64).
 pub struct Rng(pub u64);
