@@ -27,7 +27,8 @@
 //! - [`cli`]: the headless verbs (`expertui --headless VERB`) and their exit
 //!   codes.
 //! - [`app`]: the terminal UI.
-//! - [`plot`]: PNG/SVG charts for `osd analyze` and `osd tune`.
+//! - [`plot`]: PNG/SVG charts for `osd analyze`, `osd tune` and `bench --plot`.
+//! - [`sigbus`]: a clean exit (and a restored terminal) when a mapped file is truncated under a read.
 //!
 //! `format`, `osd` and `gpu` never depend on the terminal UI. The programs
 //! in `examples/` show the library in use: converting a legacy expert, OSD
@@ -61,6 +62,7 @@ pub mod format;
 pub mod gpu;
 pub mod osd;
 pub mod plot;
+pub mod sigbus;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -13,6 +13,6 @@ fn main() -> ExitCode {
     }
     // A mapped input truncated by another program faults on read (SIGBUS):
     // exit with a message and code 1 instead of a raw "Bus error" crash.
-    expertui::format::reader::install_sigbus_handler();
+    expertui::sigbus::install_handler();
     expertui::cli::run()
 }

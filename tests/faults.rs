@@ -539,7 +539,7 @@ fn sigbus_child() {
         return;
     };
     if std::env::var_os("EXPERTUI_TEST_SIGBUS_HANDLER").is_some() {
-        expertui::format::reader::install_sigbus_handler();
+        expertui::sigbus::install_handler();
     }
     let reader = ExpertReader::open(&path).unwrap();
     let len = reader.bytes().len();
@@ -590,7 +590,7 @@ fn a_read_past_a_truncation_exits_cleanly_instead_of_crashing() {
     assert_eq!(out.status.signal(), None, "died by a signal: {stderr}");
     assert_eq!(
         out.status.code(),
-        Some(expertui::format::reader::SIGBUS_EXIT_CODE),
+        Some(expertui::sigbus::EXIT_CODE),
         "{stderr}"
     );
     assert!(

@@ -38,13 +38,13 @@ pub fn run(doc: Inspected) -> io::Result<()> {
     // panic hook that leaves them before ours runs.
     // A SIGBUS (a mapped file truncated under us) exits from a signal
     // handler: it restores the terminal itself while this flag is set.
-    crate::format::reader::sigbus_restores_terminal(true);
+    crate::sigbus::restores_terminal(true);
     let mut terminal = ratatui::init();
     let result = crossterm::execute!(stdout(), EnableMouseCapture)
         .and_then(|_| event_loop(&mut terminal, App::new(doc)));
     let _ = crossterm::execute!(stdout(), DisableMouseCapture);
     ratatui::restore();
-    crate::format::reader::sigbus_restores_terminal(false);
+    crate::sigbus::restores_terminal(false);
     result
 }
 

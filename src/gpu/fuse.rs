@@ -136,7 +136,7 @@ pub fn fuse_module(
     }
 }
 
-/// The host path: W read once, W' written once, row by row.
+/// The host path: W read once, W' written once, a block of rows at a time.
 pub fn fuse_module_host(
     adapter: &AdapterWeights,
     module: &ModuleInfo,

@@ -1,0 +1,89 @@
+//! SIGBUS, the one crash a memory-mapped reader cannot prevent with checks:
+//! another program truncates a file while it is mapped (`format::reader`
+//! detects shrinking files before touching section bytes; this catches the
+//! race that remains). A process-wide concern, so it lives here, not in the
+//! reader: the binary installs the handler, the terminal UI tells it when
+//! the terminal must be restored.
+
+/// Message of the SIGBUS handler (one `write(2)`, no formatting).
+const SIGBUS_MESSAGE: &[u8] = b"error: a memory-mapped input file was truncated or became unreadable while it was being read (SIGBUS); stopped. Outputs are only ever replaced whole, so no partial file was left.\n";
+
+/// Exit code after a SIGBUS: 1, an I/O error (the file changed under us).
+pub const EXIT_CODE: i32 = 1;
+
+/// Set while the terminal UI owns the terminal: the handler then puts the
+/// terminal back (mouse off, main screen, cursor shown, the saved line
+/// settings) before it prints, so a SIGBUS never strands a raw terminal.
+#[cfg(unix)]
+static TUI_TERMINAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The terminal's line settings before the UI went raw.
+#[cfg(unix)]
+static SAVED_TERMIOS: std::sync::OnceLock<libc::termios> = std::sync::OnceLock::new();
+
+/// Escape sequences that undo what the UI turns on (mouse capture modes,
+/// alternate screen, hidden cursor).
+#[cfg(unix)]
+const TERMINAL_RESET: &[u8] =
+    b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1015l\x1b[?1049l\x1b[?25h";
+
+/// Tells the SIGBUS handler that the terminal UI is (or no longer is) in
+/// raw mode on the alternate screen. Call with `true` before entering raw
+/// mode (the current line settings are saved then) and `false` after
+/// restoring the terminal.
+pub fn restores_terminal(active: bool) {
+    #[cfg(unix)]
+    {
+        if active {
+            // SAFETY: tcgetattr writes a termios we own; failure leaves it unset.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut t) } == 0 {
+                let _ = SAVED_TERMIOS.set(t);
+            }
+        }
+        TUI_TERMINAL.store(active, std::sync::atomic::Ordering::SeqCst);
+    }
+    #[cfg(not(unix))]
+    let _ = active;
+}
+
+#[cfg(unix)]
+extern "C" fn on_sigbus(_signal: libc::c_int) {
+    // SAFETY: write(2), tcsetattr(3) and _exit(2) are async-signal-safe; the
+    // buffers are static and the saved termios is only read.
+    unsafe {
+        if TUI_TERMINAL.load(std::sync::atomic::Ordering::SeqCst) {
+            libc::write(
+                libc::STDOUT_FILENO,
+                TERMINAL_RESET.as_ptr().cast(),
+                TERMINAL_RESET.len(),
+            );
+            if let Some(t) = SAVED_TERMIOS.get() {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t);
+            }
+        }
+        libc::write(
+            libc::STDERR_FILENO,
+            SIGBUS_MESSAGE.as_ptr().cast(),
+            SIGBUS_MESSAGE.len(),
+        );
+        libc::_exit(EXIT_CODE);
+    }
+}
+
+/// Turns a SIGBUS (a read of a mapped page that no longer exists because
+/// another program truncated the file, or an I/O error under the map) into
+/// a fixed message on stderr and exit code [`EXIT_CODE`] instead of a
+/// "Bus error" crash. For binaries: call once at start-up. A no-op off Unix.
+pub fn install_handler() {
+    #[cfg(unix)]
+    // SAFETY: installs a handler that only calls async-signal-safe
+    // functions; `sa` is fully initialised (zeroed, then set).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        sa.sa_flags = libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+    }
+}
