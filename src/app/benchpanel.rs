@@ -1,7 +1,7 @@
 //! Load/fuse benchmark panel: runs `gpu::bench` on a worker thread (progress
 //! through events) and shows every figure beside its anchor, as bars on a
 //! log scale (1 = the anchor) or as the table the headless `bench` verb
-//! prints; a device picker; a hot-swap demo of `gpu::manager` (memory per
+//! prints; a device picker; the hot-swap demo of `gpu::bench` (memory per
 //! loaded expert, step by step); JSON and plot export of the last report.
 
 use std::path::{Path, PathBuf};
@@ -14,9 +14,8 @@ use ratatui::Frame;
 
 use super::state::App;
 use super::theme::Theme;
-use crate::gpu::adapter::LoadOptions;
-use crate::gpu::bench::{BenchProgress, BenchReport};
-use crate::gpu::manager::{ExpertManager, ExpertMemory, ManagerConfig};
+use crate::gpu::bench::{BenchProgress, BenchReport, SwapStep};
+use crate::gpu::manager::{ExpertMemory, ManagerConfig};
 
 /// What the figures area shows (`t` cycles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,21 +27,6 @@ pub enum BenchView {
     Table,
     /// The hot-swap demo's steps and memory per expert.
     HotSwap,
-}
-
-/// One step of the hot-swap demo and the memory held after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwapStep {
-    pub action: String,
-    /// Memory per loaded expert after the step, least recently used first.
-    pub memory: Vec<ExpertMemory>,
-}
-
-impl SwapStep {
-    /// Bytes held for all loaded experts.
-    pub fn total(&self) -> usize {
-        self.memory.iter().map(ExpertMemory::total).sum()
-    }
 }
 
 /// The panel's state.
@@ -163,59 +147,6 @@ fn with_suffix(stem: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The hot-swap demo (worker thread): registers `path` as `capacity + 1`
-/// experts in an [`ExpertManager`] on `device` (no base: the memory is the
-/// loaded adapters'), loads `capacity` of them, uses the first again, loads
-/// one more (the least recently used is evicted), then unloads them all.
-/// `on_step` gets each step with the memory per expert after it.
-pub fn hot_swap(
-    path: &Path,
-    device: &str,
-    on_step: &mut dyn FnMut(SwapStep),
-) -> Result<(), String> {
-    let device = crate::gpu::device::parse_device(device).map_err(|e| e.to_string())?;
-    let mut manager = ExpertManager::new(ManagerConfig {
-        load: LoadOptions::on(device),
-        ..ManagerConfig::default()
-    });
-    let capacity = manager.capacity();
-    let ids: Vec<String> = (1..=capacity + 1)
-        .map(|i| format!("expert-{i:02}"))
-        .collect();
-    for id in &ids {
-        manager.register(id, path).map_err(|e| e.to_string())?;
-    }
-    let mut step = |manager: &ExpertManager, action: String| {
-        on_step(SwapStep {
-            action,
-            memory: manager.memory(),
-        })
-    };
-    step(
-        &manager,
-        format!("register {} copies (capacity {capacity})", ids.len()),
-    );
-    for id in &ids[..capacity] {
-        manager.load(id).map_err(|e| e.to_string())?;
-        step(&manager, format!("load {id}"));
-    }
-    manager.get(&ids[0]);
-    step(&manager, format!("use {} (most recently used)", ids[0]));
-    let last = &ids[capacity];
-    let outcome = manager.load(last).map_err(|e| e.to_string())?;
-    let evicted = if outcome.evicted.is_empty() {
-        "nothing evicted".to_string()
-    } else {
-        format!("evicts {} (LRU)", outcome.evicted.join(", "))
-    };
-    step(&manager, format!("load {last}: {evicted}"));
-    for id in manager.loaded() {
-        manager.unload(&id).map_err(|e| e.to_string())?;
-        step(&manager, format!("unload {id}"));
-    }
-    Ok(())
-}
-
 /// `1.5 KiB`, `12.0 MiB`.
 pub fn human_bytes(n: usize) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
@@ -233,16 +164,10 @@ pub fn human_bytes(n: usize) -> String {
 
 /// `×0.44`, `×175`, `n/a`: a ratio as the table prints it.
 pub fn ratio_text(r: f64) -> String {
-    if !r.is_finite() || r <= 0.0 {
-        "n/a".into()
-    } else if r >= 100.0 {
-        format!("×{r:.0}")
-    } else if r >= 10.0 {
-        format!("×{r:.1}")
-    } else if r >= 0.1 {
-        format!("×{r:.2}")
+    if r.is_finite() && r > 0.0 {
+        format!("×{}", crate::gpu::bench::num(r))
     } else {
-        format!("×{r:.4}")
+        "n/a".into()
     }
 }
 

@@ -61,7 +61,7 @@ pub enum Event {
     OsdSaved(Result<String, String>),
     BenchProgress(crate::gpu::bench::BenchProgress),
     BenchDone(Result<crate::gpu::bench::BenchReport, String>),
-    SwapStep(super::benchpanel::SwapStep),
+    SwapStep(crate::gpu::bench::SwapStep),
     SwapDone(Result<(), String>),
 }
 
@@ -338,10 +338,10 @@ impl App {
         std::thread::spawn(move || {
             let input = input; // the whole struct: its temp file lives as long as the run
             let step_tx = tx.clone();
-            let result = super::benchpanel::hot_swap(&input.path, &device, &mut |step| {
+            let result = crate::gpu::bench::hot_swap(&input.path, &device, &mut |step| {
                 let _ = step_tx.send(Event::SwapStep(step));
             });
-            let _ = tx.send(Event::SwapDone(result));
+            let _ = tx.send(Event::SwapDone(result.map_err(|e| e.to_string())));
         });
     }
 

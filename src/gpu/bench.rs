@@ -37,8 +37,10 @@ use crate::format::package::{ExpertContents, PackageOptions};
 use crate::format::tensors::{ModuleInfo, ModuleKind, TensorBlob};
 use crate::format::ExpertReader;
 
+mod hot_swap;
 mod report;
-pub use report::{Anchor, BenchReport, Figure, Machine, Stats};
+pub use hot_swap::{hot_swap, SwapStep};
+pub use report::{num, Anchor, BenchReport, Figure, Machine, Stats};
 
 /// What to benchmark and how often.
 #[derive(Debug, Clone)]

@@ -170,7 +170,8 @@ impl BenchReport {
     }
 }
 
-fn num(v: f64) -> String {
+/// A figure as the table prints it: 3 significant-ish digits, `n/a` when not finite.
+pub fn num(v: f64) -> String {
     if !v.is_finite() {
         "n/a".into()
     } else if v.abs() >= 100.0 {
