@@ -58,6 +58,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod diagnostics;
 pub mod format;
 pub mod gpu;
 pub mod osd;

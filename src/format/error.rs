@@ -215,6 +215,37 @@ impl FormatError {
         )
     }
 
+    /// Stable finding code (`container.bad-magic`, `container.section-digest`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io.error",
+            Self::DiskFull { .. } => "io.disk-full",
+            Self::FileChanged { .. } => "io.file-changed",
+            Self::BadMagic { .. } => "container.bad-magic",
+            Self::UnsupportedVersion { .. } => "container.unsupported-version",
+            Self::UnsupportedFeatures { .. } => "container.unsupported-features",
+            Self::Truncated { .. } => "container.truncated",
+            Self::BadHeader { .. } => "container.bad-header",
+            Self::FileSizeMismatch { .. } => "container.file-size",
+            Self::TocOutOfBounds { .. } => "container.toc-bounds",
+            Self::SectionOutOfBounds { .. } => "container.section-bounds",
+            Self::SectionOverlap { .. } => "container.section-overlap",
+            Self::SectionGap { .. } => "container.section-gap",
+            Self::Misaligned { .. } => "container.misaligned",
+            Self::BadEntry { .. } => "container.bad-entry",
+            Self::UnknownCriticalSection { .. } => "container.unknown-critical-section",
+            Self::RootMismatch { .. } => "container.root-digest",
+            Self::DigestMismatch { .. } => "container.section-digest",
+            Self::DirtyPadding { .. } => "container.padding",
+            Self::Decompression { .. } => "container.decompression",
+            Self::RawLengthMismatch { .. } => "container.raw-length",
+            Self::SectionTooLarge { .. } => "container.section-too-large",
+            Self::SectionNotFound(_) => "container.section-not-found",
+            Self::InvalidName { .. } => "container.invalid-name",
+            Self::Writer(_) => "io.writer",
+        }
+    }
+
     /// Byte offset in the file where the problem lies, when one is known
     /// (the TUI opens its raw hex view there).
     pub fn offset(&self) -> Option<u64> {

@@ -12,8 +12,9 @@
 //!   or wrap the alternatives in parentheses.
 //! - Items: `"literal"`, `[class]` / `[^class]` with ranges, rule references,
 //!   `( group )`, `.`, tokens `<[id]>` / `<text>` / `!<...>`, and the
-//!   repetitions `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}` (at most 2000).
-//! - Escapes: `\n \r \t \\ \" \[ \]`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`.
+//!   repetitions `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}` (m at most 2000; an
+//!   n above 2000 means no maximum, as in current llama.cpp).
+//! - Escapes: `\n \r \t \\ \" \[ \] \-`, `\xHH`, `\uHHHH`, `\UHHHHHHHH`.
 //!
 //! After parsing: every referenced rule must be defined, `root` must exist,
 //! and no rule may be left-recursive (llama.cpp refuses those at load time).
@@ -125,8 +126,156 @@ pub enum GrammarError {
     },
 
     /// A rule that can reach itself before consuming a character.
-    #[error("line {line}: rule {name:?} is left-recursive (it can reach itself before matching any character), which llama.cpp refuses")]
-    LeftRecursion { name: String, line: usize },
+    #[error("line {line}: rule {name:?} is left-recursive ({cycle}): it can reach itself before matching any character, which llama.cpp refuses")]
+    LeftRecursion {
+        name: String,
+        line: usize,
+        /// The rules on the cycle, `a → b → a`.
+        cycle: String,
+    },
+
+    /// A rule name with characters llama.cpp refuses (it accepts only
+    /// `[a-zA-Z0-9-]`); reported by [`check_gbnf`], which reads on.
+    #[error("line {line}, column {column}: rule name {name:?} uses {bad:?}, which llama.cpp refuses (names may only use letters, digits and '-')")]
+    InvalidRuleName {
+        name: String,
+        bad: char,
+        line: usize,
+        column: usize,
+    },
+
+    /// An alternative with nothing in it (`a ::= "x" | | "y"`, `()`): it
+    /// matches the empty string, which is rarely what was meant.
+    #[error("line {line}, column {column}: rule {rule:?} has an empty alternative (it matches the empty string)")]
+    EmptyAlternative {
+        rule: String,
+        line: usize,
+        column: usize,
+    },
+}
+
+impl GrammarError {
+    /// How much it matters: a note for what llama.cpp loads without
+    /// complaint but is rarely meant (an empty alternative), a warning for
+    /// everything llama.cpp refuses or silently changes.
+    pub fn severity(&self) -> crate::diagnostics::Severity {
+        match self {
+            Self::EmptyAlternative { .. } => crate::diagnostics::Severity::Note,
+            _ => crate::diagnostics::Severity::Warning,
+        }
+    }
+
+    /// Stable finding code: `grammar.left-recursion`, `grammar.undefined-rule`, …
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Empty => "grammar.empty",
+            Self::Syntax { .. } => "grammar.syntax",
+            Self::UnterminatedString { .. } => "grammar.unterminated-string",
+            Self::UnterminatedClass { .. } => "grammar.unterminated-class",
+            Self::BadEscape { .. } => "grammar.bad-escape",
+            Self::UndefinedRule { .. } => "grammar.undefined-rule",
+            Self::MissingRoot => "grammar.missing-root",
+            Self::DuplicateRule { .. } => "grammar.duplicate-rule",
+            Self::TooDeep { .. } => "grammar.too-deep",
+            Self::Repetition { .. } => "grammar.repetition",
+            Self::LeftRecursion { .. } => "grammar.left-recursion",
+            Self::InvalidRuleName { .. } => "grammar.invalid-rule-name",
+            Self::EmptyAlternative { .. } => "grammar.empty-alternative",
+        }
+    }
+
+    /// (line, column) where the problem lies, when known (column 0: the whole line).
+    pub fn position(&self) -> Option<(usize, usize)> {
+        match self {
+            Self::Empty | Self::MissingRoot => None,
+            Self::Syntax { line, column, .. }
+            | Self::UnterminatedString { line, column }
+            | Self::UnterminatedClass { line, column }
+            | Self::BadEscape { line, column, .. }
+            | Self::UndefinedRule { line, column, .. }
+            | Self::TooDeep { line, column, .. }
+            | Self::Repetition { line, column, .. }
+            | Self::InvalidRuleName { line, column, .. }
+            | Self::EmptyAlternative { line, column, .. } => Some((*line, *column)),
+            Self::DuplicateRule { line, .. } | Self::LeftRecursion { line, .. } => Some((*line, 1)),
+        }
+    }
+
+    /// The message without its `line L, column C:` prefix (the location says it).
+    pub fn message(&self) -> String {
+        let full = self.to_string();
+        match self.position() {
+            Some((line, column)) => {
+                let long = format!("line {line}, column {column}: ");
+                let short = format!("line {line}: ");
+                full.strip_prefix(&long)
+                    .or_else(|| full.strip_prefix(&short))
+                    .unwrap_or(&full)
+                    .to_string()
+            }
+            None => full,
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::LeftRecursion { name, .. } => format!(
+                "llama.cpp will refuse to load this grammar; rewrite {name:?} with repetition, e.g. `expr ::= term (op term)*` instead of `expr ::= expr op term | term`"
+            ),
+            Self::InvalidRuleName { name, .. } => format!(
+                "rename it to {:?} (and every reference to it)",
+                name.replace(|c: char| !(c.is_ascii_alphanumeric() || c == '-'), "-")
+            ),
+            Self::UndefinedRule { name, .. } => {
+                format!("define `{name} ::= …` or fix the spelling of the reference")
+            }
+            Self::MissingRoot => "add a `root ::= …` rule: llama.cpp starts there".into(),
+            Self::DuplicateRule { .. } => {
+                "llama.cpp keeps only the last definition: merge them with '|'".into()
+            }
+            Self::EmptyAlternative { .. } => {
+                "remove the extra '|', or write \"\" if the empty match is meant".into()
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// What [`check_gbnf`] found: every problem, not just the first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrammarCheck {
+    /// Rules defined, in order (as far as the text parsed).
+    pub rules: Vec<Rule>,
+    /// Every problem, in the order found (syntax, then names, then the
+    /// whole-grammar checks). llama.cpp loads the grammar when none of them
+    /// is a warning ([`GrammarError::severity`]).
+    pub issues: Vec<GrammarError>,
+}
+
+/// Checks a grammar the way llama.cpp would load it, reporting every
+/// problem instead of stopping at the first: rule names with characters
+/// llama.cpp refuses are read on (and reported), a syntax error skips to the
+/// next line that starts a rule, and undefined rules, a missing `root`, empty
+/// alternatives and left recursion are reported over every rule, reachable
+/// from `root` or not.
+pub fn check_gbnf(text: &str) -> GrammarCheck {
+    let mut p = Parser::new(text);
+    p.lenient = true;
+    if let Some(nul) = text.find('\0') {
+        return GrammarCheck {
+            rules: Vec::new(),
+            issues: vec![p.syntax_at(nul, "NUL character in grammar".into())],
+        };
+    }
+    p.parse_space(true);
+    while p.peek().is_some() {
+        if let Err(e) = p.parse_rule() {
+            p.issues.push(e);
+            p.skip_to_next_rule();
+        }
+    }
+    p.finish_all()
 }
 
 /// Parses and checks a GBNF grammar.
@@ -192,6 +341,11 @@ struct Parser<'a> {
     depth: usize,
     /// Byte offsets where lines start (after `\n`, `\r\n` or a lone `\r`).
     line_starts: Vec<usize>,
+    /// [`check_gbnf`]: read on past problems, collecting them in `issues`.
+    lenient: bool,
+    issues: Vec<GrammarError>,
+    /// Names already reported as invalid (each once).
+    bad_names: std::collections::HashSet<String>,
 }
 
 impl<'a> Parser<'a> {
@@ -207,6 +361,9 @@ impl<'a> Parser<'a> {
             refs: Vec::new(),
             depth: 0,
             line_starts: line_starts(src.as_bytes()),
+            lenient: false,
+            issues: Vec::new(),
+            bad_names: Default::default(),
         }
     }
 
@@ -312,14 +469,55 @@ impl<'a> Parser<'a> {
 
     fn parse_name(&mut self) -> Option<&'a str> {
         let start = self.pos;
-        while self.peek().is_some_and(is_word_char) {
+        let lenient = self.lenient;
+        while self
+            .peek()
+            .is_some_and(|c| is_word_char(c) || (lenient && c == b'_'))
+        {
             self.pos += 1;
         }
         if self.pos == start {
-            None
-        } else {
-            self.src.get(start..self.pos)
+            return None;
         }
+        let name = self.src.get(start..self.pos)?;
+        if let Some(bad) = name.find('_') {
+            if self.bad_names.insert(name.to_string()) {
+                let (line, column) = self.line_col(start + bad);
+                self.issues.push(GrammarError::InvalidRuleName {
+                    name: name.to_string(),
+                    bad: '_',
+                    line,
+                    column,
+                });
+            }
+        }
+        Some(name)
+    }
+
+    /// After a syntax error: on to the next line that starts with
+    /// `name ::=`, so one mistake does not hide the rest of the grammar.
+    fn skip_to_next_rule(&mut self) {
+        self.depth = 0;
+        let from = self.pos;
+        let next = self
+            .line_starts
+            .iter()
+            .copied()
+            .filter(|&s| s > from)
+            .find(|&s| {
+                let line = self.src.get(s..).unwrap_or("");
+                let line = line.trim_start_matches([' ', '\t']);
+                let name_len = line
+                    .bytes()
+                    .take_while(|&c| is_word_char(c) || c == b'_')
+                    .count();
+                name_len > 0
+                    && line
+                        .get(name_len..)
+                        .is_some_and(|rest| rest.trim_start_matches([' ', '\t']).starts_with("::="))
+            });
+        self.pos = next.unwrap_or(self.bytes.len());
+        self.parse_space(true);
     }
 
     /// Digits at `self.pos` as a u64; `Ok(None)` if there are none.
@@ -354,7 +552,7 @@ impl<'a> Parser<'a> {
                     b'x' => 2,
                     b'u' => 4,
                     b'U' => 8,
-                    b't' | b'r' | b'n' | b'\\' | b'"' | b'[' | b']' => {
+                    b't' | b'r' | b'n' | b'\\' | b'"' | b'[' | b']' | b'-' => {
                         self.pos += 2;
                         return Ok(match esc {
                             b't' => 9,
@@ -370,7 +568,7 @@ impl<'a> Parser<'a> {
                             line,
                             column,
                             message: format!(
-                                "unknown escape '\\{shown}' (use \\n \\r \\t \\\\ \\\" \\[ \\] \\xHH \\uHHHH \\UHHHHHHHH)"
+                                "unknown escape '\\{shown}' (use \\n \\r \\t \\\\ \\\" \\[ \\] \\- \\xHH \\uHHHH \\UHHHHHHHH)"
                             ),
                         });
                     }
@@ -480,14 +678,19 @@ impl<'a> Parser<'a> {
         let id = self.intern(name);
         if let Some(node) = self.nodes.get_mut(id) {
             if node.defined {
-                return Err(GrammarError::DuplicateRule {
+                let duplicate = GrammarError::DuplicateRule {
                     name: name.to_string(),
                     line,
                     first_line: node.line,
-                });
+                };
+                if !self.lenient {
+                    return Err(duplicate);
+                }
+                self.issues.push(duplicate);
+            } else {
+                node.defined = true;
+                node.line = line;
             }
-            node.defined = true;
-            node.line = line;
         }
         self.rules.push(Rule {
             name: name.to_string(),
@@ -505,13 +708,24 @@ impl<'a> Parser<'a> {
             Some(b'\n') => self.pos += 1,
             None => {}
             Some(_) => {
+                // `a ::= "x" |` + newline goes on to the next line, as in
+                // llama.cpp, so the next rule's `::=` lands here.
+                let pulled_in = self
+                    .bytes
+                    .get(self.pos..)
+                    .is_some_and(|b| b.starts_with(b"::="));
+                let hint = if pulled_in {
+                    " (a line that ends with '|' continues on the next line, so the next rule was read as part of this one: remove the trailing '|')"
+                } else {
+                    ""
+                };
                 return Err(self.syntax_at(
                     self.pos,
                     format!(
-                        "expecting the end of rule {name:?} (newline or end of input), found {}",
+                        "expecting the end of rule {name:?} (newline or end of input), found {}{hint}",
                         self.found()
                     ),
-                ))
+                ));
             }
         }
         self.parse_space(true);
@@ -523,13 +737,30 @@ impl<'a> Parser<'a> {
         owner: usize,
         nested: bool,
     ) -> Result<Vec<Vec<Item>>, GrammarError> {
-        let mut alts = vec![self.parse_sequence(owner, nested)?];
+        let mut alts = vec![self.parse_alternative(owner, nested)?];
         while self.peek() == Some(b'|') {
             self.pos += 1;
             self.parse_space(true);
-            alts.push(self.parse_sequence(owner, nested)?);
+            alts.push(self.parse_alternative(owner, nested)?);
         }
         Ok(alts)
+    }
+
+    /// One alternative; [`check_gbnf`] reports one with nothing in it.
+    fn parse_alternative(&mut self, owner: usize, nested: bool) -> Result<Vec<Item>, GrammarError> {
+        let start = self.pos;
+        let items = self.parse_sequence(owner, nested)?;
+        if self.lenient && self.pos == start {
+            let (line, column) = self.line_col(start);
+            let rule = self
+                .nodes
+                .get(owner)
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
+            self.issues
+                .push(GrammarError::EmptyAlternative { rule, line, column });
+        }
+        Ok(items)
     }
 
     fn parse_sequence(&mut self, owner: usize, nested: bool) -> Result<Vec<Item>, GrammarError> {
@@ -786,12 +1017,14 @@ impl<'a> Parser<'a> {
                 format!("'{op}' repeats an item that matches nothing (an empty literal or a zero repetition)"),
             ));
         }
-        if min > MAX_REPETITION || max.is_some_and(|m| m > MAX_REPETITION) {
+        if min > MAX_REPETITION {
             return Err(self.repetition_at(
                 at,
                 format!("repetition count above {MAX_REPETITION} (llama.cpp's limit)"),
             ));
         }
+        // Current llama.cpp reads a maximum above the limit as "no maximum".
+        let max = max.filter(|&m| m <= MAX_REPETITION);
         if let Some(m) = max {
             if m < min {
                 return Err(self.repetition_at(
@@ -839,6 +1072,136 @@ impl<'a> Parser<'a> {
 
     // -- checks ----------------------------------------------------------------------
 
+    /// Every whole-grammar problem, after the ones found while parsing.
+    fn finish_all(mut self) -> GrammarCheck {
+        if self.rules.is_empty() && self.issues.is_empty() {
+            self.issues.push(GrammarError::Empty);
+        }
+        let mut reported = std::collections::HashSet::new();
+        for &(id, pos, owner) in &self.refs {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            if !node.defined && reported.insert(id) {
+                let (line, column) = self.line_col(pos);
+                let rule = self
+                    .nodes
+                    .get(owner)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default();
+                self.issues.push(GrammarError::UndefinedRule {
+                    name: node.name.clone(),
+                    rule,
+                    line,
+                    column,
+                });
+            }
+        }
+        let has_root = self
+            .names
+            .get("root")
+            .and_then(|&id| self.nodes.get(id))
+            .is_some_and(|n| n.defined);
+        if !has_root && !self.rules.is_empty() {
+            self.issues.push(GrammarError::MissingRoot);
+        }
+        let recursion = self.left_recursive_rules();
+        self.issues.extend(recursion);
+        GrammarCheck {
+            rules: self.rules,
+            issues: self.issues,
+        }
+    }
+
+    /// Every user rule on a left-recursive cycle, each once, in definition
+    /// order, with the cycle it lies on.
+    fn left_recursive_rules(&self) -> Vec<GrammarError> {
+        let edges = self.leftmost_edges();
+        let n = self.nodes.len();
+        let scc = strongly_connected(&edges);
+        let mut cyclic = vec![false; n];
+        for (v, out) in edges.iter().enumerate() {
+            let comp = scc.get(v).copied();
+            let size = scc.iter().filter(|&&c| Some(c) == comp).count();
+            if size > 1 || out.contains(&v) {
+                if let Some(c) = cyclic.get_mut(v) {
+                    *c = true;
+                }
+            }
+        }
+        let mut out = Vec::new();
+        let mut seen_owner = std::collections::HashSet::new();
+        for (v, node) in self.nodes.iter().enumerate() {
+            if !cyclic.get(v).copied().unwrap_or(false) || !seen_owner.insert(node.owner) {
+                continue;
+            }
+            let Some(owner) = self.nodes.get(node.owner) else {
+                continue;
+            };
+            if !owner.defined {
+                continue;
+            }
+            out.push(GrammarError::LeftRecursion {
+                name: owner.name.clone(),
+                line: owner.line,
+                cycle: self.cycle_through(v, &edges, &scc),
+            });
+        }
+        out.sort_by_key(|e| e.position());
+        out
+    }
+
+    /// The shortest cycle through `start` inside its component, as rule names.
+    fn cycle_through(&self, start: usize, edges: &[Vec<usize>], scc: &[usize]) -> String {
+        let comp = scc.get(start).copied();
+        let mut prev: HashMap<usize, usize> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut found = false;
+        'search: while let Some(v) = queue.pop_front() {
+            for &t in edges.get(v).map(Vec::as_slice).unwrap_or(&[]) {
+                if scc.get(t).copied() != comp {
+                    continue;
+                }
+                if t == start {
+                    prev.insert(usize::MAX, v);
+                    found = true;
+                    break 'search;
+                }
+                if let std::collections::hash_map::Entry::Vacant(e) = prev.entry(t) {
+                    e.insert(v);
+                    queue.push_back(t);
+                }
+            }
+        }
+        let owner_name = |v: usize| {
+            self.nodes
+                .get(v)
+                .and_then(|n| self.nodes.get(n.owner))
+                .map(|n| n.name.clone())
+                .unwrap_or_default()
+        };
+        let mut path = vec![owner_name(start)];
+        if found {
+            let mut back = Vec::new();
+            let mut v = prev.get(&usize::MAX).copied();
+            while let Some(node) = v.filter(|&x| x != start) {
+                back.push(owner_name(node));
+                v = prev.get(&node).copied();
+                if back.len() > self.nodes.len() {
+                    break;
+                }
+            }
+            back.reverse();
+            path.extend(back);
+        }
+        path.push(owner_name(start));
+        path.dedup();
+        if path.len() == 1 {
+            path.push(path.first().cloned().unwrap_or_default());
+        }
+        path.join(" → ")
+    }
+
     fn finish(self) -> Result<Grammar, GrammarError> {
         if self.rules.is_empty() {
             return Err(GrammarError::Empty);
@@ -870,28 +1233,23 @@ impl<'a> Parser<'a> {
         {
             return Err(GrammarError::MissingRoot);
         }
-        if let Some(node) = self.find_left_recursion() {
-            let owner = self.nodes.get(node).and_then(|n| self.nodes.get(n.owner));
-            let (name, line) = owner.map(|n| (n.name.clone(), n.line)).unwrap_or_default();
-            return Err(GrammarError::LeftRecursion { name, line });
+        if let Some(error) = self.left_recursive_rules().into_iter().next() {
+            return Err(error);
         }
         Ok(Grammar { rules: self.rules })
     }
 
-    /// llama.cpp's `llama_grammar_detect_left_recursion`: follow the leftmost
-    /// reference of each alternative, and the next one while the referenced
-    /// rule has an empty alternative; a cycle is left recursion. Iterative,
-    /// so long rule chains cannot overflow the stack. Returns a node on the
-    /// cycle.
-    fn find_left_recursion(&self) -> Option<usize> {
-        let n = self.nodes.len();
+    /// llama.cpp's `llama_grammar_detect_left_recursion` follows, from each
+    /// alternative, its leftmost reference, and the next one while the
+    /// referenced rule has an empty alternative. These are those edges; a
+    /// cycle through them is left recursion.
+    fn leftmost_edges(&self) -> Vec<Vec<usize>> {
         let may_be_empty: Vec<bool> = self
             .nodes
             .iter()
             .map(|node| node.alts.iter().any(Vec::is_empty))
             .collect();
-        let edges: Vec<Vec<usize>> = self
-            .nodes
+        self.nodes
             .iter()
             .map(|node| {
                 let mut out = Vec::new();
@@ -910,43 +1268,77 @@ impl<'a> Parser<'a> {
                 }
                 out
             })
-            .collect();
+            .collect()
+    }
+}
 
-        // 0 = unvisited, 1 = on the stack, 2 = done.
-        let mut state = vec![0u8; n];
-        for root in 0..n {
-            if state.get(root).copied() != Some(0) {
-                continue;
+/// Tarjan's strongly connected components, iterative (long rule chains
+/// cannot overflow the stack): the component number of each node.
+fn strongly_connected(edges: &[Vec<usize>]) -> Vec<usize> {
+    let n = edges.len();
+    let mut index = vec![usize::MAX; n];
+    let mut low = vec![0usize; n];
+    let mut on_stack = vec![false; n];
+    let mut comp = vec![usize::MAX; n];
+    let mut stack = Vec::new();
+    let mut next_index = 0usize;
+    let mut next_comp = 0usize;
+    for root in 0..n {
+        if index.get(root).copied() != Some(usize::MAX) {
+            continue;
+        }
+        let mut work: Vec<(usize, usize)> = vec![(root, 0)];
+        while let Some(&mut (v, ref mut i)) = work.last_mut() {
+            if *i == 0 && index.get(v).copied() == Some(usize::MAX) {
+                if let (Some(x), Some(l), Some(o)) =
+                    (index.get_mut(v), low.get_mut(v), on_stack.get_mut(v))
+                {
+                    *x = next_index;
+                    *l = next_index;
+                    *o = true;
+                }
+                next_index += 1;
+                stack.push(v);
             }
-            let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
-            if let Some(s) = state.get_mut(root) {
-                *s = 1;
-            }
-            while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-                let succ = edges.get(node).and_then(|e| e.get(*next)).copied();
-                *next += 1;
-                match succ {
-                    Some(t) => match state.get(t).copied() {
-                        Some(0) => {
-                            if let Some(s) = state.get_mut(t) {
-                                *s = 1;
+            let succ = edges.get(v).and_then(|e| e.get(*i)).copied();
+            *i += 1;
+            match succ {
+                Some(t) if index.get(t).copied() == Some(usize::MAX) => work.push((t, 0)),
+                Some(t) => {
+                    if on_stack.get(t).copied().unwrap_or(false) {
+                        let ti = index.get(t).copied().unwrap_or(usize::MAX);
+                        if let Some(l) = low.get_mut(v) {
+                            *l = (*l).min(ti);
+                        }
+                    }
+                }
+                None => {
+                    work.pop();
+                    let lv = low.get(v).copied().unwrap_or(0);
+                    if let Some(&(parent, _)) = work.last() {
+                        if let Some(l) = low.get_mut(parent) {
+                            *l = (*l).min(lv);
+                        }
+                    }
+                    if Some(lv) == index.get(v).copied() {
+                        while let Some(w) = stack.pop() {
+                            if let Some(o) = on_stack.get_mut(w) {
+                                *o = false;
                             }
-                            stack.push((t, 0));
+                            if let Some(c) = comp.get_mut(w) {
+                                *c = next_comp;
+                            }
+                            if w == v {
+                                break;
+                            }
                         }
-                        Some(1) => return Some(t),
-                        _ => {}
-                    },
-                    None => {
-                        if let Some(s) = state.get_mut(node) {
-                            *s = 2;
-                        }
-                        stack.pop();
+                        next_comp += 1;
                     }
                 }
             }
         }
-        None
     }
+    comp
 }
 
 fn line_starts(b: &[u8]) -> Vec<usize> {

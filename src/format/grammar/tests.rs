@@ -216,10 +216,12 @@ fn syntax_errors() {
 fn repetition_limits() {
     ok("root ::= \"a\"{1999}");
     ok("root ::= (\"a\"{100}){19}");
+    // Current llama.cpp reads a maximum above 2000 as "no maximum".
+    ok("root ::= \"a\"{0,2001}");
+    ok("root ::= \"a\"{3,5000}");
     for c in [
         "root ::= \"a\"{2000}",
         "root ::= \"a\"{2001}",
-        "root ::= \"a\"{0,2001}",
         "root ::= \"a\"{5,2}",
         "root ::= \"a\"{99999999999999999999999}",
         "root ::= (\"a\"{0,100}){100}",
@@ -260,7 +262,7 @@ fn left_recursion() {
         );
     }
     match err("root ::= a\na ::= a \"x\" | \"y\"") {
-        GrammarError::LeftRecursion { name, line } => {
+        GrammarError::LeftRecursion { name, line, .. } => {
             assert_eq!((name.as_str(), line), ("a", 2))
         }
         e => panic!("{e:?}"),
@@ -322,5 +324,259 @@ fn no_panic_on_any_prefix() {
         }
         let _ = parse_gbnf(&s);
         let _ = parse_gbnf(&s[9..]);
+    }
+}
+
+// -- check_gbnf: every problem, with its line and column ----------------------
+
+fn check_fixture(name: &str) -> GrammarCheck {
+    let path = format!(
+        "{}/tests/fixtures/grammars/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    check_gbnf(&std::fs::read_to_string(path).unwrap())
+}
+
+fn codes(check: &GrammarCheck) -> Vec<(&'static str, Option<(usize, usize)>)> {
+    check
+        .issues
+        .iter()
+        .map(|e| (e.code(), e.position()))
+        .collect()
+}
+
+#[test]
+fn check_reports_mutual_left_recursion_with_its_cycle() {
+    let check = check_fixture("sql-left-recursive.gbnf");
+    assert_eq!(
+        codes(&check),
+        vec![
+            ("grammar.left-recursion", Some((6, 1))),
+            ("grammar.left-recursion", Some((7, 1))),
+        ],
+        "{:?}",
+        check.issues
+    );
+    match &check.issues[0] {
+        GrammarError::LeftRecursion { name, cycle, .. } => {
+            assert_eq!(name, "expression");
+            assert_eq!(cycle, "expression → expression");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &check.issues[1] {
+        GrammarError::LeftRecursion { name, cycle, .. } => {
+            assert_eq!(name, "comparison-expr");
+            assert_eq!(cycle, "comparison-expr → expression → comparison-expr");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(check.issues[0].hint().unwrap().contains("llama.cpp"));
+    // The strict parser refuses it too, with the first rule.
+    assert!(matches!(
+        parse_gbnf(
+            &std::fs::read_to_string(format!(
+                "{}/tests/fixtures/grammars/sql-left-recursive.gbnf",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .unwrap()
+        ),
+        Err(GrammarError::LeftRecursion { .. })
+    ));
+    assert_eq!(check.rules.len(), 10);
+}
+
+#[test]
+fn check_reads_on_past_underscores_and_names_each_once() {
+    let check = check_fixture("cypher-underscores.gbnf");
+    assert_eq!(
+        codes(&check),
+        vec![
+            ("grammar.invalid-rule-name", Some((1, 15))),
+            ("grammar.invalid-rule-name", Some((1, 32))),
+            ("grammar.invalid-rule-name", Some((2, 46))),
+        ],
+        "{:?}",
+        check.issues
+    );
+    assert_eq!(check.rules.len(), 12, "every rule was read");
+    assert_eq!(
+        check.issues[0].hint().as_deref(),
+        Some("rename it to \"match-clause\" (and every reference to it)")
+    );
+}
+
+#[test]
+fn check_reports_every_kind_in_one_grammar() {
+    let check = check_fixture("kql-several.gbnf");
+    let found = codes(&check);
+    assert!(
+        found.contains(&("grammar.empty-alternative", Some((9, 35)))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("grammar.undefined-rule", Some((8, 47)))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("grammar.undefined-rule", Some((12, 22)))),
+        "string: {found:?}"
+    );
+    assert!(
+        found.contains(&("grammar.left-recursion", Some((4, 1)))),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 4, "{:?}", check.issues);
+}
+
+#[test]
+fn check_accepts_what_llama_cpp_loads() {
+    let check = check_fixture("json-ok.gbnf");
+    // `ws ::= | " " …` starts with an empty alternative: llama.cpp's own
+    // json.gbnf does that on purpose, so it is only reported as such.
+    assert_eq!(
+        codes(&check),
+        vec![("grammar.empty-alternative", Some((25, 8)))],
+        "{:?}",
+        check.issues
+    );
+    assert!(check_gbnf(FIXTURE).issues.is_empty());
+    assert!(check_gbnf(&fixture_grammar()).issues.is_empty());
+}
+
+#[test]
+fn check_recovers_after_a_syntax_error() {
+    let text = "root ::= a b\na ::= \"x\nb ::= c\n";
+    let check = check_gbnf(text);
+    let found = codes(&check);
+    // The literal runs to the end of the text (llama.cpp reads newlines
+    // into literals), so `b` is never defined.
+    assert_eq!(
+        found,
+        vec![
+            ("grammar.unterminated-string", Some((2, 7))),
+            ("grammar.undefined-rule", Some((1, 12)))
+        ]
+    );
+    // A syntax error in one rule does not hide the next ones.
+    let check = check_gbnf("root ::= a\na ::= \"b\" }\nb ::= c\nc_d ::= \"x\"\n");
+    let found = codes(&check);
+    assert_eq!(found.first(), Some(&("grammar.syntax", Some((2, 11)))));
+    assert!(
+        found.contains(&("grammar.undefined-rule", Some((3, 7)))),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("grammar.invalid-rule-name", Some((4, 2)))),
+        "{found:?}"
+    );
+    // A line that ends with '|' pulls the next rule into it, as in llama.cpp.
+    let check = check_gbnf("root ::= \"a\" |\nb ::= \"x\"\n");
+    assert_eq!(codes(&check)[0], ("grammar.syntax", Some((2, 3))));
+    assert!(
+        check.issues[0].to_string().contains("ends with '|'"),
+        "{}",
+        check.issues[0]
+    );
+    assert!(check_gbnf("").issues.contains(&GrammarError::Empty));
+    let no_root = check_gbnf("start ::= \"x\"\n");
+    assert_eq!(no_root.issues, vec![GrammarError::MissingRoot]);
+}
+
+#[test]
+fn check_never_panics_on_soup() {
+    let alphabet: Vec<char> = "ab-_ ::=|()[]^\"\\xuU0123456789{},*+?.#\n\r\t<>!é"
+        .chars()
+        .collect();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..5_000 {
+        let len = (state >> 59) as usize + 1;
+        let mut s = String::from("root ::= ");
+        for _ in 0..len * 3 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            s.push(alphabet[(state >> 33) as usize % alphabet.len()]);
+        }
+        let _ = check_gbnf(&s);
+        let _ = check_gbnf(&s[9..]);
+    }
+}
+
+/// Cases in the style of llama.cpp's own parser and integration tests: what
+/// it loads gives no warning (notes allowed), what it refuses gives at
+/// least one.
+#[test]
+fn check_agrees_with_llama_cpp_on_its_test_cases() {
+    let loads = [
+        "root ::= \"a\"",
+        "root ::= \"a\" | [bdx-z] | [^1-3]",
+        "root ::= \"a\"+ \"b\"? \"c\"*",
+        "root ::= \"a\"{2} \"b\"{2,} \"c\"{ 4} \"d\"{2,4}",
+        "root  ::= expr\nexpr  ::= term (\"+\" term)*\nterm  ::= number\nnumber ::= [0-9]+",
+        "root ::= (ident ws)+\nident ::= [a-zA-Z_] [a-zA-Z0-9_]*\nws ::= [ \\t\\n]*",
+        "root ::= (\"0x\" [A-F0-9]{2} \" \"?){3,5}",
+        "root ::= ( [x]* )*",
+        "root ::= \"a\"{0,5000}",
+        "root ::= [a\\-z]+ \"\\-\"",
+        "root ::= \"x\" | \n  \"y\"",
+        "root ::= <[1000]> !<[1001]>",
+    ];
+    for text in loads {
+        let check = check_gbnf(text);
+        let warnings: Vec<_> = check
+            .issues
+            .iter()
+            .filter(|e| e.severity() != crate::diagnostics::Severity::Note)
+            .collect();
+        assert!(warnings.is_empty(), "{text:?}: {warnings:?}");
+        assert!(parse_gbnf(text).is_ok(), "{text:?}");
+    }
+    let refused = [
+        ("root ::= \"a\"{,}", "grammar.syntax"),
+        ("root ::= \"a\"{,10}", "grammar.syntax"),
+        (
+            "root ::= (((([^x]*){0,99}){0,99}){0,99}){0,99}",
+            "grammar.repetition",
+        ),
+        ("root ::= \"a\"{5000}", "grammar.repetition"),
+        ("root ::= \"a\"{5000,}", "grammar.repetition"),
+        ("start ::= expr\nexpr ::= [0-9]+", "grammar.missing-root"),
+        (
+            "root ::= expr\nexpr ::= term\nterm ::= numero\nnumber ::= [0-9]+",
+            "grammar.undefined-rule",
+        ),
+        ("root ::= \"a\" | root \"a\"", "grammar.left-recursion"),
+        (
+            "root ::= list\nlist ::= \"a\" | list \"a\"",
+            "grammar.left-recursion",
+        ),
+        (
+            "root ::= x\nx ::= \"a\" | y \"b\"\ny ::= \"c\" | x \"d\"",
+            "grammar.left-recursion",
+        ),
+        (
+            "root ::= x\nx ::= \"a\" | y \"b\"\ny ::= \"c\" | maybe x \"d\"\nmaybe ::= \"m\" | ",
+            "grammar.left-recursion",
+        ),
+        (
+            "root ::= my_rule\nmy_rule ::= \"a\"",
+            "grammar.invalid-rule-name",
+        ),
+        ("root ::= \"a\"\n| \"b\"", "grammar.syntax"),
+        ("root ::= \"a\" |\nnext ::= \"b\"", "grammar.syntax"),
+        ("root ::= \"\\q\"", "grammar.bad-escape"),
+    ];
+    for (text, code) in refused {
+        let check = check_gbnf(text);
+        assert!(
+            check
+                .issues
+                .iter()
+                .any(|e| e.code() == code && e.severity() == crate::diagnostics::Severity::Warning),
+            "{text:?}: expected {code}, got {:?}",
+            check.issues
+        );
+        assert!(parse_gbnf(text).is_err(), "{text:?}");
     }
 }

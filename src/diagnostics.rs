@@ -1,0 +1,282 @@
+//! Findings: the one shape every check reports in.
+//!
+//! A finding has a severity, a stable code (`grammar.left-recursion`,
+//! `manifest.adapter-rank-mismatch`, …) that scripts can match on, a location
+//! (section or file, byte range, line:column, JSON pointer), a message and a
+//! hint. Checks never decide what a finding means for the exit code: the
+//! [`crate::validation::ValidationReport`] does, once, for every verb.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing; never fails anything.
+    Note,
+    /// Probably a mistake, but the file is usable: exit 0 unless `--strict`.
+    Warning,
+    /// The file is invalid or corrupt: exit 3.
+    Error,
+}
+
+impl Severity {
+    /// `error`, `warning`, `note`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Note => "note",
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// Where a finding points. Every field is optional: a finding names what it knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Location {
+    /// The section (binary file) or archive member (legacy package).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section: Option<String>,
+    /// A file outside the container (sidecar, base model, input file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// First byte concerned, in the file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// One past the last byte concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<u64>,
+    /// 1-based line in a text section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// 1-based column (characters) in a text section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// JSON pointer into a JSON section (`/base_models/0/adapters/0/r`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+}
+
+impl Location {
+    /// A section or member by name.
+    pub fn section(name: impl Into<String>) -> Self {
+        Self {
+            section: Some(name.into()),
+            ..Self::default()
+        }
+    }
+
+    /// A file outside the container.
+    pub fn file(path: impl Into<String>) -> Self {
+        Self {
+            file: Some(path.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a byte range.
+    pub fn bytes(mut self, offset: u64, end: u64) -> Self {
+        self.offset = Some(offset);
+        self.end = Some(end);
+        self
+    }
+
+    /// Adds a byte offset.
+    pub fn at(mut self, offset: Option<u64>) -> Self {
+        self.offset = offset;
+        self
+    }
+
+    /// Adds a line and column.
+    pub fn line_col(mut self, line: usize, column: usize) -> Self {
+        self.line = Some(line);
+        self.column = (column > 0).then_some(column);
+        self
+    }
+
+    /// Adds a JSON pointer.
+    pub fn pointer(mut self, pointer: impl Into<String>) -> Self {
+        self.pointer = Some(pointer.into());
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl fmt::Display for Location {
+    /// `grammar.gbnf:12:3`, `manifest.json /base_models/0/r`, `layer.0 bytes 640..1280`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<String> = Vec::new();
+        let mut place = self
+            .section
+            .clone()
+            .or_else(|| self.file.clone())
+            .unwrap_or_default();
+        if let Some(line) = self.line {
+            place.push_str(&format!(":{line}"));
+            if let Some(column) = self.column {
+                place.push_str(&format!(":{column}"));
+            }
+        }
+        if !place.is_empty() {
+            parts.push(place);
+        }
+        if let Some(pointer) = &self.pointer {
+            parts.push(if pointer.is_empty() {
+                "(root)".into()
+            } else {
+                pointer.clone()
+            });
+        }
+        match (self.offset, self.end) {
+            (Some(o), Some(e)) => parts.push(format!("bytes {o}..{e}")),
+            (Some(o), None) => parts.push(format!("byte {o}")),
+            _ => {}
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// One thing a check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// Stable identifier, `area.what` in kebab case.
+    pub code: String,
+    pub message: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    pub location: Location,
+}
+
+impl Finding {
+    /// A finding without location or hint.
+    pub fn new(severity: Severity, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            severity,
+            code: code.into(),
+            message: message.into(),
+            hint: None,
+            location: Location::default(),
+        }
+    }
+
+    /// An error.
+    pub fn error(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(Severity::Error, code, message)
+    }
+
+    /// A warning.
+    pub fn warning(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(Severity::Warning, code, message)
+    }
+
+    /// A note.
+    pub fn note(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::new(Severity::Note, code, message)
+    }
+
+    /// Sets the location.
+    pub fn at(mut self, location: Location) -> Self {
+        self.location = location;
+        self
+    }
+
+    /// Sets the hint.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for Finding {
+    /// `warning[grammar.left-recursion] grammar.gbnf:3:1: message (hint: …)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.severity.label(), self.code)?;
+        if !self.location.is_empty() {
+            write!(f, " {}", self.location)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How many findings of each severity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub errors: usize,
+    pub warnings: usize,
+    pub notes: usize,
+}
+
+impl Counts {
+    /// Counts `findings`.
+    pub fn of(findings: &[Finding]) -> Self {
+        let mut c = Self::default();
+        for f in findings {
+            match f.severity {
+                Severity::Error => c.errors += 1,
+                Severity::Warning => c.warnings += 1,
+                Severity::Note => c.notes += 1,
+            }
+        }
+        c
+    }
+}
+
+/// `--strict`: every warning becomes an error (notes stay notes).
+pub fn make_strict(findings: &mut [Finding]) {
+    for f in findings {
+        if f.severity == Severity::Warning {
+            f.severity = Severity::Error;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_displays_code_location_and_hint() {
+        let f = Finding::warning("grammar.left-recursion", "rule \"expr\" is left-recursive")
+            .at(Location::section("grammar.gbnf").line_col(3, 1))
+            .hint("rewrite as expr ::= term (op term)*");
+        assert_eq!(
+            f.to_string(),
+            "warning[grammar.left-recursion] grammar.gbnf:3:1: rule \"expr\" is left-recursive\n  hint: rewrite as expr ::= term (op term)*"
+        );
+        let e = Finding::error("container.section-digest", "damaged")
+            .at(Location::section("layer.0").bytes(640, 1280));
+        assert_eq!(
+            e.to_string(),
+            "error[container.section-digest] layer.0 bytes 640..1280: damaged"
+        );
+    }
+
+    #[test]
+    fn strict_promotes_warnings_only() {
+        let mut v = vec![
+            Finding::warning("a", "x"),
+            Finding::note("b", "y"),
+            Finding::error("c", "z"),
+        ];
+        make_strict(&mut v);
+        assert_eq!(
+            Counts::of(&v),
+            Counts {
+                errors: 2,
+                warnings: 0,
+                notes: 1
+            }
+        );
+    }
+}
