@@ -64,6 +64,7 @@ pub mod gpu;
 pub mod osd;
 pub mod plot;
 pub mod sigbus;
+pub mod validation;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -314,31 +314,3 @@ impl PolicyArgs {
     }
 }
 
-/// `validate`'s signature step: [`check`](crate::format::signing::check)
-/// (O(TOC)), downgraded to `invalid` when the integrity check found damage.
-pub(super) fn signature_report(
-    reader: &crate::format::ExpertReader,
-    policy: &Policy,
-    damage: Option<crate::format::FormatError>,
-) -> crate::format::signing::SignatureReport {
-    let mut report = crate::format::signing::check(reader, policy);
-    if let Some(e) = damage {
-        report.fail(SigningError::Format(e));
-    }
-    report
-}
-
-/// The `signature` member of `validate --json`.
-pub(super) fn signature_json(
-    report: Option<&crate::format::signing::SignatureReport>,
-    policy: &Policy,
-) -> serde_json::Value {
-    match report {
-        Some(report) => {
-            let mut value = report.to_json();
-            value["policy_ok"] = json!(!policy.fails(report));
-            value
-        }
-        None => json!({ "state": "unsigned", "policy_ok": !policy.require_signature }),
-    }
-}

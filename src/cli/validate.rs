@@ -1,23 +1,22 @@
-//! `validate`: structure and root digest (O(TOC)), then optionally every
-//! section digest in parallel, the manifest and its schema.
+//! `validate`: prints the [`ValidationReport`] the library builds, as text
+//! or `--json`. It decides nothing itself: errors exit 3, warnings exit 0
+//! unless `--strict`.
 
 use std::path::PathBuf;
-use std::time::Instant;
-
-use serde_json::{json, Value};
 
 use super::{print_json, Failure};
-use crate::format::integrity::SectionCheck;
-use crate::format::reader::{ExpertReader, ReaderOptions};
-use crate::format::{FormatError, SectionType};
+use crate::diagnostics::{Finding, Severity};
+use crate::validation::{validate_path, SectionSummary, ValidateOptions, ValidationReport};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// An .expert v2 file or a legacy tar.gz package.
     pub file: PathBuf,
-    /// Hash every section (in parallel) and compare with the TOC.
+    /// Hash every section (in parallel) and compare with the TOC; compare the
+    /// adapter's size and SHA-256 with the manifest.
     #[arg(long)]
     pub verify_integrity: bool,
-    /// List the sections.
+    /// List the sections (a legacy package's members).
     #[arg(long)]
     pub list_sections: bool,
     /// Print the header fields and the manifest.
@@ -26,6 +25,9 @@ pub struct Args {
     /// Print the time each step took (stderr, or in the JSON).
     #[arg(long)]
     pub time: bool,
+    /// Treat warnings (grammar, manifest ↔ adapter, legacy sidecar) as errors.
+    #[arg(long)]
+    pub strict: bool,
     /// Base model (folder, safetensors file or config.json) to check shapes
     /// and the manifest's weights_hash / vocab_hash against.
     #[arg(long)]
@@ -34,258 +36,137 @@ pub struct Args {
     pub signature: super::sign::PolicyArgs,
 }
 
-/// Timings of the steps, in order.
-#[derive(Default)]
-struct Steps(Vec<(&'static str, f64)>);
-
-impl Steps {
-    fn time<T>(&mut self, name: &'static str, f: impl FnOnce() -> T) -> T {
-        let start = Instant::now();
-        let out = f();
-        self.0.push((name, start.elapsed().as_secs_f64() * 1e3));
-        out
-    }
-}
-
-pub fn section_json(reader: &ExpertReader) -> Vec<Value> {
-    reader
-        .sections()
-        .iter()
-        .map(|s| {
-            json!({
-                "index": s.index,
-                "id": s.id,
-                "type": s.kind.label(),
-                "name": s.name,
-                "codec": s.codec.map_or("unknown", |c| c.label()),
-                "layer": s.layer,
-                "offset": s.offset,
-                "stored_len": s.stored_len,
-                "raw_len": s.raw_len,
-                "sha256": hex::encode(s.sha256),
-            })
-        })
-        .collect()
-}
-
-pub fn header_json(reader: &ExpertReader) -> Value {
-    let h = reader.header();
-    json!({
-        "version": format!("{}.{}", h.version_major.get(), h.version_minor.get()),
-        "header_size": h.header_size.get(),
-        "flags": h.flags.get(),
-        "file_size": h.file_size.get(),
-        "toc_offset": h.toc_offset.get(),
-        "toc_count": h.toc_count.get(),
-        "toc_entry_size": h.toc_entry_size.get(),
-        "section_alignment": h.section_alignment.get(),
-        "root_digest": hex::encode(h.root_digest),
-        "signed": h.signature_index.get() != crate::format::layout::NO_SIGNATURE,
-    })
-}
-
-fn damaged_json(check: &SectionCheck) -> Value {
-    json!({
-        "index": check.index,
-        "name": check.name,
-        "offset": check.offset,
-        "end": check.end,
-        "expected": hex::encode(check.expected),
-        "actual": hex::encode(check.actual),
-        "digest_ok": check.expected == check.actual,
-        "padding_ok": check.clean_padding,
-    })
-}
-
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
-    let mut steps = Steps::default();
     let policy = args.signature.load()?;
-    let options = ReaderOptions {
-        check_root: false,
-        ..Default::default()
+    let options = ValidateOptions {
+        verify_integrity: args.verify_integrity,
+        base_model: args.base_model.as_deref(),
+        policy: Some(&policy),
+        strict: args.strict,
+        list_sections: args.list_sections,
+        dump_metadata: args.dump_metadata,
+        time: args.time,
     };
-    let reader = steps.time("open+structure", || {
-        ExpertReader::open_with(&args.file, options)
-    })?;
-    let mut problems: Vec<String> = Vec::new();
-    let root = steps.time("root digest", || reader.check_root());
-    if let Err(e) = &root {
-        problems.push(e.to_string());
-    }
-    let manifest = steps.time("manifest", || check_manifest(&reader));
-    if let Err(e) = &manifest {
-        problems.push(e.clone());
-    }
-    if let Some(base) = &args.base_model {
-        let report = steps.time("base model", || {
-            crate::format::package::ExpertContents::read_binary(&reader)
-                .and_then(|c| crate::format::basecheck::check_against_base(&c, base))
-        });
-        match report {
-            Ok(mismatches) => {
-                problems.extend(mismatches.into_iter().map(|m| format!("base model: {m}")))
-            }
-            Err(e) => problems.push(format!("base model: {e}")),
-        }
-    }
-    let mut damaged = Vec::new();
-    // A signature vouches for section contents only through their digests:
-    // checking one means hashing every section.
-    let signed = reader.first(SectionType::Signature).is_some();
-    let verify_integrity = args.verify_integrity || signed;
-    let mut integrity_error = None;
-    if verify_integrity {
-        // A file truncated or rewritten in place since it was opened is an
-        // I/O problem, not damage: stop with FileChanged before hashing it
-        // (and after, so a rewrite during hashing is not reported as damage).
-        reader.check_unchanged()?;
-        let checks = steps.time("verify sections", || reader.verify());
-        reader.check_unchanged()?;
-        for check in checks.into_iter().filter(|c| !c.ok()) {
-            if let Some(e) = check.error() {
-                problems.push(e.to_string());
-                integrity_error.get_or_insert(e);
-            }
-            damaged.push(check);
-        }
-        if !reader.tail_padding_clean() {
-            problems.push("padding before the TOC holds non-zero bytes".into());
-            integrity_error.get_or_insert(FormatError::BadHeader {
-                field: "toc_offset",
-                reason: "padding before the TOC holds non-zero bytes".into(),
-            });
-        }
-    }
-    let signature = (signed || args.signature.given()).then(|| {
-        steps.time("signature", || {
-            super::sign::signature_report(&reader, &policy, integrity_error)
-        })
-    });
-    if let Some(report) = signature.as_ref().filter(|r| policy.fails(r)) {
-        problems.push(format!("signature: {}", report.summary()));
-    }
-    let valid = problems.is_empty();
+    let report = validate_path(&args.file, &options)?;
     if json_out {
-        let mut out = json!({
-            "file": args.file.display().to_string(),
-            "format": "binary",
-            "valid": valid,
-            "exit_code": if valid { 0 } else { super::EXIT_INVALID },
-            "root_ok": root.is_ok(),
-            "integrity_checked": verify_integrity,
-            "damaged": damaged.iter().map(damaged_json).collect::<Vec<_>>(),
-            "problems": problems,
-            "signature": super::sign::signature_json(signature.as_ref(), &policy),
-        });
-        if args.list_sections {
-            out["sections"] = Value::Array(section_json(&reader));
-        }
-        if args.dump_metadata {
-            out["header"] = header_json(&reader);
-            out["manifest"] = manifest.clone().unwrap_or(Value::Null);
-        }
-        if args.time {
-            out["timings_ms"] = steps
-                .0
-                .iter()
-                .map(|(k, v)| (k.to_string(), json!(v)))
-                .collect();
-        }
-        print_json(&out);
+        print_json(&serde_json::to_value(&report).unwrap_or_default());
     } else {
-        print_text(&args, &reader, manifest.as_ref().ok(), valid, &problems);
-        if let Some(report) = &signature {
-            println!("signature: {}", report.summary());
-        }
+        print_text(&report);
     }
     if args.time {
-        for (name, ms) in &steps.0 {
+        for (name, ms) in &report.steps {
             eprintln!("{name:>16}: {ms:.3} ms");
         }
     }
-    if valid {
-        Ok(())
+    verdict(&report, json_out)
+}
+
+/// The exit status a report calls for.
+pub(super) fn verdict(report: &ValidationReport, json_out: bool) -> Result<(), Failure> {
+    if report.valid {
+        return Ok(());
+    }
+    let failure = Failure::invalid(format!("{} is invalid", report.file));
+    Err(if json_out {
+        failure.reported()
     } else {
-        let failure = Failure::invalid(format!("{} is invalid", args.file.display()));
-        Err(if json_out {
-            failure.reported()
-        } else {
-            failure
-        })
+        failure
+    })
+}
+
+/// Warnings and notes on stderr (errors are the verdict: on stdout).
+pub(super) fn print_warnings(findings: &[Finding]) {
+    for f in findings.iter().filter(|f| f.severity < Severity::Error) {
+        eprintln!("{f}");
     }
 }
 
-fn print_text(
-    args: &Args,
-    reader: &ExpertReader,
-    manifest: Option<&Value>,
-    valid: bool,
-    problems: &[String],
-) {
-    let h = reader.header();
-    println!(
-        "{}: .expert v{}.{}, {} bytes, {} sections",
-        args.file.display(),
-        h.version_major.get(),
-        h.version_minor.get(),
-        reader.file_size(),
-        reader.sections().len()
-    );
-    if args.dump_metadata {
+fn print_text(report: &ValidationReport) {
+    match &report.header {
+        _ if report.is_legacy() => println!(
+            "{}: legacy tar.gz package{}",
+            report.file,
+            report
+                .sections
+                .as_ref()
+                .map(|s| format!(", {} members", s.len()))
+                .unwrap_or_default()
+        ),
+        Some(h) => println!(
+            "{}: .expert v{}, {} bytes, {} sections",
+            report.file,
+            h["version"].as_str().unwrap_or("?"),
+            h["file_size"],
+            h["toc_count"]
+        ),
+        None => println!("{}", report.file),
+    }
+    if let Some(header) = &report.header {
         println!(
             "{}",
-            serde_json::to_string_pretty(&header_json(reader)).unwrap_or_default()
+            serde_json::to_string_pretty(header).unwrap_or_default()
         );
-        if let Some(m) = manifest {
-            println!("{}", serde_json::to_string_pretty(m).unwrap_or_default());
-        }
     }
-    if args.list_sections {
-        print_sections(reader);
+    if let Some(manifest) = &report.manifest {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(manifest).unwrap_or_default()
+        );
     }
-    for problem in problems {
-        println!("  problem: {problem}");
+    if let Some(sections) = &report.sections {
+        print_sections(sections);
     }
-    let signed = reader.first(SectionType::Signature).is_some();
-    let scope = if signed {
-        "structure, root digest, manifest, every section and signature"
-    } else if args.verify_integrity {
-        "structure, root digest, manifest and every section"
-    } else {
-        "structure, root digest and manifest"
+    for f in report.at_least(Severity::Error) {
+        println!("  {f}");
+    }
+    print_warnings(&report.findings);
+    if report.signature["state"] != "unsigned" || report.scope.contains(&"signature") {
+        println!(
+            "signature: {}",
+            report.signature["summary"]
+                .as_str()
+                .or_else(|| report.signature["state"].as_str())
+                .unwrap_or("?")
+        );
+    }
+    let c = report.counts;
+    let tail = match (c.warnings, c.notes) {
+        (0, 0) => String::new(),
+        (w, 0) => format!(" ({w} warning{})", plural(w)),
+        (0, n) => format!(" ({n} note{})", plural(n)),
+        (w, n) => format!(" ({w} warning{}, {n} note{})", plural(w), plural(n)),
     };
-    println!("{}: {scope}", if valid { "valid" } else { "INVALID" });
+    println!(
+        "{}: {}{tail}",
+        if report.valid { "valid" } else { "INVALID" },
+        report.scope.join(", ")
+    );
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 /// The section table as text.
-pub fn print_sections(reader: &ExpertReader) {
+pub fn print_sections(sections: &[SectionSummary]) {
     println!(
-        "{:>3}  {:<17} {:<22} {:<12} {:>10} {:>10} {:>10}",
+        "{:>3}  {:<17} {:<30} {:<12} {:>10} {:>10} {:>10}",
         "#", "type", "name", "codec", "offset", "stored", "raw"
     );
-    for s in reader.sections() {
+    for s in sections {
         println!(
-            "{:>3}  {:<17} {:<22} {:<12} {:>10} {:>10} {:>10}",
+            "{:>3}  {:<17} {:<30} {:<12} {:>10} {:>10} {:>10}",
             s.index,
-            s.kind.label(),
+            s.kind,
             s.name,
-            s.codec.map_or("unknown", |c| c.label()),
-            s.offset,
+            s.codec,
+            s.offset.map_or("-".to_string(), |o| o.to_string()),
             s.stored_len,
             s.raw_len
         );
     }
-}
-
-/// Parses the manifest section and checks it against the schema and rules.
-pub fn check_manifest(reader: &ExpertReader) -> Result<Value, String> {
-    let info = reader
-        .first(SectionType::Manifest)
-        .ok_or_else(|| "no manifest section".to_string())?;
-    let bytes = reader
-        .section(info.index)
-        .map_err(|e: FormatError| e.to_string())?;
-    crate::format::manifest::validate_manifest_bytes(&bytes)
-        .map_err(|e| format!("manifest: {e}"))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("manifest: {e}"))
 }

@@ -155,6 +155,31 @@ pub enum LegacyError {
 }
 
 impl LegacyError {
+    /// Stable finding code (`legacy.path-traversal`, `legacy.sidecar-mismatch`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Gzip(_) => "legacy.gzip",
+            Self::Tar(_) => "legacy.tar",
+            Self::PathTraversal { .. } => "legacy.path-traversal",
+            Self::AbsolutePath { .. } => "legacy.absolute-path",
+            Self::Link { .. } => "legacy.link",
+            Self::SpecialFile { .. } => "legacy.special-file",
+            Self::DuplicateEntry { .. } => "legacy.duplicate-entry",
+            Self::EmptyName => "legacy.empty-name",
+            Self::TooLarge { .. } => "legacy.member-too-large",
+            Self::TotalTooLarge { .. } => "legacy.too-large",
+            Self::ArchiveTooLarge { .. } => "legacy.decompression-bomb",
+            Self::TooManyEntries { .. } => "legacy.too-many-entries",
+            Self::TruncatedEntry { .. } => "legacy.truncated-entry",
+            Self::MissingManifest => "manifest.missing",
+            Self::SidecarMismatch { .. } => "legacy.sidecar-mismatch",
+            Self::SidecarFormat(_) => "legacy.sidecar-format",
+            Self::Io { .. } => "io.error",
+            Self::DiskFull { .. } => "io.disk-full",
+            Self::NonUtf8Name { .. } => "legacy.non-utf8-name",
+        }
+    }
+
     fn io(path: &Path, source: io::Error) -> Self {
         if crate::format::error::is_disk_full(&source) {
             return LegacyError::DiskFull {

@@ -71,7 +71,7 @@ pub fn legacy_candidates(path: &Path) -> Vec<PathBuf> {
 /// Older packages nest files under `<model>/checkpoint-N/` (sometimes with
 /// the manifest at the root): every file is taken by its base name, the
 /// package's own lookup picking the latest checkpoint when names repeat.
-fn flatten(package: &super::legacy::LegacyPackage) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn flatten(package: &super::legacy::LegacyPackage) -> Vec<(String, Vec<u8>)> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for file in &package.files {

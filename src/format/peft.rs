@@ -46,7 +46,7 @@ pub enum PeftError {
 }
 
 /// Which PEFT method produced the adapter.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeftType {
     /// LoRA and its variants (DoRA, rsLoRA, rank patterns).
     Lora,

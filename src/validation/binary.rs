@@ -1,0 +1,349 @@
+//! Checks of a `.expert` v2 file.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::consistency::{check_consistency, AdapterFacts, WeightsDigest};
+use super::manifest::{check_grammar, check_manifest};
+use super::{DamagedSection, SectionSummary, ValidateOptions, ValidationReport, FORMAT_BINARY};
+use crate::diagnostics::{Finding, Location};
+use crate::format::error::FormatError;
+use crate::format::layout::{Codec, SectionType, NO_SIGNATURE};
+use crate::format::package::ExpertContents;
+use crate::format::peft::PeftType;
+use crate::format::reader::{ExpertReader, ReaderOptions};
+use crate::format::signing::{Policy, SigningError};
+use crate::format::tensors::{ModuleInfo, TensorBlob};
+
+/// Adapters above this many tensor bytes are not reassembled to compare
+/// their digest with the manifest (it would hold them in memory twice).
+const DIGEST_LIMIT: u64 = 512 << 20;
+
+/// A structure error as a finding, at the byte it concerns.
+pub(super) fn structure_finding(e: &FormatError) -> Finding {
+    let mut location = Location::default().at(e.offset());
+    if let FormatError::DigestMismatch { name, offset, end, .. } = e {
+        location = Location::section(name.clone()).bytes(*offset, *end);
+    }
+    Finding::error(e.code(), e.to_string()).at(location)
+}
+
+pub(super) fn validate_file(
+    path: &Path,
+    label: String,
+    options: &ValidateOptions<'_>,
+) -> Result<ValidationReport, FormatError> {
+    let mut report = ValidationReport::new(label, FORMAT_BINARY);
+    let reader_options = ReaderOptions {
+        check_root: false,
+        ..Default::default()
+    };
+    let opened = report.time("open+structure", |_| {
+        ExpertReader::open_with(path, reader_options)
+    });
+    report.scope.push("structure");
+    match opened {
+        Ok(reader) => check_reader(&reader, &mut report, options)?,
+        Err(e) if e.is_corruption() => {
+            report.findings.push(structure_finding(&e));
+            report.error = Some(e.to_string());
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(report)
+}
+
+pub fn section_summaries(reader: &ExpertReader) -> Vec<SectionSummary> {
+    reader
+        .sections()
+        .iter()
+        .map(|s| SectionSummary {
+            index: s.index,
+            id: Some(s.id),
+            kind: s.kind.label().to_string(),
+            name: s.name.clone(),
+            codec: s.codec.map_or("unknown", |c| c.label()).to_string(),
+            layer: s.layer,
+            offset: Some(s.offset),
+            stored_len: s.stored_len,
+            raw_len: s.raw_len,
+            sha256: hex::encode(s.sha256),
+        })
+        .collect()
+}
+
+pub fn header_json(reader: &ExpertReader) -> Value {
+    let h = reader.header();
+    json!({
+        "version": format!("{}.{}", h.version_major.get(), h.version_minor.get()),
+        "header_size": h.header_size.get(),
+        "flags": h.flags.get(),
+        "file_size": h.file_size.get(),
+        "toc_offset": h.toc_offset.get(),
+        "toc_count": h.toc_count.get(),
+        "toc_entry_size": h.toc_entry_size.get(),
+        "section_alignment": h.section_alignment.get(),
+        "root_digest": hex::encode(h.root_digest),
+        "signed": h.signature_index.get() != NO_SIGNATURE,
+    })
+}
+
+/// Decoded bytes of a section, or a finding saying why they could not be read.
+fn read_section(reader: &ExpertReader, index: usize, report: &mut ValidationReport) -> Option<Vec<u8>> {
+    match reader.section(index) {
+        Ok(bytes) => Some(bytes.to_vec()),
+        Err(e) => {
+            let name = reader
+                .sections()
+                .get(index)
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            report
+                .findings
+                .push(Finding::error(e.code(), e.to_string()).at(Location::section(name).at(e.offset())));
+            None
+        }
+    }
+}
+
+pub(super) fn check_reader(
+    reader: &ExpertReader,
+    report: &mut ValidationReport,
+    options: &ValidateOptions<'_>,
+) -> Result<(), FormatError> {
+    if !report.scope.contains(&"structure") {
+        report.scope.push("structure");
+    }
+    let root = report.time("root digest", |_| reader.check_root());
+    report.scope.push("root digest");
+    report.root_ok = Some(root.is_ok());
+    if let Err(e) = &root {
+        report.findings.push(
+            Finding::error(e.code(), e.to_string())
+                .at(Location::default().bytes(0, reader.header_bytes().len() as u64))
+                .hint("the header or the table of contents was changed after the file was written"),
+        );
+    }
+    if options.list_sections {
+        report.sections = Some(section_summaries(reader));
+    }
+    if options.dump_metadata {
+        report.header = Some(header_json(reader));
+    }
+
+    // Manifest, grammar and consistency.
+    report.scope.push("manifest");
+    let manifest = report.time("manifest", |report| {
+        let Some(info) = reader.first(SectionType::Manifest) else {
+            report.findings.push(
+                Finding::error("manifest.missing", "the file has no manifest section")
+                    .hint("package it again with a manifest.json"),
+            );
+            return None;
+        };
+        let name = info.name.clone();
+        let bytes = read_section(reader, info.index, report)?;
+        check_manifest(&bytes, &name, &mut report.findings)
+    });
+    if options.dump_metadata {
+        report.manifest = manifest.as_ref().map(|(_, v)| v.clone());
+    }
+    report.time("grammar", |report| {
+        let grammars: Vec<(usize, String)> = reader
+            .sections()
+            .iter()
+            .filter(|s| s.kind == SectionType::Grammar)
+            .map(|s| (s.index, s.name.clone()))
+            .collect();
+        if !grammars.is_empty() {
+            report.scope.push("grammar");
+        }
+        for (index, name) in grammars {
+            if let Some(bytes) = read_section(reader, index, report) {
+                report.findings.extend(check_grammar(&bytes, &name));
+            }
+        }
+    });
+
+    let signed = reader.first(SectionType::Signature).is_some();
+    let deep = options.verify_integrity || signed;
+    if let Some((manifest, _)) = &manifest {
+        report.scope.push("consistency");
+        report.time("consistency", |report| {
+            let found = consistency(reader, manifest, deep, report);
+            report.findings.extend(found);
+        });
+    }
+
+    if let Some(base) = options.base_model {
+        report.scope.push("base model");
+        report.time("base model", |report| {
+            let checked = ExpertContents::read_binary(reader)
+                .and_then(|c| crate::format::basecheck::check_against_base(&c, base));
+            match checked {
+                Ok(mismatches) => report.findings.extend(mismatches.into_iter().map(|m| {
+                    Finding::error("base-model.mismatch", m)
+                        .at(Location::file(base.display().to_string()))
+                })),
+                Err(e) => report.findings.push(
+                    Finding::error("base-model.unreadable", e.to_string())
+                        .at(Location::file(base.display().to_string())),
+                ),
+            }
+        });
+    }
+
+    // A signature vouches for section contents only through their digests:
+    // checking one means hashing every section.
+    let mut integrity_error = None;
+    if deep {
+        report.scope.push("every section");
+        report.integrity_checked = true;
+        // A file truncated or rewritten in place since it was opened is an
+        // I/O problem, not damage: stop with FileChanged before hashing it
+        // (and after, so a rewrite during hashing is not reported as damage).
+        reader.check_unchanged()?;
+        let checks = report.time("verify sections", |_| reader.verify());
+        reader.check_unchanged()?;
+        for check in checks.into_iter().filter(|c| !c.ok()) {
+            if let Some(e) = check.error() {
+                report.findings.push(
+                    Finding::error(e.code(), e.to_string())
+                        .at(Location::section(check.name.clone()).bytes(check.offset, check.end)),
+                );
+                integrity_error.get_or_insert(e);
+            }
+            report.damaged.push(DamagedSection {
+                index: check.index,
+                name: check.name.clone(),
+                offset: check.offset,
+                end: check.end,
+                expected: hex::encode(check.expected),
+                actual: hex::encode(check.actual),
+                digest_ok: check.expected == check.actual,
+                padding_ok: check.clean_padding,
+            });
+        }
+        if !reader.tail_padding_clean() {
+            let reason = "padding before the TOC holds non-zero bytes";
+            report.findings.push(
+                Finding::error("container.padding", reason)
+                    .at(Location::default().at(Some(reader.header().toc_offset.get()))),
+            );
+            integrity_error.get_or_insert(FormatError::BadHeader {
+                field: "toc_offset",
+                reason: reason.into(),
+            });
+        }
+    }
+    let default_policy = Policy::new();
+    let policy = options.policy.unwrap_or(&default_policy);
+    let policy_given = policy.require_signature || policy.has_trust();
+    if signed || policy_given {
+        report.scope.push("signature");
+        report.time("signature", |report| {
+            let mut sig = crate::format::signing::check(reader, policy);
+            if let Some(e) = integrity_error {
+                sig.fail(SigningError::Format(e));
+            }
+            let fails = policy.fails(&sig);
+            let mut value = sig.to_json();
+            value["policy_ok"] = json!(!fails);
+            value["summary"] = json!(sig.summary());
+            report.signature = value;
+            if fails {
+                let state = sig.state.to_string();
+                report.findings.push(
+                    Finding::error(format!("signature.{state}"), format!("signature: {}", sig.summary()))
+                        .at(sig.section.and_then(|i| reader.sections().get(i)).map_or_else(
+                            Location::default,
+                            |s| Location::section(s.name.clone()).bytes(s.offset, s.offset + s.stored_len),
+                        )),
+                );
+            }
+        });
+    } else {
+        report.signature = json!({ "state": "unsigned", "policy_ok": true });
+    }
+    Ok(())
+}
+
+/// Manifest ↔ adapter. The module table comes from the tensor sections'
+/// headers (free for uncompressed sections); compressed sections and the
+/// adapter's digest are read only on a deep check.
+fn consistency(
+    reader: &ExpertReader,
+    manifest: &crate::format::manifest::Manifest,
+    deep: bool,
+    report: &mut ValidationReport,
+) -> Vec<Finding> {
+    let files: Vec<String> = reader.sections().iter().map(|s| s.name.clone()).collect();
+    let Some(config_info) = reader.first(SectionType::AdapterConfig) else {
+        return check_consistency(
+            manifest,
+            &AdapterFacts {
+                files,
+                ..Default::default()
+            },
+        );
+    };
+    let Some(config_bytes) = read_section(reader, config_info.index, report) else {
+        return Vec::new();
+    };
+    let config: Value = match serde_json::from_slice(&config_bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![Finding::error("adapter.config-json", format!("adapter_config.json: {e}"))
+                .at(Location::section(config_info.name.clone()).line_col(e.line(), e.column()))]
+        }
+    };
+    let peft_type = match config.get("peft_type").and_then(Value::as_str) {
+        Some(t) if t.eq_ignore_ascii_case("IA3") => Some(PeftType::Ia3),
+        Some(t) if t.eq_ignore_ascii_case("PROMPT_TUNING") => Some(PeftType::PromptTuning),
+        Some(t) if t.eq_ignore_ascii_case("LORA") => Some(PeftType::Lora),
+        _ => None,
+    };
+    let mut modules: Vec<ModuleInfo> = Vec::new();
+    let mut complete = true;
+    for info in reader.sections().iter().filter(|s| s.kind == SectionType::Tensors) {
+        if !deep && info.codec != Some(Codec::None) {
+            complete = false;
+            continue;
+        }
+        let Ok(bytes) = reader.section(info.index) else {
+            complete = false;
+            continue;
+        };
+        match TensorBlob::parse(&bytes, &info.name).and_then(|b| b.modules(&info.name)) {
+            Ok(m) => modules.extend(m),
+            Err(_) => complete = false,
+        }
+    }
+    let weights = if deep {
+        ExpertContents::read_binary(reader)
+            .ok()
+            .and_then(|c| c.adapter)
+            .filter(|a| a.tensor_bytes() <= DIGEST_LIMIT)
+            .and_then(|a| {
+                let contents = ExpertContents {
+                    manifest: Vec::new(),
+                    adapter: Some(a),
+                    files: Vec::new(),
+                    carried: Vec::new(),
+                };
+                contents.adapter_weights().ok().flatten()
+            })
+            .map(|w| WeightsDigest::of(&w))
+    } else {
+        None
+    };
+    let facts = AdapterFacts {
+        config: Some(&config),
+        peft_type,
+        modules: (complete && !modules.is_empty()).then_some(modules.as_slice()),
+        weights,
+        files,
+    };
+    check_consistency(manifest, &facts)
+}

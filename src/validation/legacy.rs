@@ -1,0 +1,230 @@
+//! Checks of a legacy tar.gz package: the archive walk (traversal, links,
+//! bombs), the `.sha256` sidecar, and then the same manifest, grammar,
+//! consistency and base-model checks as a binary file.
+
+use std::path::Path;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::consistency::{check_consistency, AdapterFacts, WeightsDigest};
+use super::manifest::{check_grammar, check_manifest};
+use super::{SectionSummary, ValidateOptions, ValidationReport, FORMAT_LEGACY};
+use crate::diagnostics::{Finding, Location};
+use crate::format::error::FormatError;
+use crate::format::layout::SectionType;
+use crate::format::legacy::{read_legacy, sidecar_path, verify_sidecar, LegacyError, LegacyLimits};
+use crate::format::package::{classify_file, ExpertContents, ADAPTER_WEIGHTS, MANIFEST};
+
+/// The section type a member stands for.
+pub fn member_kind(name: &str) -> SectionType {
+    if name.ends_with(".safetensors") && classify_file(name) == SectionType::Blob {
+        SectionType::Tensors
+    } else {
+        classify_file(name)
+    }
+}
+
+pub(super) fn validate(
+    path: &Path,
+    label: String,
+    options: &ValidateOptions<'_>,
+) -> Result<ValidationReport, FormatError> {
+    let mut report = ValidationReport::new(label, FORMAT_LEGACY);
+    let bytes = report.time("read", |_| {
+        std::fs::read(path).map_err(|source| FormatError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    report.findings.push(
+        Finding::warning(
+            "legacy.deprecated",
+            "legacy tar.gz expert (deprecated): nothing in it is verified beyond its sidecar, and it cannot be signed",
+        )
+        .hint(format!(
+            "convert it: expertui --headless convert {} -o OUT.expert",
+            path.display()
+        )),
+    );
+
+    report.scope.push("sidecar");
+    report.time("sidecar", |report| check_sidecar(path, &bytes, report));
+
+    report.scope.push("archive");
+    let package = report.time("archive", |_| read_legacy(&bytes, &LegacyLimits::default()));
+    let package = match package {
+        Ok(p) => p,
+        Err(e) => {
+            let location = match &e {
+                LegacyError::PathTraversal { entry }
+                | LegacyError::AbsolutePath { entry }
+                | LegacyError::DuplicateEntry { entry } => Location::section(entry.clone()),
+                _ => Location::file(path.display().to_string()),
+            };
+            report.error = Some(e.to_string());
+            report
+                .findings
+                .push(Finding::error(e.code(), e.to_string()).at(location));
+            return Ok(report);
+        }
+    };
+    if options.list_sections {
+        report.sections = Some(
+            package
+                .files
+                .iter()
+                .enumerate()
+                .map(|(index, f)| SectionSummary {
+                    index,
+                    id: None,
+                    kind: member_kind(&f.path).label().to_string(),
+                    name: f.path.clone(),
+                    codec: "tar.gz".into(),
+                    layer: None,
+                    offset: None,
+                    stored_len: f.data.len() as u64,
+                    raw_len: f.data.len() as u64,
+                    sha256: hex::encode(Sha256::digest(&f.data)),
+                })
+                .collect(),
+        );
+    }
+    if options.dump_metadata {
+        report.header = Some(json!({
+            "format": FORMAT_LEGACY,
+            "file_size": bytes.len(),
+            "members": package.files.len(),
+            "root_prefix": package.root_prefix(),
+        }));
+    }
+
+    report.scope.push("manifest");
+    let manifest = report.time("manifest", |report| match package.manifest_bytes() {
+        Ok(m) => check_manifest(m, MANIFEST, &mut report.findings),
+        Err(e) => {
+            report.findings.push(Finding::error(e.code(), e.to_string()));
+            None
+        }
+    });
+    if options.dump_metadata {
+        report.manifest = manifest.as_ref().map(|(_, v)| v.clone());
+    }
+    let files = crate::format::loader::flatten(&package);
+    report.time("grammar", |report| {
+        for (name, data) in files.iter().filter(|(n, _)| classify_file(n) == SectionType::Grammar) {
+            report.scope.push("grammar");
+            report.findings.extend(check_grammar(data, name));
+        }
+    });
+    let weights = files
+        .iter()
+        .find(|(n, _)| n == ADAPTER_WEIGHTS)
+        .map(|(_, d)| WeightsDigest::of(d));
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let contents = report.time("adapter", |report| {
+        match ExpertContents::from_files(files) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                report
+                    .findings
+                    .push(Finding::error("legacy.adapter", e.to_string()));
+                None
+            }
+        }
+    });
+    if let (Some((manifest, _)), Some(contents)) = (&manifest, &contents) {
+        report.scope.push("consistency");
+        report.time("consistency", |report| {
+            let adapter = contents.adapter.as_ref();
+            let facts = AdapterFacts {
+                config: adapter.map(|a| &a.config),
+                peft_type: adapter.map(|a| a.peft_type),
+                modules: adapter.map(|a| a.modules.as_slice()),
+                weights,
+                files: names,
+            };
+            report.findings.extend(check_consistency(manifest, &facts));
+        });
+    }
+    if let (Some(base), Some(contents)) = (options.base_model, &contents) {
+        report.scope.push("base model");
+        report.time("base model", |report| {
+            match crate::format::basecheck::check_against_base(contents, base) {
+                Ok(mismatches) => report.findings.extend(mismatches.into_iter().map(|m| {
+                    Finding::error("base-model.mismatch", m)
+                        .at(Location::file(base.display().to_string()))
+                })),
+                Err(e) => report.findings.push(
+                    Finding::error("base-model.unreadable", e.to_string())
+                        .at(Location::file(base.display().to_string())),
+                ),
+            }
+        });
+    }
+    let require = options.policy.is_some_and(|p| p.require_signature || p.has_trust());
+    report.signature = json!({ "state": "unsigned", "policy_ok": !require });
+    if require {
+        report.scope.push("signature");
+        report.findings.push(
+            Finding::error(
+                "signature.unsigned",
+                "a legacy tar.gz package carries no signature",
+            )
+            .hint("convert it to .expert v2 and sign it"),
+        );
+    }
+    Ok(report)
+}
+
+/// The `.sha256` sidecar: a mismatch or an unreadable sidecar is an error,
+/// no sidecar a warning.
+fn check_sidecar(path: &Path, bytes: &[u8], report: &mut ValidationReport) {
+    let sidecar = sidecar_path(path);
+    let at = Location::file(sidecar.display().to_string());
+    let text = match std::fs::read(&sidecar) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.findings.push(
+                Finding::warning(
+                    "legacy.sidecar-missing",
+                    "no .sha256 sidecar beside the package: its bytes are not verified",
+                )
+                .at(at)
+                .hint("sha256sum FILE > FILE.sha256 where the package came from, or convert it"),
+            );
+            return;
+        }
+        Err(e) => {
+            report
+                .findings
+                .push(Finding::error("legacy.sidecar-unreadable", e.to_string()).at(at));
+            return;
+        }
+    };
+    // Sidecars are tiny: anything large is not one.
+    let text = match std::str::from_utf8(text.get(..text.len().min(64 << 10)).unwrap_or(&[])) {
+        Ok(t) => t.to_string(),
+        Err(_) => {
+            report.findings.push(
+                Finding::error("legacy.sidecar-format", "the sidecar is not text").at(at),
+            );
+            return;
+        }
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Err(e) = verify_sidecar(bytes, &text, &name) {
+        let hint = match e {
+            LegacyError::SidecarMismatch { .. } => {
+                "the package changed after its sidecar was written: get it again from its source"
+            }
+            _ => "a sidecar holds `HEX  FILENAME` lines, as sha256sum writes them",
+        };
+        report
+            .findings
+            .push(Finding::error(e.code(), e.to_string()).at(at).hint(hint));
+    }
+}

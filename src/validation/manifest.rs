@@ -1,0 +1,82 @@
+//! The manifest and the grammar as findings.
+
+use serde_json::Value;
+
+use crate::diagnostics::{Finding, Location};
+use crate::format::grammar::check_gbnf;
+use crate::format::manifest::{validate_manifest_bytes, Manifest, ManifestError};
+
+/// Parses and checks `manifest.json` (syntax, duplicate keys, JSON Schema,
+/// packaging rules): every failure is an error finding located in
+/// `section` by line:column or JSON pointer. Returns the typed manifest
+/// and its JSON when it passed.
+pub fn check_manifest(
+    bytes: &[u8],
+    section: &str,
+    findings: &mut Vec<Finding>,
+) -> Option<(Manifest, Value)> {
+    match validate_manifest_bytes(bytes) {
+        Ok(manifest) => {
+            let value = serde_json::from_slice(bytes).ok()?;
+            Some((manifest, value))
+        }
+        Err(ManifestError::Json {
+            line,
+            column,
+            message,
+        }) => {
+            findings.push(
+                Finding::error("manifest.json", message)
+                    .at(Location::section(section).line_col(line, column))
+                    .hint("manifest.json must be one JSON object with no duplicate keys"),
+            );
+            None
+        }
+        Err(ManifestError::Schema(issues)) => {
+            findings.extend(issues.into_iter().map(|issue| {
+                Finding::error("manifest.schema", issue.message)
+                    .at(Location::section(section).pointer(issue.path))
+                    .hint("see assets/manifest.schema.json for the fields and their types")
+            }));
+            None
+        }
+        Err(ManifestError::Rules(violations)) => {
+            findings.extend(violations.into_iter().map(|v| {
+                Finding::error("manifest.rule", v.message)
+                    .at(Location::section(section).pointer(v.path))
+            }));
+            None
+        }
+    }
+}
+
+/// Checks a GBNF grammar as llama.cpp would load it. Every problem is a
+/// warning (or a note): the grammar is stored verbatim either way, so a
+/// published expert with a grammar llama.cpp refuses still packages and
+/// migrates.
+pub fn check_grammar(bytes: &[u8], section: &str) -> Vec<Finding> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            return vec![Finding::warning(
+                "grammar.encoding",
+                format!("the grammar is not UTF-8 ({e}); llama.cpp reads it as UTF-8"),
+            )
+            .at(Location::section(section).at(Some(e.valid_up_to() as u64)))]
+        }
+    };
+    check_gbnf(text)
+        .issues
+        .iter()
+        .map(|issue| {
+            let mut location = Location::section(section);
+            if let Some((line, column)) = issue.position() {
+                location = location.line_col(line, column);
+            }
+            let mut finding =
+                Finding::new(issue.severity(), issue.code(), issue.message()).at(location);
+            finding.hint = issue.hint();
+            finding
+        })
+        .collect()
+}
