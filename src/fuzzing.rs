@@ -21,7 +21,7 @@ use crate::format::loader::detect;
 use crate::format::manifest::{
     check_rules, parse_value_strict, validate_manifest_bytes, validate_schema, Manifest,
 };
-use crate::format::package::{check_grammar, ExpertContents};
+use crate::format::package::ExpertContents;
 use crate::format::peft::PeftAdapter;
 use crate::format::signing::cert::{
     chain_from_text, check_chain, encode_chain, parse_chain, Certificate, KeyUsage,
@@ -336,7 +336,7 @@ pub fn grammar(data: &[u8]) {
             assert!(r.line >= 1);
         }
     }
-    let _ = check_grammar("grammar.gbnf", data);
+    let _ = crate::validation::manifest::check_grammar(data, "grammar.gbnf");
 }
 
 /// A `certificates` section payload, one certificate, and the text form.

@@ -6,9 +6,11 @@ use serde_json::json;
 
 use super::progress::count_bar;
 use super::{print_json, Failure};
+use crate::diagnostics::{make_strict, Finding, Severity};
 use crate::format::legacy::{write_legacy, LegacyFile};
 use crate::format::loader::ExpertLoader;
 use crate::format::package::{PackageOptions, TensorCodec};
+use crate::validation::WeightsDigest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Target {
@@ -30,6 +32,10 @@ pub struct Args {
     pub to: Target,
     #[arg(long, value_enum, default_value = "none")]
     pub codec: TensorCodec,
+    /// Refuse an input (exit 3, nothing written for it) when a check finds a
+    /// warning (grammar, manifest ↔ adapter, missing sidecar).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
@@ -45,9 +51,48 @@ fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
     }
 }
 
-/// Converts one input; returns the notices to show.
-pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<String>, Failure> {
-    let loaded = ExpertLoader::open(input)?;
+/// The loader's notices as findings. The deprecation notice is only a note
+/// here: converting is what it asks for.
+fn loader_findings(warnings: &[String]) -> Vec<Finding> {
+    warnings
+        .iter()
+        .map(|w| {
+            if w.contains("(deprecated)") {
+                Finding::note("legacy.deprecated", w.clone())
+            } else if w.contains("sidecar") {
+                Finding::warning("legacy.sidecar-missing", w.clone())
+            } else {
+                Finding::warning("legacy.fallback", w.clone())
+            }
+        })
+        .collect()
+}
+
+/// Converts one input; returns the findings to show. Manifest and grammar
+/// are carried verbatim: problems in them are warnings, never a refusal
+/// (unless `--strict`).
+pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Finding>, Failure> {
+    let mut loaded = ExpertLoader::open(input)?;
+    let weights = loaded
+        .contents
+        .adapter
+        .as_ref()
+        .filter(|a| a.tensor_bytes() <= 256 << 20)
+        .and_then(|_| loaded.contents.adapter_weights().ok().flatten())
+        .map(|w| WeightsDigest::of(&w));
+    let mut findings = loader_findings(&loaded.warnings);
+    findings.extend(super::package::check_before_writing(
+        &mut loaded.contents,
+        weights,
+        false,
+        args.strict,
+    )?);
+    if args.strict {
+        make_strict(&mut findings);
+        if let Some(f) = findings.iter().find(|f| f.severity == Severity::Error) {
+            return Err(Failure::invalid(format!("--strict, nothing written: {f}")));
+        }
+    }
     match args.to {
         Target::Binary => {
             let options = PackageOptions {
@@ -73,7 +118,7 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Strin
         }
         Target::Peft => loaded.contents.write_peft_dir(output)?,
     }
-    Ok(loaded.warnings)
+    Ok(findings)
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
@@ -92,11 +137,17 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             args.output.clone()
         };
         match convert_one(input, &output, &args) {
-            Ok(warnings) => {
-                for w in &warnings {
-                    bar.suspend(|| eprintln!("warning: {w}"));
+            Ok(findings) => {
+                // check_before_writing printed the content findings; the loader's here.
+                for f in findings.iter().filter(|f| f.code.starts_with("legacy.")) {
+                    bar.suspend(|| eprintln!("{f}"));
                 }
-                results.push(json!({"input": input.display().to_string(), "output": output.display().to_string(), "ok": true, "warnings": warnings}));
+                let warnings: Vec<String> = findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Warning)
+                    .map(|f| f.message.clone())
+                    .collect();
+                results.push(json!({"input": input.display().to_string(), "output": output.display().to_string(), "ok": true, "warnings": warnings, "findings": findings}));
             }
             Err(f) => {
                 bar.suspend(|| eprintln!("error: {}: {}", input.display(), f.message));

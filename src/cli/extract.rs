@@ -10,6 +10,7 @@ use crate::format::{ExpertReader, FormatError};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// An .expert v2 file or a legacy tar.gz package.
     pub file: PathBuf,
     /// Section name, `type:name`, or `#index`.
     pub section: String,
@@ -17,7 +18,44 @@ pub struct Args {
     pub output: PathBuf,
 }
 
+/// A legacy package's member, verified against its sidecar when there is one.
+fn extract_legacy(args: &Args, json_out: bool) -> Result<(), Failure> {
+    let loaded = crate::format::loader::ExpertLoader::open_exact(&args.file)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let files = loaded.contents.to_files()?;
+    let wanted = args.section.as_str();
+    let found = files.iter().enumerate().find(|(i, (name, _))| {
+        let kind = crate::validation::member_kind(name);
+        wanted == name
+            || wanted == format!("{}:{}", kind.label(), name)
+            || wanted == format!("#{i}")
+    });
+    let (_, (name, bytes)) =
+        found.ok_or_else(|| Failure::error(FormatError::SectionNotFound(args.section.clone())))?;
+    write_atomic(&args.output, bytes)?;
+    let kind = crate::validation::member_kind(name);
+    if json_out {
+        print_json(
+            &json!({"section": name, "type": kind.label(), "bytes": bytes.len(), "output": args.output.display().to_string(), "format": crate::validation::FORMAT_LEGACY}),
+        );
+    } else {
+        println!(
+            "{} bytes of {} {} written to {}",
+            bytes.len(),
+            kind.label(),
+            name,
+            args.output.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
+    if crate::format::loader::is_legacy_file(&args.file) {
+        return extract_legacy(&args, json_out);
+    }
     let reader = ExpertReader::open(&args.file)?;
     let found = reader.sections().iter().find(|s| {
         args.section == s.name

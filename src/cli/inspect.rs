@@ -53,7 +53,10 @@ fn print_overview(report: &ValidationReport) {
             "  format .expert v{}  {} bytes  {members} sections  root {}",
             h["version"].as_str().unwrap_or("?"),
             h["file_size"],
-            h["root_digest"].as_str().and_then(|d| d.get(..16)).unwrap_or("?")
+            h["root_digest"]
+                .as_str()
+                .and_then(|d| d.get(..16))
+                .unwrap_or("?")
         ),
         None => {}
     }

@@ -7,9 +7,11 @@ use serde_json::json;
 
 use super::progress::bytes_bar;
 use super::{print_json, Failure};
+use crate::diagnostics::{make_strict, Finding, Severity};
 use crate::format::layout::{SectionType, GPU_ALIGNMENT};
 use crate::format::legacy;
 use crate::format::package::{ExpertContents, PackageError, PackageOptions, TensorCodec};
+use crate::validation::{check_contents, fill_adapter_digests, WeightsDigest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -39,13 +41,19 @@ impl DtypeArg {
 pub struct Args {
     /// Folder with adapter_config.json and adapter_model.safetensors.
     pub adapter_dir: PathBuf,
-    #[arg(long)]
+    /// manifest.json to package (instead of one in ADAPTER_DIR, or a minimal
+    /// one made from adapter_config.json). Unknown keys are kept; empty
+    /// size_bytes / sha256 of the adapter are filled in.
+    #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
-    #[arg(long)]
+    /// GBNF grammar, stored verbatim (problems llama.cpp would refuse are warnings).
+    #[arg(long, value_name = "FILE")]
     pub grammar: Option<PathBuf>,
-    #[arg(long)]
+    /// Licence text, stored as the License section.
+    #[arg(long, value_name = "FILE")]
     pub license: Option<PathBuf>,
-    #[arg(long)]
+    /// README (Markdown), stored as the Docs section.
+    #[arg(long, value_name = "FILE")]
     pub readme: Option<PathBuf>,
     /// Base model folder or safetensors file to check shapes and hashes against.
     #[arg(long)]
@@ -78,6 +86,10 @@ pub struct Args {
     /// Environment variable holding the signing key's passphrase (with --sign).
     #[arg(long, value_name = "VAR", requires = "sign")]
     pub passphrase_env: Option<String>,
+    /// Refuse (exit 3, nothing written) when a check finds a warning
+    /// (grammar, manifest ↔ adapter).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Failure> {
@@ -90,8 +102,6 @@ fn gather(args: &Args) -> Result<ExpertContents, Failure> {
     if let Some(path) = &args.manifest {
         contents.manifest = read(path)?;
     }
-    crate::format::manifest::validate_manifest_bytes(&contents.manifest)
-        .map_err(|e| Failure::invalid(format!("manifest: {e}")))?;
     let extras = [
         (&args.grammar, SectionType::Grammar, "grammar.gbnf"),
         (&args.license, SectionType::License, "LICENSE"),
@@ -105,8 +115,82 @@ fn gather(args: &Args) -> Result<ExpertContents, Failure> {
             contents.set_file(kind, &name, read(path)?);
         }
     }
-    contents.check_files()?;
     Ok(contents)
+}
+
+/// Digest of the adapter weights as they will be packaged (what
+/// `convert --to peft` gives back), when it can be had cheaply.
+fn packaged_weights(
+    contents: &ExpertContents,
+    dtype: Option<safetensors::Dtype>,
+    dir: &Path,
+) -> Option<WeightsDigest> {
+    let adapter = contents.adapter.as_ref()?;
+    let dtype_changed = dtype.is_some();
+    if adapter.tensor_bytes() <= COMPARE_LIMIT {
+        let mut adapter = adapter.clone();
+        if let Some(dtype) = dtype {
+            adapter.convert_dtype(dtype).ok()?;
+        }
+        let only_weights = ExpertContents {
+            manifest: Vec::new(),
+            adapter: Some(adapter),
+            files: Vec::new(),
+            carried: Vec::new(),
+        };
+        return only_weights
+            .adapter_weights()
+            .ok()
+            .flatten()
+            .map(|w| WeightsDigest::of(&w));
+    }
+    // Too large to re-encode in memory: without a dtype change the packaged
+    // weights are PEFT's file byte for byte; hash it as a stream.
+    (!dtype_changed)
+        .then(|| WeightsDigest::of_file(&dir.join(crate::format::package::ADAPTER_WEIGHTS)).ok())
+        .flatten()
+}
+
+/// Fills the manifest's empty adapter digests, then checks everything
+/// (manifest, grammars, manifest ↔ adapter). Errors and, with `--strict`,
+/// warnings refuse the package before anything is written.
+pub(super) fn check_before_writing(
+    contents: &mut ExpertContents,
+    weights: Option<WeightsDigest>,
+    fill: bool,
+    strict: bool,
+) -> Result<Vec<Finding>, Failure> {
+    if let (true, Some(w)) = (fill, weights) {
+        if let Ok(manifest) = crate::format::manifest::Manifest::from_json(&contents.manifest) {
+            if let Some(filled) = fill_adapter_digests(&contents.manifest, &manifest, &w) {
+                contents.manifest = filled;
+            }
+        }
+    }
+    let mut findings = check_contents(contents, weights);
+    if strict {
+        make_strict(&mut findings);
+    }
+    let errors: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        for f in &errors {
+            eprintln!("{f}");
+        }
+        return Err(Failure::invalid(format!(
+            "{} error(s){}, nothing written",
+            errors.len(),
+            if strict {
+                " (--strict: warnings are errors)"
+            } else {
+                ""
+            }
+        )));
+    }
+    super::validate::print_warnings(&findings);
+    Ok(findings)
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
@@ -123,6 +207,8 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         None => None,
     };
     let mut contents = gather(&args)?;
+    let weights = packaged_weights(&contents, dtype, &args.adapter_dir);
+    let findings = check_before_writing(&mut contents, weights, true, args.strict)?;
     if let Some(base) = &args.base_model {
         let report =
             crate::format::basecheck::check_against_base(&contents, base).map_err(Failure::from)?;
@@ -193,6 +279,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             "compression_ratio": ratio,
             "sidecar": !args.no_sidecar,
             "signed_by": signed_by.as_ref().map(|s| s.key_id.to_string()),
+            "findings": findings,
         }));
     } else {
         let versus = legacy_size.map_or(String::new(), |l| {

@@ -82,6 +82,9 @@ pub struct Args {
     /// Environment variable holding the secret key's passphrase.
     #[arg(long, value_name = "VAR")]
     pub passphrase_env: Option<String>,
+    /// Refuse (exit 3, nothing written) when validation finds a warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 fn summary_json(summary: &SignSummary) -> serde_json::Value {
@@ -124,6 +127,25 @@ fn refresh_sidecar(path: &Path) -> Result<(), Failure> {
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let key = load_secret(&args.key, args.passphrase_env.as_deref())?;
     let chain = load_certificates(&args.cert)?;
+    // What is signed is vouched for: check it first, as validate would.
+    let checked = crate::validation::validate_path(
+        &args.file,
+        &crate::validation::ValidateOptions {
+            strict: args.strict,
+            ..Default::default()
+        },
+    )?;
+    super::validate::print_warnings(&checked.findings);
+    if checked.strict && !checked.valid {
+        for f in checked.at_least(crate::diagnostics::Severity::Error) {
+            eprintln!("{f}");
+        }
+        return Err(Failure::invalid(format!(
+            "{}: not signed: --strict and {} finding(s)",
+            args.file.display(),
+            checked.counts.errors
+        )));
+    }
     let output = args.output.clone().unwrap_or_else(|| args.file.clone());
     let options = SignOptions {
         chain,
@@ -313,4 +335,3 @@ impl PolicyArgs {
         Ok(policy)
     }
 }
-

@@ -39,6 +39,15 @@ pub fn detect(bytes: &[u8]) -> Option<SourceFormat> {
     }
 }
 
+/// True when `path` starts like a legacy tar.gz package (gzip magic).
+pub fn is_legacy_file(path: &Path) -> bool {
+    let mut head = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && is_gzip(&head)
+}
+
 /// An opened expert.
 pub struct LoadedExpert {
     /// The file that was opened (a fallback package's path after a fallback).

@@ -41,9 +41,6 @@ pub enum PackageError {
         #[source]
         source: std::io::Error,
     },
-    /// A grammar file that does not parse as GBNF.
-    #[error("grammar {name}: {reason}")]
-    Grammar { name: String, reason: String },
     /// A manifest that is not valid JSON or breaks the schema or rules.
     #[error("manifest: {0}")]
     Manifest(String),
@@ -157,30 +154,7 @@ pub fn classify_file(name: &str) -> SectionType {
     }
 }
 
-/// Checks a grammar file parses as GBNF rules.
-pub fn check_grammar(name: &str, data: &[u8]) -> Result<(), PackageError> {
-    let text = std::str::from_utf8(data).map_err(|e| PackageError::Grammar {
-        name: name.into(),
-        reason: format!("not UTF-8: {e}"),
-    })?;
-    super::grammar::parse_gbnf(text)
-        .map(|_| ())
-        .map_err(|e| PackageError::Grammar {
-            name: name.into(),
-            reason: e.to_string(),
-        })
-}
-
 impl ExpertContents {
-    /// Checks carried files that have a syntax (GBNF grammars), whatever
-    /// the output format.
-    pub fn check_files(&self) -> Result<(), PackageError> {
-        for file in self.files.iter().filter(|f| f.kind == SectionType::Grammar) {
-            check_grammar(&file.name, &file.data)?;
-        }
-        Ok(())
-    }
-
     /// Manifest as JSON (for derived sections and reports).
     pub fn manifest_json(&self) -> Result<Value, PackageError> {
         serde_json::from_slice(&self.manifest).map_err(|e| PackageError::Manifest(e.to_string()))
@@ -398,7 +372,8 @@ impl ExpertContents {
         progress: &mut dyn FnMut(u64, u64),
         extra: &[(SectionSpec, Vec<u8>)],
     ) -> Result<WriteSummary, PackageError> {
-        self.check_files()?;
+        // Grammars are stored verbatim: their problems are findings
+        // (`validation::check_contents`), never a refusal.
         let manifest = self.manifest_json()?;
         let writer_options = WriterOptions {
             alignment: options.alignment,

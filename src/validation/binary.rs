@@ -23,7 +23,10 @@ const DIGEST_LIMIT: u64 = 512 << 20;
 /// A structure error as a finding, at the byte it concerns.
 pub(super) fn structure_finding(e: &FormatError) -> Finding {
     let mut location = Location::default().at(e.offset());
-    if let FormatError::DigestMismatch { name, offset, end, .. } = e {
+    if let FormatError::DigestMismatch {
+        name, offset, end, ..
+    } = e
+    {
         location = Location::section(name.clone()).bytes(*offset, *end);
     }
     Finding::error(e.code(), e.to_string()).at(location)
@@ -90,7 +93,11 @@ pub fn header_json(reader: &ExpertReader) -> Value {
 }
 
 /// Decoded bytes of a section, or a finding saying why they could not be read.
-fn read_section(reader: &ExpertReader, index: usize, report: &mut ValidationReport) -> Option<Vec<u8>> {
+fn read_section(
+    reader: &ExpertReader,
+    index: usize,
+    report: &mut ValidationReport,
+) -> Option<Vec<u8>> {
     match reader.section(index) {
         Ok(bytes) => Some(bytes.to_vec()),
         Err(e) => {
@@ -99,9 +106,9 @@ fn read_section(reader: &ExpertReader, index: usize, report: &mut ValidationRepo
                 .get(index)
                 .map(|s| s.name.clone())
                 .unwrap_or_default();
-            report
-                .findings
-                .push(Finding::error(e.code(), e.to_string()).at(Location::section(name).at(e.offset())));
+            report.findings.push(
+                Finding::error(e.code(), e.to_string()).at(Location::section(name).at(e.offset())),
+            );
             None
         }
     }
@@ -255,11 +262,17 @@ pub(super) fn check_reader(
             if fails {
                 let state = sig.state.to_string();
                 report.findings.push(
-                    Finding::error(format!("signature.{state}"), format!("signature: {}", sig.summary()))
-                        .at(sig.section.and_then(|i| reader.sections().get(i)).map_or_else(
-                            Location::default,
-                            |s| Location::section(s.name.clone()).bytes(s.offset, s.offset + s.stored_len),
-                        )),
+                    Finding::error(
+                        format!("signature.{state}"),
+                        format!("signature: {}", sig.summary()),
+                    )
+                    .at(sig
+                        .section
+                        .and_then(|i| reader.sections().get(i))
+                        .map_or_else(Location::default, |s| {
+                            Location::section(s.name.clone())
+                                .bytes(s.offset, s.offset + s.stored_len)
+                        })),
                 );
             }
         });
@@ -294,8 +307,10 @@ fn consistency(
     let config: Value = match serde_json::from_slice(&config_bytes) {
         Ok(v) => v,
         Err(e) => {
-            return vec![Finding::error("adapter.config-json", format!("adapter_config.json: {e}"))
-                .at(Location::section(config_info.name.clone()).line_col(e.line(), e.column()))]
+            return vec![
+                Finding::error("adapter.config-json", format!("adapter_config.json: {e}"))
+                    .at(Location::section(config_info.name.clone()).line_col(e.line(), e.column())),
+            ]
         }
     };
     let peft_type = match config.get("peft_type").and_then(Value::as_str) {
@@ -306,7 +321,11 @@ fn consistency(
     };
     let mut modules: Vec<ModuleInfo> = Vec::new();
     let mut complete = true;
-    for info in reader.sections().iter().filter(|s| s.kind == SectionType::Tensors) {
+    for info in reader
+        .sections()
+        .iter()
+        .filter(|s| s.kind == SectionType::Tensors)
+    {
         if !deep && info.codec != Some(Codec::None) {
             complete = false;
             continue;

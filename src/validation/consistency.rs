@@ -155,10 +155,14 @@ pub fn check_consistency(manifest: &Manifest, facts: &AdapterFacts<'_>) -> Vec<F
                 out.push(
                     Finding::warning(
                         "manifest.adapter-path-missing",
-                        format!("the adapter's path {path:?} names a file the package does not hold"),
+                        format!(
+                            "the adapter's path {path:?} names a file the package does not hold"
+                        ),
                     )
                     .at(at(&entry.pointer, "path"))
-                    .hint(format!("the adapter weights are packaged as {ADAPTER_WEIGHTS}")),
+                    .hint(format!(
+                        "the adapter weights are packaged as {ADAPTER_WEIGHTS}"
+                    )),
                 );
             }
         }
@@ -179,7 +183,11 @@ pub fn check_consistency(manifest: &Manifest, facts: &AdapterFacts<'_>) -> Vec<F
                     "adapter.config-rank-mismatch",
                     format!(
                         "adapter_config.json says r={r} but the tensors have rank {}",
-                        ranks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        ranks
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
                 .at(Location::section(ADAPTER_CONFIG).pointer("/r"))
@@ -190,7 +198,16 @@ pub fn check_consistency(manifest: &Manifest, facts: &AdapterFacts<'_>) -> Vec<F
     let kind = actual_kind(config, peft_type);
     let selected = entries_for_weights(&entries);
     for entry in selected {
-        check_entry(entry, config, kind, config_r, tensor_ranks.as_ref(), uniform, facts, &mut out);
+        check_entry(
+            entry,
+            config,
+            kind,
+            config_r,
+            tensor_ranks.as_ref(),
+            uniform,
+            facts,
+            &mut out,
+        );
     }
     out
 }
@@ -223,12 +240,16 @@ fn check_entry(
         );
     }
     if let Some(r) = a.r {
-        let tensors = tensor_ranks
-            .filter(|t| uniform && !t.is_empty())
-            .map(|t| t.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "));
+        let tensors = tensor_ranks.filter(|t| uniform && !t.is_empty()).map(|t| {
+            t.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
         let config_differs = config_r.is_some_and(|c| c != u64::from(r));
         let tensors_differ = uniform
-            && tensor_ranks.is_some_and(|t| !t.is_empty() && t.iter().any(|&x| x as u64 != u64::from(r)));
+            && tensor_ranks
+                .is_some_and(|t| !t.is_empty() && t.iter().any(|&x| x as u64 != u64::from(r)));
         if config_differs || tensors_differ {
             let mut says = Vec::new();
             if let Some(c) = config_r {
@@ -323,11 +344,13 @@ fn check_targets(
         if configured != declared {
             let only_manifest: BTreeSet<String> =
                 declared.difference(&configured).cloned().collect();
-            let only_config: BTreeSet<String> =
-                configured.difference(&declared).cloned().collect();
+            let only_config: BTreeSet<String> = configured.difference(&declared).cloned().collect();
             let mut parts = Vec::new();
             if !only_manifest.is_empty() {
-                parts.push(format!("only in the manifest: {}", show_set(&only_manifest)));
+                parts.push(format!(
+                    "only in the manifest: {}",
+                    show_set(&only_manifest)
+                ));
             }
             if !only_config.is_empty() {
                 parts.push(format!(
@@ -427,7 +450,9 @@ pub fn fill_adapter_digests(
     let entries = adapter_entries(manifest);
     let mut changed = false;
     for entry in entries_for_weights(&entries) {
-        let Some(object) = value.pointer_mut(&entry.pointer).and_then(Value::as_object_mut)
+        let Some(object) = value
+            .pointer_mut(&entry.pointer)
+            .and_then(Value::as_object_mut)
         else {
             continue;
         };

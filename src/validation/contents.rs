@@ -12,7 +12,11 @@ use crate::format::package::{ExpertContents, ADAPTER_CONFIG, ADAPTER_WEIGHTS, MA
 pub fn check_contents(contents: &ExpertContents, weights: Option<WeightsDigest>) -> Vec<Finding> {
     let mut findings = Vec::new();
     let manifest = check_manifest(&contents.manifest, MANIFEST, &mut findings);
-    for file in contents.files.iter().filter(|f| f.kind == SectionType::Grammar) {
+    for file in contents
+        .files
+        .iter()
+        .filter(|f| f.kind == SectionType::Grammar)
+    {
         findings.extend(check_grammar(&file.data, &file.name));
     }
     if let Some((manifest, _)) = &manifest {

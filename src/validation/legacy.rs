@@ -103,7 +103,9 @@ pub(super) fn validate(
     let manifest = report.time("manifest", |report| match package.manifest_bytes() {
         Ok(m) => check_manifest(m, MANIFEST, &mut report.findings),
         Err(e) => {
-            report.findings.push(Finding::error(e.code(), e.to_string()));
+            report
+                .findings
+                .push(Finding::error(e.code(), e.to_string()));
             None
         }
     });
@@ -112,7 +114,10 @@ pub(super) fn validate(
     }
     let files = crate::format::loader::flatten(&package);
     report.time("grammar", |report| {
-        for (name, data) in files.iter().filter(|(n, _)| classify_file(n) == SectionType::Grammar) {
+        for (name, data) in files
+            .iter()
+            .filter(|(n, _)| classify_file(n) == SectionType::Grammar)
+        {
             report.scope.push("grammar");
             report.findings.extend(check_grammar(data, name));
         }
@@ -149,8 +154,9 @@ pub(super) fn validate(
     }
     if let (Some(base), Some(contents)) = (options.base_model, &contents) {
         report.scope.push("base model");
-        report.time("base model", |report| {
-            match crate::format::basecheck::check_against_base(contents, base) {
+        report.time(
+            "base model",
+            |report| match crate::format::basecheck::check_against_base(contents, base) {
                 Ok(mismatches) => report.findings.extend(mismatches.into_iter().map(|m| {
                     Finding::error("base-model.mismatch", m)
                         .at(Location::file(base.display().to_string()))
@@ -159,10 +165,12 @@ pub(super) fn validate(
                     Finding::error("base-model.unreadable", e.to_string())
                         .at(Location::file(base.display().to_string())),
                 ),
-            }
-        });
+            },
+        );
     }
-    let require = options.policy.is_some_and(|p| p.require_signature || p.has_trust());
+    let require = options
+        .policy
+        .is_some_and(|p| p.require_signature || p.has_trust());
     report.signature = json!({ "state": "unsigned", "policy_ok": !require });
     if require {
         report.scope.push("signature");
@@ -206,9 +214,9 @@ fn check_sidecar(path: &Path, bytes: &[u8], report: &mut ValidationReport) {
     let text = match std::str::from_utf8(text.get(..text.len().min(64 << 10)).unwrap_or(&[])) {
         Ok(t) => t.to_string(),
         Err(_) => {
-            report.findings.push(
-                Finding::error("legacy.sidecar-format", "the sidecar is not text").at(at),
-            );
+            report
+                .findings
+                .push(Finding::error("legacy.sidecar-format", "the sidecar is not text").at(at));
             return;
         }
     };

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 pub use consistency::{check_consistency, fill_adapter_digests, AdapterFacts, WeightsDigest};
 pub use contents::check_contents;
+pub use legacy::member_kind;
 
 use crate::diagnostics::{make_strict, Counts, Finding, Severity};
 use crate::format::error::FormatError;
