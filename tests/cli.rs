@@ -507,12 +507,13 @@ fn package_shuffle_zstd() {
 }
 
 #[test]
-fn package_with_a_broken_grammar_writes_nothing() {
+fn package_with_a_broken_grammar_warns_and_carries_it_verbatim() {
     let dir = tempfile::tempdir().unwrap();
     let grammar = dir.path().join("bad.gbnf");
-    std::fs::write(&grammar, "root ::= undefined-rule\n").unwrap();
+    let text = "root ::= undefined-rule\n";
+    std::fs::write(&grammar, text).unwrap();
     let out = dir.path().join("g.expert");
-    let (code, _, stderr) = run(&[
+    let args = [
         "--headless",
         "package",
         LORA,
@@ -520,11 +521,33 @@ fn package_with_a_broken_grammar_writes_nothing() {
         s(&out),
         "--grammar",
         s(&grammar),
+    ];
+    let (code, _, stderr) = run(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning[grammar.undefined-rule] bad.gbnf:1:10"),
+        "{stderr}"
+    );
+    let reader = assert_sound(&out);
+    let info = reader.first(SectionType::Grammar).unwrap();
+    assert_eq!(&*reader.section(info.index).unwrap(), text.as_bytes());
+
+    // --strict refuses it and writes nothing.
+    let strict = dir.path().join("strict.expert");
+    let (code, _, stderr) = run(&[
+        "--headless",
+        "package",
+        LORA,
+        "-o",
+        s(&strict),
+        "--grammar",
+        s(&grammar),
+        "--strict",
     ]);
     assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("undefined-rule"), "{stderr}");
-    assert!(!out.exists());
-    assert!(!dir.path().join("g.expert.sha256").exists());
+    assert!(stderr.contains("error[grammar.undefined-rule]"), "{stderr}");
+    assert!(!strict.exists());
+    assert!(!dir.path().join("strict.expert.sha256").exists());
 }
 
 #[test]
@@ -618,7 +641,7 @@ fn convert_legacy_to_binary_and_back() {
     let (code, _, stderr) = run(&["--headless", "convert", s(&legacy), "-o", s(&out)]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stderr.contains("warning:") && stderr.contains("deprecated"),
+        stderr.contains("warning[legacy.deprecated]") && stderr.contains("deprecated"),
         "{stderr}"
     );
     let reader = assert_sound(&out);
@@ -853,24 +876,36 @@ fn overview_of_a_file() {
 
 /// `--format tar.gz` must refuse a grammar that does not parse, as binary does.
 #[test]
-fn package_tar_gz_with_a_broken_grammar_writes_nothing() {
+fn package_tar_gz_with_a_broken_grammar_needs_strict_to_refuse() {
     let dir = tempfile::tempdir().unwrap();
     let grammar = dir.path().join("bad.gbnf");
     std::fs::write(&grammar, "root ::= undefined-rule\n").unwrap();
     let out = dir.path().join("g.tar.gz");
-    let (code, _, stderr) = run(&[
-        "--headless",
-        "package",
-        LORA,
-        "-o",
-        s(&out),
-        "--format",
-        "tar.gz",
-        "--grammar",
-        s(&grammar),
-    ]);
+    let args = |strict: bool| {
+        let mut a = vec![
+            "--headless",
+            "package",
+            LORA,
+            "-o",
+            s(&out),
+            "--format",
+            "tar.gz",
+            "--grammar",
+            s(&grammar),
+        ];
+        if strict {
+            a.push("--strict");
+        }
+        a.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let strict = args(true);
+    let (code, _, stderr) = run(&strict.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(code, 3, "{stderr}");
     assert!(!out.exists());
+    let lenient = args(false);
+    let (code, _, stderr) = run(&lenient.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.exists());
 }
 
 /// Converting a file whose tensor section is damaged must fail, not write a

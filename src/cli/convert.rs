@@ -51,14 +51,13 @@ fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
     }
 }
 
-/// The loader's notices as findings. The deprecation notice is only a note
-/// here: converting is what it asks for.
+/// The loader's notices as findings.
 fn loader_findings(warnings: &[String]) -> Vec<Finding> {
     warnings
         .iter()
         .map(|w| {
             if w.contains("(deprecated)") {
-                Finding::note("legacy.deprecated", w.clone())
+                Finding::warning("legacy.deprecated", w.clone())
             } else if w.contains("sidecar") {
                 Finding::warning("legacy.sidecar-missing", w.clone())
             } else {
@@ -88,6 +87,8 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
         args.strict,
     )?);
     if args.strict {
+        // Converting is what the deprecation notice asks for: not a refusal.
+        findings.retain(|f| f.code != "legacy.deprecated");
         make_strict(&mut findings);
         if let Some(f) = findings.iter().find(|f| f.severity == Severity::Error) {
             return Err(Failure::invalid(format!("--strict, nothing written: {f}")));

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::OnceLock;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -648,7 +647,11 @@ pub fn parse_value_strict(bytes: &[u8]) -> Result<Value, ManifestError> {
         .map_err(ManifestError::from_json)
 }
 
+/// The `jsonschema` crate's validator of the embedded schema: the reference
+/// the run-time interpreter ([`schema`]) is tested against.
+#[cfg(test)]
 fn compiled_schema() -> Result<&'static jsonschema::Validator, &'static str> {
+    use std::sync::OnceLock;
     static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
     VALIDATOR
         .get_or_init(|| {
@@ -677,19 +680,13 @@ fn clip(mut message: String) -> String {
 
 /// Checks `value` against [`MANIFEST_SCHEMA`]; every issue names its instance path.
 pub fn validate_schema(value: &Value) -> Result<(), Vec<SchemaIssue>> {
-    let validator = compiled_schema().map_err(|message| {
+    let root = schema::schema().map_err(|message| {
         vec![SchemaIssue {
             path: String::new(),
             message: message.to_owned(),
         }]
     })?;
-    let issues: Vec<SchemaIssue> = validator
-        .iter_errors(value)
-        .map(|e| SchemaIssue {
-            path: e.instance_path().as_str().to_owned(),
-            message: clip(e.to_string()),
-        })
-        .collect();
+    let issues = schema::validate(root, value);
     if issues.is_empty() {
         Ok(())
     } else {
@@ -881,6 +878,8 @@ pub fn validate_manifest_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> 
         Err(ManifestError::Rules(violations))
     }
 }
+
+pub mod schema;
 
 #[cfg(test)]
 mod tests;

@@ -318,3 +318,139 @@ fn adapter_kinds() {
     assert!(AdapterKind::Lokr.requires_rank());
     assert!(AdapterKind::Other.requires_rank());
 }
+
+/// Every keyword of the embedded schema is one the interpreter applies or an annotation.
+#[test]
+fn schema_uses_only_interpreted_keywords() {
+    fn walk(v: &Value, under_map: bool, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    if !under_map {
+                        out.push(k.clone());
+                    }
+                    let is_map = matches!(k.as_str(), "properties" | "$defs") && !under_map;
+                    walk(child, is_map, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| walk(c, false, out)),
+            _ => {}
+        }
+    }
+    let schema: Value = serde_json::from_str(MANIFEST_SCHEMA).unwrap();
+    let mut keywords = Vec::new();
+    walk(&schema, false, &mut keywords);
+    for k in keywords {
+        assert!(
+            schema::SUPPORTED_KEYWORDS.contains(&k.as_str())
+                || schema::ANNOTATIONS.contains(&k.as_str()),
+            "schema keyword {k:?} is not interpreted by format::manifest::schema"
+        );
+    }
+}
+
+/// Values that break types, lengths, bounds, enums and the pattern.
+fn mutations() -> Vec<Value> {
+    vec![
+        json!(null),
+        json!(true),
+        json!(0),
+        json!(-1),
+        json!(1.5),
+        json!(2.0),
+        json!(""),
+        json!("x"),
+        json!("not-hex"),
+        json!("ab".repeat(32)),
+        json!([]),
+        json!(["a", 1]),
+        json!({}),
+        json!({"name": ""}),
+    ]
+}
+
+/// Replaces the value at every path of `v` with each mutation, and removes
+/// every key, yielding the variants.
+fn variants(v: &Value) -> Vec<Value> {
+    fn paths(v: &Value, prefix: String, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    let p = format!("{prefix}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    out.push(p.clone());
+                    paths(c, p, out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    let p = format!("{prefix}/{i}");
+                    out.push(p.clone());
+                    paths(c, p, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    paths(v, String::new(), &mut all);
+    let mut out = vec![v.clone()];
+    for p in &all {
+        for m in mutations() {
+            let mut w = v.clone();
+            if let Some(slot) = w.pointer_mut(p) {
+                *slot = m;
+                out.push(w);
+            }
+        }
+        // Remove the key (objects) to break `required`.
+        if let Some((parent, key)) = p.rsplit_once('/') {
+            let mut w = v.clone();
+            if let Some(Value::Object(m)) = w.pointer_mut(parent) {
+                m.remove(&key.replace("~1", "/").replace("~0", "~"));
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
+/// The interpreter and the `jsonschema` crate give the same verdict and the
+/// same instance paths on thousands of manifests.
+#[test]
+fn schema_interpreter_agrees_with_the_jsonschema_crate() {
+    let reference = compiled_schema().unwrap();
+    let published = |name: &str| -> Value {
+        let path = format!(
+            "{}/tests/fixtures/published/{name}/manifest.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let mut corpus = vec![
+        published("sql"),
+        published("cypher"),
+        published("kql"),
+        serde_json::from_slice(&fixture_bytes()).unwrap(),
+    ];
+    let v1 = json!({"name": "x", "version": "1.0.0", "schema_version": "1.0",
+        "base_model": {"name": "m", "sha256": "ab".repeat(32)},
+        "adapters": [{"type": "lora", "r": 8, "alpha": 16.0, "target_modules": ["q"]}],
+        "integrity": {"sha256": ""}});
+    corpus.push(v1);
+    let mut checked = 0;
+    for base in corpus {
+        for v in variants(&base) {
+            let ours: std::collections::BTreeSet<String> = match validate_schema(&v) {
+                Ok(()) => Default::default(),
+                Err(issues) => issues.into_iter().map(|i| i.path).collect(),
+            };
+            let theirs: std::collections::BTreeSet<String> = reference
+                .iter_errors(&v)
+                .map(|e| e.instance_path().as_str().to_owned())
+                .collect();
+            assert_eq!(ours, theirs, "{v}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 2000, "{checked}");
+}
