@@ -454,8 +454,8 @@ fn deeply_nested_grammars_are_an_error_not_a_crash() {
     let (r, peak) = on_small_stack(move || peak_of(|| parse_gbnf(&text).map(|_| ())));
     r.unwrap();
     assert_bounded("nested repetitions {100}^3", peak, input, 8, MIB);
-    // A count over llama.cpp's limit.
-    let text = "root ::= \"a\"{0,4000000000}\n".to_string();
+    // A count over llama.cpp's limit (a maximum over it means "no maximum").
+    let text = "root ::= \"a\"{4000000000}\n".to_string();
     let (r, _) = on_small_stack(move || peak_of(|| parse_gbnf(&text).map(|_| ())));
     assert!(matches!(r, Err(GrammarError::Repetition { .. })), "{r:?}");
     // A long alternation and a long sequence: linear.
@@ -464,10 +464,34 @@ fn deeply_nested_grammars_are_an_error_not_a_crash() {
         format!("root ::= {}\n", vec!["[a-z]"; 200_000].join(" ")),
     ] {
         let input = text.len();
+        let copy = text.clone();
         let (r, peak) = on_small_stack(move || peak_of(|| parse_gbnf(&text).map(|_| ())));
         r.unwrap();
         assert_bounded("200 000 alternatives or items", peak, input, 64, MIB);
+        // The checker that reads on past problems: same bounds.
+        let (issues, peak) = on_small_stack(move || {
+            peak_of(|| expertui::format::grammar::check_gbnf(&copy).issues.len())
+        });
+        assert_eq!(issues, 0);
+        assert_bounded(
+            "check_gbnf: 200 000 alternatives or items",
+            peak,
+            input,
+            64,
+            MIB,
+        );
     }
+    // A left-recursive chain 100 000 rules long: iterative, bounded.
+    let text: String = (0..100_000)
+        .map(|i| format!("r{i} ::= r{} \"x\"\n", (i + 1) % 100_000))
+        .collect::<String>()
+        + "root ::= r0\n";
+    let input = text.len();
+    let (issues, peak) = on_small_stack(move || {
+        peak_of(|| expertui::format::grammar::check_gbnf(&text).issues.len())
+    });
+    assert_eq!(issues, 100_000, "every rule of the cycle is reported");
+    assert_bounded("check_gbnf: 100 000-rule cycle", peak, input, 256, MIB);
 }
 
 // ---------------------------------------------------------------------------

@@ -36,8 +36,14 @@ fn tensor_line(t: &TensorSummary) -> Line<'static> {
         .collect::<Vec<_>>()
         .join("×");
     let short = t.name.strip_prefix("base_model.model.").unwrap_or(&t.name);
+    let norms = match (t.row_norms, t.name.contains("embedding")) {
+        (Some([lo, mean, hi]), true) => {
+            format!("  row L2 norms min {lo:.4} mean {mean:.4} max {hi:.4}")
+        }
+        _ => String::new(),
+    };
     Line::raw(format!(
-        "{short}  {} [{shape}] {} B  min {:+.4} max {:+.4} mean {:+.5} std {:.5} {}",
+        "{short}  {} [{shape}] {} B  min {:+.4} max {:+.4} mean {:+.5} std {:.5} {}{norms}",
         t.dtype,
         t.bytes,
         t.min,
@@ -68,14 +74,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             Decoded::Json(text) | Decoded::Text(text) => {
                 text.lines().map(|l| Line::raw(l.to_string())).collect()
             }
-            Decoded::Grammar { text, rules } => {
-                let mut v = vec![Line::from(Span::styled(
-                    format!("GBNF grammar, {rules} rules, parses"),
-                    theme.ok(),
-                ))];
-                v.extend(text.lines().map(|l| Line::raw(l.to_string())));
-                v
-            }
+            Decoded::Grammar {
+                text,
+                rules,
+                issues,
+            } => grammar_lines(text, *rules, issues, theme),
             Decoded::Tensors { tensors, modules } => {
                 let mut v = Vec::new();
                 if !modules.is_empty() {
@@ -113,4 +116,66 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             ),
         right,
     );
+}
+
+/// The grammar with a marker under each line llama.cpp would complain
+/// about (`^` at the column, the code and message), summary first.
+fn grammar_lines(
+    text: &str,
+    rules: usize,
+    issues: &[crate::format::inspect::GrammarIssue],
+    theme: Theme,
+) -> Vec<Line<'static>> {
+    use crate::diagnostics::Severity;
+    let warnings = issues
+        .iter()
+        .filter(|i| i.severity >= Severity::Warning)
+        .count();
+    let mut v = vec![if warnings == 0 {
+        Line::from(Span::styled(
+            format!("GBNF grammar, {rules} rules: llama.cpp loads it"),
+            theme.ok(),
+        ))
+    } else {
+        Line::from(Span::styled(
+            format!(
+                "GBNF grammar, {rules} rules: {warnings} problem(s) llama.cpp would refuse (stored verbatim)"
+            ),
+            theme.damaged(),
+        ))
+    }];
+    for issue in issues.iter().filter(|i| i.line.is_none()) {
+        v.push(Line::from(Span::styled(
+            format!("  {}: {}", issue.code, issue.message),
+            theme.damaged(),
+        )));
+    }
+    for (n, line) in text.lines().enumerate() {
+        let here: Vec<_> = issues.iter().filter(|i| i.line == Some(n + 1)).collect();
+        let number = Span::styled(format!("{:>4} ", n + 1), theme.dim());
+        let body = if here.iter().any(|i| i.severity >= Severity::Warning) {
+            Span::styled(line.to_string(), theme.damaged())
+        } else {
+            Span::raw(line.to_string())
+        };
+        v.push(Line::from(vec![number, body]));
+        for issue in here {
+            let col = issue.column.unwrap_or(1).max(1);
+            v.push(Line::from(Span::styled(
+                format!(
+                    "     {}^ {}[{}] {}",
+                    " ".repeat(col - 1),
+                    issue.severity.label(),
+                    issue.code,
+                    issue.message
+                ),
+                if issue.severity >= Severity::Warning {
+                    theme.damaged()
+                } else {
+                    theme.dim()
+                },
+            )));
+        }
+    }
+    v
 }

@@ -110,6 +110,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             }
         }
     }
+    lines.extend(findings_lines(&app.findings, theme));
     frame.render_widget(
         Paragraph::new(lines).wrap(Wrap { trim: false }).block(
             Block::default()
@@ -288,6 +289,45 @@ fn manifest_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
     {
         let words: Vec<&str> = keywords.iter().filter_map(Value::as_str).collect();
         lines.push(field("routing", words.join(", "), theme));
+    }
+    lines
+}
+
+/// The validation findings, worst first: one line each (code, place, message).
+fn findings_lines(findings: &[crate::diagnostics::Finding], theme: Theme) -> Vec<Line<'static>> {
+    use crate::diagnostics::Severity;
+    if findings.is_empty() {
+        return Vec::new();
+    }
+    let mut sorted: Vec<_> = findings.iter().collect();
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.severity));
+    let mut lines = vec![
+        Line::raw(""),
+        Line::from(Span::styled(
+            format!("findings ({})", findings.len()),
+            theme.title(),
+        )),
+    ];
+    for f in sorted {
+        let style = match f.severity {
+            Severity::Error | Severity::Warning => theme.damaged(),
+            Severity::Note => theme.dim(),
+        };
+        let place = f.location.to_string();
+        lines.push(Line::from(Span::styled(
+            format!(
+                "{} {}{}: {}",
+                f.severity.label(),
+                f.code,
+                if place.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {place}")
+                },
+                f.message
+            ),
+            style,
+        )));
     }
     lines
 }

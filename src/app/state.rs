@@ -128,6 +128,9 @@ pub struct App {
     pub decoding: Option<usize>,
     pub decoder_scroll: u16,
     pub verification: Verification,
+    /// What `validate` says of the file (structure, manifest, grammar,
+    /// consistency; sections are hashed by the Integrity panel).
+    pub findings: Vec<crate::diagnostics::Finding>,
     pub prompt: Option<Prompt>,
     pub show_help: bool,
     pub message: String,
@@ -145,6 +148,7 @@ impl App {
         let (tx, rx) = channel();
         let regions = doc.regions();
         let rows = doc.rows();
+        let findings = findings_of(&doc);
         let mut app = Self {
             doc,
             regions,
@@ -163,6 +167,7 @@ impl App {
             decoding: None,
             decoder_scroll: 0,
             verification: Verification::NotApplicable,
+            findings,
             prompt: None,
             show_help: false,
             message: String::new(),
@@ -757,4 +762,23 @@ pub fn parse_pattern(text: &str) -> Option<Vec<u8>> {
 struct BenchInput {
     path: std::path::PathBuf,
     _temp: Option<tempfile::TempPath>,
+}
+
+/// The validation report's findings for an opened document (the library
+/// decides; the UI only shows them).
+fn findings_of(doc: &Inspected) -> Vec<crate::diagnostics::Finding> {
+    use crate::format::inspect::Opened;
+    use crate::validation::{validate_path, validate_reader, ValidateOptions};
+    let options = ValidateOptions::default();
+    let report = match &doc.opened {
+        Opened::Binary(reader) => validate_reader(reader, doc.label.clone(), &options).ok(),
+        Opened::Legacy(_) => {
+            let path = std::path::Path::new(&doc.label);
+            path.is_file()
+                .then(|| validate_path(path, &options).ok())
+                .flatten()
+        }
+        Opened::Broken(_) => None,
+    };
+    report.map(|r| r.findings).unwrap_or_default()
 }

@@ -101,6 +101,12 @@ fn gather(args: &Args) -> Result<ExpertContents, Failure> {
     let mut contents = ExpertContents::from_adapter_dir(&args.adapter_dir)?;
     if let Some(path) = &args.manifest {
         contents.manifest = read(path)?;
+        // Files the manifest names (router embeddings) sit beside it.
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        contents.add_router_embeddings(dir)?;
     }
     let extras = [
         (&args.grammar, SectionType::Grammar, "grammar.gbnf"),

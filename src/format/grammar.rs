@@ -35,6 +35,12 @@ pub const MAX_NESTING: usize = 256;
 /// the largest product of nested repetitions.
 pub const MAX_REPETITION: u64 = 2000;
 
+/// Left-recursive rules of one cycle whose path is traced (the rest name
+/// the cycle's size), so a huge cycle costs linear time.
+const MAX_TRACED_CYCLES: usize = 16;
+/// Rules shown in a traced cycle.
+const MAX_CYCLE_SHOWN: usize = 12;
+
 /// A parsed grammar: its rules in the order they are defined.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grammar {
@@ -1119,10 +1125,13 @@ impl<'a> Parser<'a> {
         let edges = self.leftmost_edges();
         let n = self.nodes.len();
         let scc = strongly_connected(&edges);
+        let mut sizes: HashMap<usize, usize> = HashMap::new();
+        for &c in &scc {
+            *sizes.entry(c).or_default() += 1;
+        }
         let mut cyclic = vec![false; n];
         for (v, out) in edges.iter().enumerate() {
-            let comp = scc.get(v).copied();
-            let size = scc.iter().filter(|&&c| Some(c) == comp).count();
+            let size = scc.get(v).and_then(|c| sizes.get(c)).copied().unwrap_or(0);
             if size > 1 || out.contains(&v) {
                 if let Some(c) = cyclic.get_mut(v) {
                     *c = true;
@@ -1131,6 +1140,9 @@ impl<'a> Parser<'a> {
         }
         let mut out = Vec::new();
         let mut seen_owner = std::collections::HashSet::new();
+        // Each cycle is traced (a search over its component) for the first
+        // rules of a component only: a 100 000-rule cycle stays linear.
+        let mut traced: HashMap<usize, usize> = HashMap::new();
         for (v, node) in self.nodes.iter().enumerate() {
             if !cyclic.get(v).copied().unwrap_or(false) || !seen_owner.insert(node.owner) {
                 continue;
@@ -1141,10 +1153,19 @@ impl<'a> Parser<'a> {
             if !owner.defined {
                 continue;
             }
+            let comp = scc.get(v).copied().unwrap_or(usize::MAX);
+            let count = traced.entry(comp).or_default();
+            *count += 1;
+            let cycle = if *count <= MAX_TRACED_CYCLES {
+                self.cycle_through(v, &edges, &scc)
+            } else {
+                let size = sizes.get(&comp).copied().unwrap_or(0);
+                format!("on a cycle of {size} grammar nodes")
+            };
             out.push(GrammarError::LeftRecursion {
                 name: owner.name.clone(),
                 line: owner.line,
-                cycle: self.cycle_through(v, &edges, &scc),
+                cycle,
             });
         }
         out.sort_by_key(|e| e.position());
@@ -1196,6 +1217,11 @@ impl<'a> Parser<'a> {
         }
         path.push(owner_name(start));
         path.dedup();
+        if path.len() > MAX_CYCLE_SHOWN {
+            let last = path.last().cloned().unwrap_or_default();
+            path.truncate(MAX_CYCLE_SHOWN - 1);
+            path.push(format!("… {last}"));
+        }
         if path.len() == 1 {
             path.push(path.first().cloned().unwrap_or_default());
         }

@@ -302,6 +302,9 @@ pub struct TensorSummary {
     pub std: f64,
     /// Counts in 16 equal bins between min and max.
     pub histogram: [u32; 16],
+    /// L2 norms of the rows of a 2-D tensor (min, mean, max): for router
+    /// embeddings, whether they were normalised.
+    pub row_norms: Option<[f64; 3]>,
 }
 
 impl TensorSummary {
@@ -337,8 +340,31 @@ impl TensorSummary {
             mean,
             std: var.sqrt(),
             histogram,
+            row_norms: row_norms(&tensor.shape, &values),
         }
     }
+}
+
+fn row_norms(shape: &[usize], values: &[f32]) -> Option<[f64; 3]> {
+    let (&[rows, cols], false) = (shape, values.is_empty()) else {
+        return None;
+    };
+    if rows == 0 || cols == 0 || rows.checked_mul(cols) != Some(values.len()) {
+        return None;
+    }
+    let norms: Vec<f64> = values
+        .chunks_exact(cols)
+        .map(|row| {
+            row.iter()
+                .map(|&v| f64::from(v).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        })
+        .collect();
+    let min = norms.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = norms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = norms.iter().sum::<f64>() / norms.len() as f64;
+    Some([min, mean, max])
 }
 
 /// An adapted module as listed by the decoder.
@@ -357,8 +383,13 @@ pub enum Decoded {
     Json(String),
     /// UTF-8 text (licence, README, keywords).
     Text(String),
-    /// A GBNF grammar and its number of rules.
-    Grammar { text: String, rules: usize },
+    /// A GBNF grammar, its number of rules and what llama.cpp would say
+    /// of it (line, column, severity label, message), line by line.
+    Grammar {
+        text: String,
+        rules: usize,
+        issues: Vec<GrammarIssue>,
+    },
     /// A tensor section: per-tensor statistics and the module table.
     Tensors {
         tensors: Vec<TensorSummary>,
@@ -366,6 +397,17 @@ pub enum Decoded {
     },
     /// Bytes shown only as hex.
     Binary { len: usize },
+}
+
+/// One grammar problem, placed on its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrammarIssue {
+    /// 1-based line (`None`: the whole grammar, e.g. no `root`).
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub severity: crate::diagnostics::Severity,
+    pub code: &'static str,
+    pub message: String,
 }
 
 /// Decodes bytes according to their section type.
@@ -382,11 +424,23 @@ pub fn decode_bytes(kind: SectionType, name: &str, bytes: &[u8]) -> Result<Decod
         }
         SectionType::Grammar => {
             let text = String::from_utf8_lossy(bytes).into_owned();
-            let rules = super::grammar::parse_gbnf(&text)
-                .map_err(|e| format!("grammar: {e}"))?
-                .rules
-                .len();
-            Ok(Decoded::Grammar { text, rules })
+            let check = super::grammar::check_gbnf(&text);
+            let issues = check
+                .issues
+                .iter()
+                .map(|e| GrammarIssue {
+                    line: e.position().map(|p| p.0),
+                    column: e.position().map(|p| p.1),
+                    severity: e.severity(),
+                    code: e.code(),
+                    message: e.message(),
+                })
+                .collect();
+            Ok(Decoded::Grammar {
+                text,
+                rules: check.rules.len(),
+                issues,
+            })
         }
         SectionType::Tensors | SectionType::SoftPrompt | SectionType::RouterEmbeddings => {
             let blob = TensorBlob::parse(bytes, name).map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ pub mod layout;
 pub mod legacy;
 pub mod loader;
 pub mod manifest;
+pub mod npy;
 pub mod package;
 pub mod peft;
 pub mod reader;

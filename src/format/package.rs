@@ -21,6 +21,8 @@ pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 /// File (and section) name of the manifest.
 pub const MANIFEST: &str = "manifest.json";
+/// File (and section) name of the router embeddings (safetensors).
+pub const ROUTER_EMBEDDINGS: &str = "router_embeddings.safetensors";
 
 /// Errors of packaging, converting and reading an expert's contents.
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,7 @@ pub fn classify_file(name: &str) -> SectionType {
         MANIFEST => SectionType::Manifest,
         ADAPTER_CONFIG => SectionType::AdapterConfig,
         "readme.md" | "readme" | "readme.txt" => SectionType::Docs,
+        ROUTER_EMBEDDINGS => SectionType::RouterEmbeddings,
         "tokenizer.json"
         | "tokenizer_config.json"
         | "special_tokens_map.json"
@@ -229,12 +232,56 @@ impl ExpertContents {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "expert".into());
         let manifest = manifest.unwrap_or_else(|| Self::synthesize_manifest(&name, &adapter));
-        Ok(Self {
+        let mut contents = Self {
             manifest,
             adapter: Some(adapter),
             files,
             carried: Vec::new(),
-        })
+        };
+        contents.add_router_embeddings(dir)?;
+        Ok(contents)
+    }
+
+    /// The file the manifest's routing block names as its embeddings
+    /// (`routing.embeddings`: a path, or an object with `path`), relative to
+    /// `dir`: a `.safetensors` file is checked and kept, a `.npy` array is
+    /// stored as safetensors. Nothing named, or already present: no change.
+    /// The path may not leave `dir` (a downloaded manifest must not pull
+    /// other files of the machine into a package).
+    pub fn add_router_embeddings(&mut self, dir: &Path) -> Result<(), PackageError> {
+        let Ok(manifest) = self.manifest_json() else {
+            return Ok(());
+        };
+        let named = manifest
+            .pointer("/routing/embeddings")
+            .and_then(|v| v.as_str().or_else(|| v.get("path").and_then(Value::as_str)))
+            .map(str::to_string);
+        let Some(named) = named else {
+            return Ok(());
+        };
+        let relative = Path::new(&named);
+        let escapes = relative.is_absolute()
+            || named.contains('\\')
+            || relative
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if escapes {
+            return Err(PackageError::Invalid(format!(
+                "routing.embeddings {named:?} must be a relative path inside the adapter folder"
+            )));
+        }
+        let path = dir.join(relative);
+        let data = std::fs::read(&path).map_err(|e| PackageError::io(&path, e))?;
+        let blob = if named.to_ascii_lowercase().ends_with(".npy") {
+            let tensor = super::npy::read_npy(&data, "embeddings")
+                .map_err(|e| PackageError::Invalid(format!("{named}: {e}")))?;
+            encode_tensor_blob(&[tensor], HashMap::new())?
+        } else {
+            TensorBlob::parse(&data, &named)?;
+            data
+        };
+        self.set_file(SectionType::RouterEmbeddings, ROUTER_EMBEDDINGS, blob);
+        Ok(())
     }
 
     /// Adds or replaces a carried file.
@@ -402,10 +449,10 @@ impl ExpertContents {
             )?;
         }
         for file in &self.files {
-            let codec = if file.kind == SectionType::Blob {
-                Codec::None
-            } else {
-                Codec::Zstd
+            // Opaque blobs and tensors stay uncompressed (zero-copy reads).
+            let codec = match file.kind {
+                SectionType::Blob | SectionType::RouterEmbeddings => Codec::None,
+                _ => Codec::Zstd,
             };
             add(
                 &mut writer,
@@ -465,6 +512,7 @@ impl ExpertContents {
                 | SectionType::License
                 | SectionType::Docs
                 | SectionType::Tokenizer
+                | SectionType::RouterEmbeddings
                 | SectionType::Blob => files.push(PackageFile {
                     kind: info.kind,
                     name: info.name.clone(),

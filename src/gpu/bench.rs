@@ -360,6 +360,28 @@ pub fn run_bench(
         )
         .target("seed < 10 ms; goal < 1 ms"),
     );
+    // What `validate FILE` does: the above plus the manifest (schema and
+    // rules), grammars and manifest ↔ adapter consistency, as one report.
+    let options = crate::validation::ValidateOptions::default();
+    let report = time_ms(repeat.max(5), || {
+        let r = crate::validation::validate_path(&binary, &options)?;
+        std::hint::black_box(r.valid);
+        Ok(())
+    })?;
+    figures.push(
+        Figure::new(
+            "validate_report",
+            "validate: structure, root, manifest schema + rules, grammar, consistency",
+            "ms",
+            "lower",
+            Stats::of(&report),
+        )
+        .anchor(
+            "safetensors header parse + offset checks",
+            Stats::of(&st_header),
+        )
+        .target("goal < 1 ms"),
+    );
     let gbs = |bytes: u64| move |ms: f64| bytes as f64 / (ms / 1e3) / 1e9;
     let verify = time_ms(repeat, || {
         reader.verify_all()?;

@@ -157,18 +157,21 @@ pub(super) fn check_reader(
         report.manifest = manifest.as_ref().map(|(_, v)| v.clone());
     }
     report.time("grammar", |report| {
-        let grammars: Vec<(usize, String)> = reader
+        let texts: Vec<(usize, String, SectionType)> = reader
             .sections()
             .iter()
-            .filter(|s| s.kind == SectionType::Grammar)
-            .map(|s| (s.index, s.name.clone()))
+            .filter(|s| matches!(s.kind, SectionType::Grammar | SectionType::RouterEmbeddings))
+            .map(|s| (s.index, s.name.clone(), s.kind))
             .collect();
-        if !grammars.is_empty() {
+        if texts.iter().any(|t| t.2 == SectionType::Grammar) {
             report.scope.push("grammar");
         }
-        for (index, name) in grammars {
+        for (index, name, kind) in texts {
             if let Some(bytes) = read_section(reader, index, report) {
-                report.findings.extend(check_grammar(&bytes, &name));
+                report.findings.extend(match kind {
+                    SectionType::Grammar => check_grammar(&bytes, &name),
+                    _ => super::manifest::check_router_embeddings(&bytes, &name),
+                });
             }
         }
     });

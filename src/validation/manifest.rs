@@ -80,3 +80,33 @@ pub fn check_grammar(bytes: &[u8], section: &str) -> Vec<Finding> {
         })
         .collect()
 }
+
+/// Router embeddings must be a safetensors blob of floating-point matrices.
+pub fn check_router_embeddings(bytes: &[u8], section: &str) -> Vec<Finding> {
+    use crate::format::tensors::TensorBlob;
+    match TensorBlob::parse(bytes, section) {
+        Err(e) => vec![Finding::error("router-embeddings.invalid", e.to_string())
+            .at(Location::section(section))],
+        Ok(blob) => blob
+            .tensors
+            .iter()
+            .filter(|(_, view)| {
+                view.shape().len() != 2 || !matches!(
+                    view.dtype(),
+                    safetensors::Dtype::F16 | safetensors::Dtype::BF16 | safetensors::Dtype::F32 | safetensors::Dtype::F64
+                )
+            })
+            .map(|(name, view)| {
+                Finding::warning(
+                    "router-embeddings.shape",
+                    format!(
+                        "{name} is {:?} {:?}: routers expect a float matrix (one row per example or centroid)",
+                        view.dtype(),
+                        view.shape()
+                    ),
+                )
+                .at(Location::section(section))
+            })
+            .collect(),
+    }
+}
