@@ -610,3 +610,51 @@ fn bench_panel_exports_json_and_plots_beside_the_file() {
     assert!(screen(&mut app).contains("saved "));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A published-style expert: a manifest that disagrees with its tensors and
+/// a left-recursive grammar, packaged with the library.
+fn published_sql() -> App {
+    use expertui::format::package::{ExpertContents, PackageOptions};
+    use expertui::format::SectionType;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut contents =
+        ExpertContents::from_adapter_dir(&root.join("tests/fixtures/minilm-dora-r8")).unwrap();
+    let published = root.join("tests/fixtures/published/sql");
+    contents.manifest = std::fs::read(published.join("manifest.json")).unwrap();
+    contents.set_file(
+        SectionType::Grammar,
+        "grammar.gbnf",
+        std::fs::read(published.join("grammar.gbnf")).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sql.expert");
+    contents
+        .write_binary(&out, &PackageOptions::default(), &mut |_, _| {})
+        .unwrap();
+    app_for(std::fs::read(&out).unwrap(), "sql.expert")
+}
+
+#[test]
+fn findings_in_the_overview_and_grammar_marked_in_the_decoder() {
+    let mut app = published_sql();
+    let codes: Vec<&str> = app.findings.iter().map(|f| f.code.as_str()).collect();
+    assert!(codes.contains(&"grammar.left-recursion"), "{codes:?}");
+    assert!(
+        codes.contains(&"manifest.adapter-rank-mismatch"),
+        "{codes:?}"
+    );
+    let overview = screen(&mut app);
+    assert!(overview.contains("findings ("), "{overview}");
+    insta::assert_snapshot!("overview_findings", overview);
+
+    key(&mut app, KeyCode::Char('3'));
+    while app.rows[app.selected].name != "grammar.gbnf" {
+        key(&mut app, KeyCode::Down);
+    }
+    let decoder = screen(&mut app);
+    assert!(
+        decoder.contains("^ warning[grammar.left-recursion]"),
+        "{decoder}"
+    );
+    insta::assert_snapshot!("decoder_grammar_findings", decoder);
+}

@@ -51,13 +51,20 @@ fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
     }
 }
 
-/// The loader's notices as findings.
-fn loader_findings(warnings: &[String]) -> Vec<Finding> {
+/// The loader's notices as findings (the deprecation notice says what is
+/// being done about it, not to run `convert`).
+fn loader_findings(input: &Path, warnings: &[String]) -> Vec<Finding> {
     warnings
         .iter()
         .map(|w| {
             if w.contains("(deprecated)") {
-                Finding::warning("legacy.deprecated", w.clone())
+                Finding::warning(
+                    "legacy.deprecated",
+                    format!(
+                        "{} is a legacy tar.gz expert (deprecated): converting it",
+                        input.display()
+                    ),
+                )
             } else if w.contains("sidecar") {
                 Finding::warning("legacy.sidecar-missing", w.clone())
             } else {
@@ -79,12 +86,13 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
         .filter(|a| a.tensor_bytes() <= 256 << 20)
         .and_then(|_| loaded.contents.adapter_weights().ok().flatten())
         .map(|w| WeightsDigest::of(&w));
-    let mut findings = loader_findings(&loaded.warnings);
+    let mut findings = loader_findings(input, &loaded.warnings);
     findings.extend(super::package::check_before_writing(
         &mut loaded.contents,
         weights,
         false,
         args.strict,
+        true,
     )?);
     if args.strict {
         // Converting is what the deprecation notice asks for: not a refusal.
