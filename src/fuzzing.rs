@@ -150,6 +150,21 @@ pub fn inspect_file(data: &[u8]) {
         assert!(region_at(&regions, r.start).is_some() || r.start == r.end);
     }
     let _ = region_at(&regions, inspected.len());
+    // The validation report over whatever parsed: never a panic.
+    if let Some(reader) = inspected.reader() {
+        let options = crate::validation::ValidateOptions {
+            list_sections: true,
+            dump_metadata: true,
+            ..Default::default()
+        };
+        if let Ok(report) = crate::validation::validate_reader(reader, "fuzz".into(), &options) {
+            assert_eq!(
+                report.valid,
+                report.counts.errors == 0,
+                "validity is the error count"
+            );
+        }
+    }
     for i in 0..rows.len() {
         if let Ok(Decoded::Tensors { tensors, .. }) = inspected.decode(i) {
             for t in tensors {
@@ -167,6 +182,13 @@ pub fn inspect_file(data: &[u8]) {
 /// A tensor section (safetensors blob + module table): every tensor viewed,
 /// converted and summarised, the blob re-encoded and parsed back.
 pub fn tensor_section(data: &[u8]) {
+    // The same bytes as a NumPy array (router embeddings): a tensor whose
+    // data is exactly its shape, or an error.
+    if let Ok(t) = crate::format::npy::read_npy(data, "fuzz") {
+        let want = t.shape.iter().product::<usize>() * t.dtype.bitsize().div_ceil(8);
+        assert_eq!(t.data.len(), want, "npy data length");
+    }
+    let _ = crate::validation::manifest::check_router_embeddings(data, "fuzz");
     let Ok(blob) = TensorBlob::parse(data, "fuzz") else {
         return;
     };

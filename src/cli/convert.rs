@@ -51,13 +51,13 @@ fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
     }
 }
 
-/// The loader's notices as findings (the deprecation notice says what is
-/// being done about it, not to run `convert`).
-fn loader_findings(input: &Path, warnings: &[String]) -> Vec<Finding> {
+/// The loader's notices as findings (in `convert`, the deprecation notice
+/// says what is being done about it, not to run `convert`).
+pub(super) fn loader_findings(input: &Path, warnings: &[String], converting: bool) -> Vec<Finding> {
     warnings
         .iter()
         .map(|w| {
-            if w.contains("(deprecated)") {
+            if w.contains("(deprecated)") && converting {
                 Finding::warning(
                     "legacy.deprecated",
                     format!(
@@ -65,6 +65,8 @@ fn loader_findings(input: &Path, warnings: &[String]) -> Vec<Finding> {
                         input.display()
                     ),
                 )
+            } else if w.contains("(deprecated)") {
+                Finding::warning("legacy.deprecated", w.clone())
             } else if w.contains("sidecar") {
                 Finding::warning("legacy.sidecar-missing", w.clone())
             } else {
@@ -86,7 +88,7 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
         .filter(|a| a.tensor_bytes() <= 256 << 20)
         .and_then(|_| loaded.contents.adapter_weights().ok().flatten())
         .map(|w| WeightsDigest::of(&w));
-    let mut findings = loader_findings(input, &loaded.warnings);
+    let mut findings = loader_findings(input, &loaded.warnings, true);
     findings.extend(super::package::check_before_writing(
         &mut loaded.contents,
         weights,

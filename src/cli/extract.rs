@@ -21,8 +21,8 @@ pub struct Args {
 /// A legacy package's member, verified against its sidecar when there is one.
 fn extract_legacy(args: &Args, json_out: bool) -> Result<(), Failure> {
     let loaded = crate::format::loader::ExpertLoader::open_exact(&args.file)?;
-    for w in &loaded.warnings {
-        eprintln!("warning: {w}");
+    for f in super::convert::loader_findings(&args.file, &loaded.warnings, false) {
+        eprintln!("{f}");
     }
     let files = loaded.contents.to_files()?;
     let wanted = args.section.as_str();

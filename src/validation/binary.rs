@@ -178,13 +178,6 @@ pub(super) fn check_reader(
 
     let signed = reader.first(SectionType::Signature).is_some();
     let deep = options.verify_integrity || signed;
-    if let Some((manifest, _)) = &manifest {
-        report.scope.push("consistency");
-        report.time("consistency", |report| {
-            let found = consistency(reader, manifest, deep, report);
-            report.findings.extend(found);
-        });
-    }
 
     if let Some(base) = options.base_model {
         report.scope.push("base model");
@@ -247,6 +240,17 @@ pub(super) fn check_reader(
             });
         }
     }
+    // After the integrity check: the adapter's digest is compared with the
+    // manifest only over sections known to be intact (damage is already an
+    // error; a digest warning on top would only repeat it).
+    if let Some((manifest, _)) = &manifest {
+        report.scope.push("consistency");
+        let digests = deep && integrity_error.is_none();
+        report.time("consistency", |report| {
+            let found = consistency(reader, manifest, deep, digests, report);
+            report.findings.extend(found);
+        });
+    }
     let default_policy = Policy::new();
     let policy = options.policy.unwrap_or(&default_policy);
     let policy_given = policy.require_signature || policy.has_trust();
@@ -292,6 +296,7 @@ fn consistency(
     reader: &ExpertReader,
     manifest: &crate::format::manifest::Manifest,
     deep: bool,
+    digests: bool,
     report: &mut ValidationReport,
 ) -> Vec<Finding> {
     let files: Vec<String> = reader.sections().iter().map(|s| s.name.clone()).collect();
@@ -342,7 +347,10 @@ fn consistency(
             Err(_) => complete = false,
         }
     }
-    let weights = if deep {
+    // OSD-compressed modules replace the adapter's tensors: the manifest's
+    // digests describe the adapter before compression, not these sections.
+    let compressed = reader.first(SectionType::Osd).is_some();
+    let weights = if digests && !compressed {
         ExpertContents::read_binary(reader)
             .ok()
             .and_then(|c| c.adapter)
