@@ -184,16 +184,9 @@ pub(super) fn check_reader(
         report.time("base model", |report| {
             let checked = ExpertContents::read_binary(reader)
                 .and_then(|c| crate::format::basecheck::check_against_base(&c, base));
-            match checked {
-                Ok(mismatches) => report.findings.extend(mismatches.into_iter().map(|m| {
-                    Finding::error("base-model.mismatch", m)
-                        .at(Location::file(base.display().to_string()))
-                })),
-                Err(e) => report.findings.push(
-                    Finding::error("base-model.unreadable", e.to_string())
-                        .at(Location::file(base.display().to_string())),
-                ),
-            }
+            report
+                .findings
+                .extend(super::base_model_findings(checked, base));
         });
     }
 

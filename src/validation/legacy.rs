@@ -154,19 +154,12 @@ pub(super) fn validate(
     }
     if let (Some(base), Some(contents)) = (options.base_model, &contents) {
         report.scope.push("base model");
-        report.time(
-            "base model",
-            |report| match crate::format::basecheck::check_against_base(contents, base) {
-                Ok(mismatches) => report.findings.extend(mismatches.into_iter().map(|m| {
-                    Finding::error("base-model.mismatch", m)
-                        .at(Location::file(base.display().to_string()))
-                })),
-                Err(e) => report.findings.push(
-                    Finding::error("base-model.unreadable", e.to_string())
-                        .at(Location::file(base.display().to_string())),
-                ),
-            },
-        );
+        report.time("base model", |report| {
+            let checked = crate::format::basecheck::check_against_base(contents, base);
+            report
+                .findings
+                .extend(super::base_model_findings(checked, base));
+        });
     }
     let require = options
         .policy

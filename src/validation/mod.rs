@@ -235,3 +235,18 @@ pub fn validate_reader(
     binary::check_reader(reader, &mut report, options)?;
     Ok(report.finish(options))
 }
+
+/// `--base-model`: each mismatch (or the base being unreadable) as an error.
+fn base_model_findings(
+    checked: Result<Vec<String>, crate::format::package::PackageError>,
+    base: &Path,
+) -> Vec<Finding> {
+    let at = || crate::diagnostics::Location::file(base.display().to_string());
+    match checked {
+        Ok(mismatches) => mismatches
+            .into_iter()
+            .map(|m| Finding::error("base-model.mismatch", m).at(at()))
+            .collect(),
+        Err(e) => vec![Finding::error("base-model.unreadable", e.to_string()).at(at())],
+    }
+}
