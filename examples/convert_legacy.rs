@@ -12,9 +12,10 @@
 use std::path::{Path, PathBuf};
 
 use expertui::format::loader::{ExpertLoader, SourceFormat};
-use expertui::format::manifest::validate_manifest_bytes;
+use expertui::format::manifest::Manifest;
 use expertui::format::package::PackageOptions;
 use expertui::format::{ExpertReader, SectionType};
+use expertui::validation::{validate_path, ValidateOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args_os().skip(1);
@@ -74,17 +75,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         hex::encode(summary.root_digest)
     );
 
-    // 3. Validate it as `validate --verify-integrity` does: structure and root
-    //    digest (checked by `open`), every section's SHA-256, and the manifest
-    //    against the JSON Schema and the packager's rules.
+    // 3. Validate it as `validate --verify-integrity` does: one report of
+    //    findings (structure, root digest, every section's SHA-256, manifest
+    //    schema and rules, grammar, manifest ↔ adapter). The report decides
+    //    validity; warnings (a grammar llama.cpp would refuse, a manifest
+    //    that disagrees with its tensors) do not make the file invalid.
+    let report = validate_path(
+        &output,
+        &ValidateOptions {
+            verify_integrity: true,
+            ..Default::default()
+        },
+    )?;
+    for finding in &report.findings {
+        println!("  {finding}");
+    }
+    if !report.valid {
+        return Err(format!("{} is invalid: {:?}", output.display(), report.problems).into());
+    }
     let reader = ExpertReader::open(&output)?;
-    reader.verify_all()?;
     let manifest_section = reader
         .first(SectionType::Manifest)
         .ok_or("the converted file has no manifest")?;
-    let manifest = validate_manifest_bytes(&reader.section(manifest_section.index)?)?;
+    let manifest = Manifest::from_json(&reader.section(manifest_section.index)?)?;
     println!(
-        "validated: structure, root digest and {} section digests OK; manifest {} {}",
+        "validated: {} ({} warnings); {} sections; manifest {} {}",
+        report.scope.join(", "),
+        report.counts.warnings,
         reader.sections().len(),
         manifest.name,
         manifest.version
