@@ -153,6 +153,66 @@ fn main() {
         validate.median / st_header.median
     ));
 
+    // 1b. The whole `validate` report: the above plus the manifest (schema
+    //     and rules), the grammar and manifest ↔ adapter consistency, on the
+    //     same expert carrying a published-style manifest (long, `_comment`
+    //     keys, a rank that disagrees with the tensors) and SQL grammar.
+    let published = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/published/sql");
+    let mut with_docs = contents.clone();
+    with_docs.manifest = std::fs::read(published.join("manifest.json")).unwrap();
+    with_docs.set_file(
+        SectionType::Grammar,
+        "grammar.gbnf",
+        std::fs::read(published.join("grammar.gbnf")).unwrap(),
+    );
+    let documented = dir.path().join("expert-published.expert");
+    with_docs
+        .write_binary(&documented, &PackageOptions::default(), &mut |_, _| {})
+        .unwrap();
+    let options = expertui::validation::ValidateOptions::default();
+    let report_warm = measure(20, || {
+        let r = expertui::validation::validate_path(&documented, &options).unwrap();
+        assert!(r.valid);
+        black_box(r);
+    });
+    report.push_str(&format!(
+        "| validate report (structure, root, manifest schema + rules, grammar, consistency; {} findings) | {} | safetensors header parse {} | {:.2}× |\n",
+        expertui::validation::validate_path(&documented, &options).unwrap().findings.len(),
+        fmt(&report_warm),
+        fmt(&st_header),
+        report_warm.median / st_header.median
+    ));
+    // The same in a fresh process each time (`expertui --headless validate
+    // --time --json`): the sum of the steps, so first-use costs (the schema
+    // parse, the pattern compile) count and process start does not.
+    let steps = |_: ()| -> f64 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_expertui"))
+            .args(["--headless", "validate", "--time", "--json"])
+            .arg(&documented)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["timings_ms"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(serde_json::Value::as_f64)
+            .sum()
+    };
+    let mut cold: Vec<f64> = (0..20).map(|_| steps(())).collect();
+    cold.sort_by(f64::total_cmp);
+    let cold = Stat {
+        median: cold[cold.len() / 2],
+        min: cold[0],
+        max: cold[cold.len() - 1],
+    };
+    report.push_str(&format!(
+        "| `validate` verb, fresh process (sum of `--time` steps) | {} | safetensors header parse {} | {:.2}× |\n",
+        fmt(&cold),
+        fmt(&st_header),
+        cold.median / st_header.median
+    ));
+
     // 2. --verify-integrity vs one-thread SHA-256 of the whole file.
     let reader = ExpertReader::open(&binary).unwrap();
     let verify = measure(20, || reader.verify_all().unwrap());

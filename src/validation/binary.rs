@@ -9,7 +9,7 @@ use super::manifest::{check_grammar, check_manifest};
 use super::{DamagedSection, SectionSummary, ValidateOptions, ValidationReport, FORMAT_BINARY};
 use crate::diagnostics::{Finding, Location};
 use crate::format::error::FormatError;
-use crate::format::layout::{Codec, SectionType, NO_SIGNATURE};
+use crate::format::layout::{SectionType, NO_SIGNATURE};
 use crate::format::package::ExpertContents;
 use crate::format::peft::PeftType;
 use crate::format::reader::{ExpertReader, ReaderOptions};
@@ -282,9 +282,9 @@ pub(super) fn check_reader(
     Ok(())
 }
 
-/// Manifest ↔ adapter. The module table comes from the tensor sections'
-/// headers (free for uncompressed sections); compressed sections and the
-/// adapter's digest are read only on a deep check.
+/// Manifest ↔ adapter: against `adapter_config.json` always; against the
+/// module table of the tensor sections and the adapter's digest on a deep
+/// check (`--verify-integrity`, or a signed file).
 fn consistency(
     reader: &ExpertReader,
     manifest: &crate::format::manifest::Manifest,
@@ -320,17 +320,16 @@ fn consistency(
         Some(t) if t.eq_ignore_ascii_case("LORA") => Some(PeftType::Lora),
         _ => None,
     };
+    // The tensor shapes (each layer section's index) are read on a deep
+    // check only: a plain `validate` stays within O(TOC) plus the small
+    // text sections, and compares the manifest with adapter_config.json.
     let mut modules: Vec<ModuleInfo> = Vec::new();
-    let mut complete = true;
+    let mut complete = deep;
     for info in reader
         .sections()
         .iter()
-        .filter(|s| s.kind == SectionType::Tensors)
+        .filter(|s| deep && s.kind == SectionType::Tensors)
     {
-        if !deep && info.codec != Some(Codec::None) {
-            complete = false;
-            continue;
-        }
         let Ok(bytes) = reader.section(info.index) else {
             complete = false;
             continue;

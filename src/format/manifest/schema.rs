@@ -244,14 +244,15 @@ impl<'a> Walker<'a, '_> {
 }
 
 /// Patterns are compiled once each (the schema has one).
-fn compiled(pattern: &str) -> Option<&'static regex::Regex> {
+fn compiled(pattern: &str) -> Option<&'static regex_lite::Regex> {
     use std::collections::HashMap;
     use std::sync::Mutex;
-    static CACHE: OnceLock<Mutex<HashMap<String, Option<&'static regex::Regex>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<&'static regex_lite::Regex>>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut guard = cache.lock().ok()?;
     *guard.entry(pattern.to_string()).or_insert_with(|| {
-        regex::Regex::new(pattern)
+        regex_lite::Regex::new(pattern)
             .ok()
             .map(|re| &*Box::leak(Box::new(re)))
     })
