@@ -178,12 +178,24 @@ pub(super) fn validate(
     Ok(report)
 }
 
+/// Bytes of a sidecar read at most (one line per file is a few dozen bytes).
+const SIDECAR_LIMIT: u64 = 64 << 10;
+
 /// The `.sha256` sidecar: a mismatch or an unreadable sidecar is an error,
 /// no sidecar a warning.
 fn check_sidecar(path: &Path, bytes: &[u8], report: &mut ValidationReport) {
     let sidecar = sidecar_path(path);
     let at = Location::file(sidecar.display().to_string());
-    let text = match std::fs::read(&sidecar) {
+    // Sidecars are tiny: read at most 64 KiB, whatever lies there.
+    let read_head = |path: &Path| -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(path)?
+            .take(SIDECAR_LIMIT)
+            .read_to_end(&mut head)?;
+        Ok(head)
+    };
+    let text = match read_head(&sidecar) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             report.findings.push(
@@ -203,8 +215,7 @@ fn check_sidecar(path: &Path, bytes: &[u8], report: &mut ValidationReport) {
             return;
         }
     };
-    // Sidecars are tiny: anything large is not one.
-    let text = match std::str::from_utf8(text.get(..text.len().min(64 << 10)).unwrap_or(&[])) {
+    let text = match std::str::from_utf8(&text) {
         Ok(t) => t.to_string(),
         Err(_) => {
             report
