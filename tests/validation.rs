@@ -663,3 +663,50 @@ fn router_embeddings_may_not_leave_the_folder() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn windows_editor_files_get_a_named_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = b"\xef\xbb\xbf".to_vec();
+    manifest.extend(
+        std::fs::read(root().join("tests/fixtures/published/cypher/manifest.json")).unwrap(),
+    );
+    let m = dir.path().join("manifest.json");
+    std::fs::write(&m, manifest).unwrap();
+    let out = dir.path().join("x.expert");
+    let (code, _, stderr) = run(&[
+        "--headless",
+        "package",
+        LORA,
+        "-o",
+        s(&out),
+        "--manifest",
+        s(&m),
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("error[manifest.byte-order-mark] manifest.json:1:1"),
+        "{stderr}"
+    );
+
+    let g = dir.path().join("g.gbnf");
+    std::fs::write(&g, "\u{feff}root ::= \"a\" | b\r\nb ::= \"c\"\r\n").unwrap();
+    let (code, stdout, stderr) = run(&[
+        "--headless",
+        "package",
+        LORA,
+        "-o",
+        s(&out),
+        "--grammar",
+        s(&g),
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let v = json(&stdout);
+    let grammar: Vec<String> = codes(&v)
+        .into_iter()
+        .map(|(_, c)| c)
+        .filter(|c| c.starts_with("grammar."))
+        .collect();
+    assert_eq!(grammar, ["grammar.byte-order-mark"]);
+}

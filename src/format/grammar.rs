@@ -150,6 +150,11 @@ pub enum GrammarError {
         column: usize,
     },
 
+    /// The text starts with a UTF-8 byte-order mark (Windows editors write
+    /// one), which llama.cpp reads as a bad rule name.
+    #[error("line 1, column 1: the grammar starts with a UTF-8 byte-order mark, which llama.cpp does not skip")]
+    ByteOrderMark,
+
     /// An alternative with nothing in it (`a ::= "x" | | "y"`, `()`): it
     /// matches the empty string, which is rarely what was meant.
     #[error("line {line}, column {column}: rule {rule:?} has an empty alternative (it matches the empty string)")]
@@ -187,6 +192,7 @@ impl GrammarError {
             Self::LeftRecursion { .. } => "grammar.left-recursion",
             Self::InvalidRuleName { .. } => "grammar.invalid-rule-name",
             Self::EmptyAlternative { .. } => "grammar.empty-alternative",
+            Self::ByteOrderMark => "grammar.byte-order-mark",
         }
     }
 
@@ -204,6 +210,7 @@ impl GrammarError {
             | Self::InvalidRuleName { line, column, .. }
             | Self::EmptyAlternative { line, column, .. } => Some((*line, *column)),
             Self::DuplicateRule { line, .. } | Self::LeftRecursion { line, .. } => Some((*line, 1)),
+            Self::ByteOrderMark => Some((1, 1)),
         }
     }
 
@@ -243,6 +250,7 @@ impl GrammarError {
             Self::EmptyAlternative { .. } => {
                 "remove the extra '|', or write \"\" if the empty match is meant".into()
             }
+            Self::ByteOrderMark => "save the file as UTF-8 without a BOM".into(),
             _ => return None,
         })
     }
@@ -273,6 +281,10 @@ pub fn check_gbnf(text: &str) -> GrammarCheck {
             rules: Vec::new(),
             issues: vec![p.syntax_at(nul, "NUL character in grammar".into())],
         };
+    }
+    if text.starts_with('\u{feff}') {
+        p.issues.push(GrammarError::ByteOrderMark);
+        p.pos = '\u{feff}'.len_utf8();
     }
     p.parse_space(true);
     while p.peek().is_some() {

@@ -15,6 +15,17 @@ pub fn check_manifest(
     section: &str,
     findings: &mut Vec<Finding>,
 ) -> Option<(Manifest, Value)> {
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        findings.push(
+            Finding::error(
+                "manifest.byte-order-mark",
+                "manifest.json starts with a UTF-8 byte-order mark, which JSON readers (serde, Python's json) refuse",
+            )
+            .at(Location::section(section).line_col(1, 1))
+            .hint("save the file as UTF-8 without a BOM"),
+        );
+        return None;
+    }
     match validate_manifest_bytes(bytes) {
         Ok(manifest) => {
             let value = serde_json::from_slice(bytes).ok()?;

@@ -580,3 +580,18 @@ fn check_agrees_with_llama_cpp_on_its_test_cases() {
         assert!(parse_gbnf(text).is_err(), "{text:?}");
     }
 }
+
+#[test]
+fn check_names_a_byte_order_mark_and_reads_on() {
+    let check = check_gbnf("\u{feff}root ::= \"a\" | b\r\nb ::= \"c\"\r\n");
+    assert_eq!(check.issues, vec![GrammarError::ByteOrderMark]);
+    assert_eq!(check.rules.len(), 2);
+    assert!(
+        parse_gbnf("\u{feff}root ::= \"a\"").is_err(),
+        "llama.cpp refuses it"
+    );
+    // CRLF line ends are fine.
+    assert!(check_gbnf("root ::= \"a\" | b\r\nb ::= \"c\"\r\n")
+        .issues
+        .is_empty());
+}
