@@ -66,22 +66,30 @@ fn in_place_of(
     path: &Path,
     draw: impl FnOnce(&Path) -> Result<(), PlotError>,
 ) -> Result<(), PlotError> {
+    crate::format::atomic::refuse_special_target(path)
+        .map_err(|e| PlotError::Draw(e.to_string()))?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(
-        ".{name}.{}.tmp.{}",
-        std::process::id(),
-        path.extension().and_then(|e| e.to_str()).unwrap_or("out")
-    ));
-    let result = draw(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, path).map_err(|e| PlotError::Draw(format!("{}: {e}", path.display())))
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A fresh, unpredictable name (created exclusively), so nothing planted
+    // at a guessable temp path can receive the image.
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.{}", crate::format::atomic::TEMP_MARK))
+        .suffix(&format!(
+            ".tmp.{}",
+            path.extension().and_then(|e| e.to_str()).unwrap_or("out")
+        ))
+        .tempfile_in(dir)
+        .map_err(|e| PlotError::Draw(format!("{}: {e}", dir.display())))?
+        .into_temp_path();
+    draw(&tmp)?;
+    tmp.persist(path)
+        .map_err(|e| PlotError::Draw(format!("{}: {}", path.display(), e.error)))
 }
 
 fn draw<DB: DrawingBackend>(

@@ -81,10 +81,10 @@ impl Rng {
     }
 }
 
-/// Temp files of `target` (`.<name>.<random>.tmp`) in its folder.
+/// Temp files of `target` (`.<name>.expertui-<random>.tmp`) in its folder.
 fn temps_of(target: &Path) -> Vec<PathBuf> {
     let name = target.file_name().unwrap().to_string_lossy().into_owned();
-    let prefix = format!(".{name}.");
+    let prefix = format!(".{name}.expertui-");
     std::fs::read_dir(target.parent().unwrap())
         .unwrap()
         .flatten()

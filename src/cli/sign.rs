@@ -298,7 +298,15 @@ pub struct PolicyArgs {
     /// Revocation list (from `revoke`), signed by a trusted key. Repeatable.
     #[arg(long, value_name = "FILE")]
     pub revocations: Vec<PathBuf>,
+    /// Policy file (JSON: require_signature, trust, pubkey, revocations);
+    /// the default is the file named by EXPERTUI_POLICY, if set. The flags
+    /// add to it. Any trust configured requires a signature.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
+
+/// Environment variable naming a system-wide default policy file.
+pub const POLICY_ENV: &str = "EXPERTUI_POLICY";
 
 impl PolicyArgs {
     /// Whether any signature flag was given.
@@ -307,12 +315,31 @@ impl PolicyArgs {
             || !self.trust.is_empty()
             || self.pubkey.is_some()
             || !self.revocations.is_empty()
+            || self.policy.is_some()
     }
 
-    /// Loads the keys and lists named (a bad file is exit 1).
+    /// The policy file in force: `--policy`, else `EXPERTUI_POLICY`.
+    fn policy_file(&self) -> Option<PathBuf> {
+        self.policy.clone().or_else(|| {
+            std::env::var_os(POLICY_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+    }
+
+    /// Loads the policy file and the keys and lists named (a bad file is
+    /// exit 1). `--trust`, `--pubkey` and `--revocations` imply
+    /// `--require-signature`: a stripped signature never passes them.
     pub fn load(&self) -> Result<Policy, Failure> {
-        let mut policy = Policy::new();
-        policy.require_signature = self.require_signature;
+        let mut policy = match self.policy_file() {
+            Some(path) => Policy::from_file(&path)
+                .map_err(|e| Failure::error(format!("policy {}: {e}", path.display())))?,
+            None => Policy::new(),
+        };
+        policy.require_signature |= self.require_signature
+            || !self.trust.is_empty()
+            || self.pubkey.is_some()
+            || !self.revocations.is_empty();
         for path in &self.trust {
             let added = policy.trust_store().load(path).map_err(Failure::error)?;
             if added == 0 {

@@ -2,12 +2,20 @@
 //! own folder, fsync it, rename it over the target, fsync the folder. A crash
 //! at any point leaves either the old file or the new one, never half of one.
 //!
-//! Temp files are named `.<target name>.<random>.tmp` and, on Unix, hold an
-//! exclusive `flock` for as long as their writer lives. A writer killed
-//! before its rename (SIGKILL, power loss) leaves its temp file behind; the
-//! next write to the same target removes every such file whose lock is free
-//! (its writer is gone), so leftovers never accumulate and are never
-//! mistaken for the target.
+//! Temp files are named `.<target name>.expertui-<6 random>.tmp` and, on
+//! Unix, hold an exclusive `flock` for as long as their writer lives. A
+//! writer killed before its rename (SIGKILL, power loss) leaves its temp file
+//! behind; the next write to the same target removes every such file whose
+//! lock is free (its writer is gone). Only names of exactly that shape are
+//! swept: a user's `.notes.txt.draft.tmp` is never touched.
+//!
+//! Symbolic links and special files are never written through: a target
+//! that is a link (to a file, a folder or anything else), a folder, a FIFO or
+//! a device is refused before anything is created, so a planted link cannot
+//! make a write land elsewhere, and `sign LINK` cannot replace the link and
+//! leave the real file unsigned. The written file gets the replaced file's
+//! permission bits (rwx for user, group, others) but never setuid, setgid or
+//! sticky.
 //!
 //! Test hook: when the environment variable `EXPERTUI_TEST_WRITE_DELAY_US`
 //! holds a number, every write to an output file is cut into 16 KiB pieces
@@ -71,6 +79,7 @@ impl AtomicFile {
     /// Creates the temp file beside `target` (same folder, so the rename is
     /// atomic), after removing temp files that killed writers left for it.
     pub fn create(target: &Path) -> Result<Self> {
+        refuse_special_target(target)?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -79,7 +88,7 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "expert".into());
-        let prefix = format!(".{stem}.");
+        let prefix = format!(".{stem}.{TEMP_MARK}");
         remove_stale_temps(&dir, &prefix);
         let mut attempt = 0;
         let temp = loop {
@@ -144,8 +153,49 @@ impl Write for AtomicFile {
     }
 }
 
-/// Suffix of every temp file (the prefix is `.<target name>.`).
+/// Suffix of every temp file (the prefix is `.<target name>.expertui-`).
 pub const TEMP_SUFFIX: &str = ".tmp";
+/// Marks a temp file as this tool's, between the target name and the random part.
+pub const TEMP_MARK: &str = "expertui-";
+/// Length of the random part `tempfile` puts between prefix and suffix.
+const TEMP_RANDOM_LEN: usize = 6;
+
+/// True when `name` is exactly `<prefix><6 alphanumerics>.tmp`: a temp file
+/// this tool made for that target, and nothing else.
+fn is_own_temp(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+        .is_some_and(|random| {
+            random.len() == TEMP_RANDOM_LEN && random.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+}
+
+/// Refuses to write where a rename would replace a link, a folder or a
+/// special file (or, for the mode, read through a link).
+pub fn refuse_special_target(target: &Path) -> Result<()> {
+    let meta = match std::fs::symlink_metadata(target) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FormatError::io(target, e)),
+    };
+    let kind = meta.file_type();
+    let what = if kind.is_symlink() {
+        "a symbolic link: expertui does not write through links (write to the real path)"
+    } else if kind.is_dir() {
+        "a folder"
+    } else if !kind.is_file() {
+        "not a regular file (a FIFO, socket or device)"
+    } else {
+        return Ok(());
+    };
+    Err(FormatError::io(
+        target,
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the output is {what}; nothing was written"),
+        ),
+    ))
+}
 
 /// Takes the writer's lock on a fresh temp file. `Ok(false)`: the file was
 /// removed by a cleaner before the lock was taken (the path no longer names
@@ -192,7 +242,7 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if !name.starts_with(prefix) || !name.ends_with(TEMP_SUFFIX) {
+            if !is_own_temp(&name, prefix) {
                 continue;
             }
             if !entry.file_type().is_ok_and(|t| t.is_file()) {
@@ -218,12 +268,16 @@ fn remove_stale_temps(dir: &Path, prefix: &str) {
 }
 
 /// Temp files are created owner-only; the result should look like any other
-/// file: the replaced file's mode when there was one, else 0644.
+/// file: the replaced file's permission bits when there was one, else 0644.
+/// Never setuid, setgid or sticky, and never read through a link.
 fn set_final_permissions(file: &File, target: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(target).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+        let mode = std::fs::symlink_metadata(target)
+            .ok()
+            .filter(|m| m.file_type().is_file())
+            .map_or(0o644, |m| m.permissions().mode() & 0o777);
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
     }
     #[cfg(not(unix))]

@@ -246,7 +246,7 @@ pub(super) fn check_reader(
     }
     let default_policy = Policy::new();
     let policy = options.policy.unwrap_or(&default_policy);
-    let policy_given = policy.require_signature || policy.has_trust();
+    let policy_given = policy.requires_signature();
     if signed || policy_given {
         report.scope.push("signature");
         report.time("signature", |report| {

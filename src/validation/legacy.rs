@@ -15,6 +15,7 @@ use crate::format::error::FormatError;
 use crate::format::layout::SectionType;
 use crate::format::legacy::{read_legacy, sidecar_path, verify_sidecar, LegacyError, LegacyLimits};
 use crate::format::package::{classify_file, ExpertContents, ADAPTER_WEIGHTS, MANIFEST};
+use crate::format::signing::Policy;
 
 /// The section type a member stands for.
 pub fn member_kind(name: &str) -> SectionType {
@@ -161,9 +162,7 @@ pub(super) fn validate(
                 .extend(super::base_model_findings(checked, base));
         });
     }
-    let require = options
-        .policy
-        .is_some_and(|p| p.require_signature || p.has_trust());
+    let require = options.policy.is_some_and(Policy::requires_signature);
     report.signature = json!({ "state": "unsigned", "policy_ok": !require });
     if require {
         report.scope.push("signature");

@@ -375,6 +375,8 @@ impl SecretKey {
 /// Writes `bytes` to `path` readable by the owner only.
 fn write_private(path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
     let io = |e| SigningError::io(path, e);
+    crate::format::atomic::refuse_special_target(path)
+        .map_err(|e| io(std::io::Error::other(e.to_string())))?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

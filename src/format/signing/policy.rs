@@ -198,15 +198,80 @@ impl Policy {
         !self.trust.is_empty() || self.pinned.is_some()
     }
 
+    /// Whether an unsigned file fails: `require_signature`, or any trust
+    /// configured (a key to check against makes no sense for a file that
+    /// could simply drop its signature: stripping it must not pass).
+    pub fn requires_signature(&self) -> bool {
+        self.require_signature || self.has_trust()
+    }
+
+    /// Reads a policy file (JSON), paths relative to its folder:
+    /// `{"require_signature": true, "trust": ["root.pub", "keys/"],
+    /// "pubkey": "acme.pub", "revocations": ["root.rev"]}`. Every key is
+    /// optional; unknown keys are refused (a typo must not weaken a policy).
+    pub fn from_file(path: &std::path::Path) -> Result<Self> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            require_signature: bool,
+            #[serde(default)]
+            trust: Vec<std::path::PathBuf>,
+            #[serde(default)]
+            pubkey: Option<std::path::PathBuf>,
+            #[serde(default)]
+            revocations: Vec<std::path::PathBuf>,
+        }
+        const MAX_POLICY_FILE: u64 = 1 << 20;
+        let io = |e| SigningError::io(path, e);
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() || meta.len() > MAX_POLICY_FILE {
+            return Err(io(std::io::Error::other(
+                "a policy file is a regular JSON file under 1 MiB",
+            )));
+        }
+        let text = std::fs::read(path).map_err(io)?;
+        let file: File = serde_json::from_slice(&text).map_err(|e| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("policy file: {e}"),
+            ))
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let mut policy = Self::new();
+        policy.require_signature = file.require_signature;
+        for trusted in &file.trust {
+            let at = base.join(trusted);
+            if policy.trust_store().load(&at)? == 0 {
+                return Err(SigningError::io(
+                    &at,
+                    std::io::Error::other("no .pub files there"),
+                ));
+            }
+        }
+        if let Some(key) = &file.pubkey {
+            policy.pin(PublicKey::load(&base.join(key))?);
+        }
+        for list in &file.revocations {
+            let at = base.join(list);
+            policy.add_revocations(RevocationList::load(&at)?)?;
+        }
+        Ok(policy)
+    }
+
     /// Whether a report fails this policy. A broken signature always fails;
-    /// `unsigned` fails only when a signature is required; `untrusted`,
+    /// `unsigned` fails when a signature is required or any trust is
+    /// configured ([`Policy::requires_signature`]); `untrusted`,
     /// `expired` and `revoked` fail when a signature is required or trust
     /// was configured (without either, they are reported only).
     pub fn fails(&self, report: &SignatureReport) -> bool {
         match report.state {
             SignatureState::Valid => false,
             SignatureState::Invalid => true,
-            SignatureState::Unsigned => self.require_signature,
+            SignatureState::Unsigned => self.requires_signature(),
             SignatureState::Untrusted | SignatureState::Expired | SignatureState::Revoked => {
                 self.require_signature || self.has_trust()
             }
