@@ -6,9 +6,36 @@
 //! hint. Checks never decide what a finding means for the exit code: the
 //! [`crate::validation::ValidationReport`] does, once, for every verb.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Serialize;
+
+/// True for characters that steer a terminal or reorder text instead of
+/// showing: C0/C1 controls (ESC starts escape sequences), DEL, and the
+/// Unicode bidirectional and invisible formatting marks.
+pub fn is_unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `s` with every unprintable character written as `\u{..}`, so text from a
+/// file (section names, messages quoting it) can never clear a screen, move
+/// the cursor or fake a line when printed. Borrowed when nothing changes.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(is_unprintable) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_unprintable(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -137,7 +164,7 @@ impl fmt::Display for Location {
             (Some(o), None) => parts.push(format!("byte {o}")),
             _ => {}
         }
-        f.write_str(&parts.join(" "))
+        f.write_str(&printable(&parts.join(" ")))
     }
 }
 
@@ -197,13 +224,13 @@ impl Finding {
 impl fmt::Display for Finding {
     /// `warning[grammar.left-recursion] grammar.gbnf:3:1: message (hint: …)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]", self.severity.label(), self.code)?;
+        write!(f, "{}[{}]", self.severity.label(), printable(&self.code))?;
         if !self.location.is_empty() {
             write!(f, " {}", self.location)?;
         }
-        write!(f, ": {}", self.message)?;
+        write!(f, ": {}", printable(&self.message))?;
         if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
+            write!(f, "\n  hint: {}", printable(hint))?;
         }
         Ok(())
     }
@@ -260,6 +287,16 @@ mod tests {
             e.to_string(),
             "error[container.section-digest] layer.0 bytes 640..1280: damaged"
         );
+    }
+
+    #[test]
+    fn unprintable_characters_are_escaped() {
+        assert_eq!(printable("layer.0"), "layer.0");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("x\ny\r\u{7f}"), "x\\u{a}y\\u{d}\\u{7f}");
+        assert_eq!(printable("\u{202e}fdp.exe"), "\\u{202e}fdp.exe");
+        let f = Finding::error("c", "name \u{1b}[2J").at(Location::section("s\u{9b}x"));
+        assert!(!f.to_string().chars().any(is_unprintable), "{f}");
     }
 
     #[test]

@@ -258,3 +258,228 @@ fn stripped_signature_fails_every_trust_flag() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("unknown field"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// 4. Batch outputs stay inside OUT; two inputs for one output write nothing.
+
+#[test]
+fn batch_convert_names_stay_inside_the_output_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let inputs = d("in");
+    std::fs::create_dir_all(inputs.join("a")).unwrap();
+    std::fs::create_dir_all(inputs.join("b")).unwrap();
+    for name in ["...expert", "..", ".hidden.expert", "weird\u{1b}[2J.expert"] {
+        let path = inputs.join("a").join(name);
+        if name == ".." {
+            continue;
+        }
+        std::fs::copy(root().join(DEMO), &path).unwrap();
+    }
+    let out = d("out");
+    let sources: Vec<PathBuf> = ["...expert", ".hidden.expert", "weird\u{1b}[2J.expert"]
+        .iter()
+        .map(|n| inputs.join("a").join(n))
+        .collect();
+    let mut args = vec!["--headless", "convert"];
+    args.extend(sources.iter().map(|p| s(p)));
+    args.extend(["-o", s(&out), "--to", "peft"]);
+    let (code, stdout, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    // Everything written is a plain entry of OUT; nothing beside it.
+    let written: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written.len(), 3, "{written:?}");
+    for name in &written {
+        assert!(
+            !name.starts_with('.') && !name.contains('\u{1b}'),
+            "{written:?}"
+        );
+    }
+    assert!(!dir.path().join("adapter_config.json").exists());
+    assert!(
+        !String::from_utf8_lossy(&stdout).contains('\u{1b}'),
+        "escaped on stdout"
+    );
+
+    // Two inputs with one base name: refused before anything is written.
+    std::fs::copy(root().join(DEMO), inputs.join("a/same.expert")).unwrap();
+    std::fs::copy(root().join(DEMO), inputs.join("b/same.expert")).unwrap();
+    let clash = d("clash");
+    let (code, _, err) = run(&[
+        "--headless",
+        "convert",
+        s(&inputs.join("a/same.expert")),
+        s(&inputs.join("b/same.expert")),
+        "-o",
+        s(&clash),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("would both be written"), "{err}");
+    assert!(!clash.exists(), "nothing written, not even the folder");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Control characters from a file never reach the terminal raw.
+
+/// The demo with its LICENSE section renamed to `name` in the TOC (the
+/// writer refuses such names; a crafted file has them), root recomputed.
+fn demo_with_section_name(dir: &Path, name: &str) -> PathBuf {
+    let reader = ExpertReader::open(root().join(DEMO)).unwrap();
+    let mut contents = ExpertContents::read_binary(&reader).unwrap();
+    let placeholder = "Q".repeat(name.len());
+    let file = contents
+        .files
+        .iter_mut()
+        .find(|f| f.name == "LICENSE")
+        .unwrap();
+    file.name = placeholder.clone();
+    let out = dir.join("named.expert");
+    contents
+        .write_binary(&out, &PackageOptions::default(), &mut |_, _| {})
+        .unwrap();
+    let mut bytes = std::fs::read(&out).unwrap();
+    let (toc, count) = {
+        let r = ExpertReader::open(&out).unwrap();
+        (r.header().toc_offset.get() as usize, r.sections().len())
+    };
+    let toc_end = toc + count * 128;
+    let at = toc
+        + bytes[toc..toc_end]
+            .windows(placeholder.len())
+            .position(|w| w == placeholder.as_bytes())
+            .unwrap();
+    bytes[at..at + name.len()].copy_from_slice(name.as_bytes());
+    let root = expertui::format::integrity::root_digest(&bytes[..128], &bytes[toc..toc_end]);
+    bytes[48..80].copy_from_slice(&root);
+    std::fs::write(&out, &bytes).unwrap();
+    out
+}
+
+#[test]
+fn control_characters_in_names_are_escaped_and_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "LIC\u{1b}[2J\u{1b}[Hvalid\u{202e}";
+    let file = demo_with_section_name(dir.path(), hostile);
+    for args in [
+        vec!["--headless", "info", s(&file)],
+        vec!["--headless", "validate", s(&file), "--list-sections"],
+        vec![s(&file)],
+        vec![
+            "--headless",
+            "extract",
+            s(&file),
+            hostile,
+            "-o",
+            s(&dir.path().join("x")),
+        ],
+    ] {
+        let (code, stdout, err) = run(&args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        for (what, text) in [
+            ("stdout", String::from_utf8_lossy(&stdout).into_owned()),
+            ("stderr", err.clone()),
+        ] {
+            assert!(
+                !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+                "{args:?} {what}: {text:?}"
+            );
+        }
+        let all = format!("{}{err}", String::from_utf8_lossy(&stdout));
+        assert!(all.contains("\\u{1b}[2J"), "{args:?}: shown escaped: {all}");
+    }
+    let (_, stdout, _) = run(&["--headless", "validate", s(&file), "--json"]);
+    let v = json(&stdout);
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["code"] == "container.section-name-control" && f["severity"] == "warning"));
+}
+
+// ---------------------------------------------------------------------------
+// 9. Special files, folders, exit codes of corrupt content.
+
+#[cfg(unix)]
+#[test]
+fn special_files_and_folders_are_refused_without_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let folder = dir.path().to_path_buf();
+    for (path, says) in [(&fifo, "not a regular file"), (&folder, "is a folder")] {
+        for args in [
+            vec!["--headless", "validate", s(path)],
+            vec!["--headless", "info", s(path)],
+            vec![s(path)],
+            vec!["--headless", "extract", s(path), "x", "-o", "/dev/null"],
+            vec![
+                "--headless",
+                "convert",
+                s(path),
+                "-o",
+                s(&dir.path().join("o.expert")),
+            ],
+            vec![
+                "--headless",
+                "fuse",
+                s(path),
+                "--base",
+                "x",
+                "-o",
+                s(&dir.path().join("o.st")),
+            ],
+        ] {
+            let out = Command::cargo_bin("expertui")
+                .unwrap()
+                .args(&args)
+                .timeout(std::time::Duration::from_secs(20))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains(says), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn integer_adapter_tensors_are_refused_at_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    std::fs::copy(
+        root().join(LORA).join("adapter_config.json"),
+        adapter.join("adapter_config.json"),
+    )
+    .unwrap();
+    // The LoRA fixture's tensors, with every lora_A made I32 (same bytes).
+    let bytes = std::fs::read(root().join(LORA).join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let dtype = if name.contains("lora_A") {
+                safetensors::Dtype::I32
+            } else {
+                v.dtype()
+            };
+            (
+                name,
+                safetensors::tensor::TensorView::new(dtype, v.shape().to_vec(), v.data()).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &adapter.join("adapter_model.safetensors"))
+        .unwrap();
+    let out = dir.path().join("int.expert");
+    let (code, _, err) = run(&["--headless", "package", s(&adapter), "-o", s(&out)]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("floating point"), "{err}");
+    assert!(!out.exists());
+}

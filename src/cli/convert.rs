@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::progress::count_bar;
 use super::{print_json, Failure};
-use crate::diagnostics::{make_strict, Finding, Severity};
+use crate::diagnostics::{make_strict, printable, Finding, Severity};
 use crate::format::legacy::{write_legacy, LegacyFile};
 use crate::format::loader::ExpertLoader;
 use crate::format::package::{PackageOptions, TensorCodec};
@@ -38,17 +38,69 @@ pub struct Args {
     pub strict: bool,
 }
 
-fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
-    let stem = input
+/// A file name made from an input's name: only letters, digits, `-`, `_`
+/// and inner dots, never empty, never `.`/`..` or hidden, so the output
+/// stays a plain entry of the output folder whatever the input is called.
+fn safe_stem(input: &Path) -> String {
+    let name = input
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "expert".into());
-    let stem = stem.strip_suffix(".expert").unwrap_or(&stem).to_string();
+        .unwrap_or_default();
+    let name = name.strip_suffix(".expert").unwrap_or(&name);
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim_matches('.');
+    if cleaned.is_empty() {
+        "expert".into()
+    } else {
+        cleaned.to_string()
+    }
+}
+
+fn output_for(input: &Path, out_dir: &Path, to: Target) -> PathBuf {
+    let stem = safe_stem(input);
     match to {
         Target::Binary => out_dir.join(format!("{stem}.expert")),
         Target::TarGz => out_dir.join(format!("{stem}.tar.gz.expert")),
         Target::Peft => out_dir.join(stem),
     }
+}
+
+/// Every input's output in the folder `out_dir`, refused as a whole (nothing
+/// written) when two inputs would write the same output.
+fn batch_outputs(inputs: &[PathBuf], out_dir: &Path, to: Target) -> Result<Vec<PathBuf>, Failure> {
+    let mut seen: std::collections::HashMap<PathBuf, &Path> = Default::default();
+    let mut outputs = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let output = output_for(input, out_dir, to);
+        // safe_stem makes a plain name; this is the invariant that matters.
+        if output.parent() != Some(out_dir) {
+            return Err(Failure::error(format!(
+                "{}: its output {} would leave {}",
+                input.display(),
+                output.display(),
+                out_dir.display()
+            )));
+        }
+        if let Some(first) = seen.insert(output.clone(), input) {
+            return Err(Failure::error(format!(
+                "{} and {} would both be written to {}: convert them into different folders (nothing was written)",
+                first.display(),
+                input.display(),
+                output.display()
+            )));
+        }
+        outputs.push(output);
+    }
+    Ok(outputs)
 }
 
 /// The loader's notices as findings (in `convert`, the deprecation notice
@@ -134,6 +186,11 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let batch = args.inputs.len() > 1;
+    let outputs = if batch {
+        batch_outputs(&args.inputs, &args.output, args.to)?
+    } else {
+        vec![args.output.clone()]
+    };
     if batch {
         std::fs::create_dir_all(&args.output)
             .map_err(|e| Failure::error(format!("{}: {e}", args.output.display())))?;
@@ -141,12 +198,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let bar = count_bar("converting", args.inputs.len() as u64, json_out || !batch);
     let mut results = Vec::new();
     let mut failed = None;
-    for input in &args.inputs {
-        let output = if batch {
-            output_for(input, &args.output, args.to)
-        } else {
-            args.output.clone()
-        };
+    for (input, output) in args.inputs.iter().zip(outputs) {
         match convert_one(input, &output, &args) {
             Ok(findings) => {
                 // check_before_writing printed the content findings; the loader's here.
@@ -161,7 +213,13 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
                 results.push(json!({"input": input.display().to_string(), "output": output.display().to_string(), "ok": true, "warnings": warnings, "findings": findings}));
             }
             Err(f) => {
-                bar.suspend(|| eprintln!("error: {}: {}", input.display(), f.message));
+                bar.suspend(|| {
+                    eprintln!(
+                        "error: {}: {}",
+                        printable(&input.display().to_string()),
+                        printable(&f.message)
+                    )
+                });
                 results.push(
                     json!({"input": input.display().to_string(), "ok": false, "error": f.message}),
                 );
@@ -178,8 +236,8 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             if r["ok"] == true {
                 println!(
                     "{} -> {}",
-                    r["input"].as_str().unwrap_or(""),
-                    r["output"].as_str().unwrap_or("")
+                    printable(r["input"].as_str().unwrap_or("")),
+                    printable(r["output"].as_str().unwrap_or(""))
                 );
             }
         }

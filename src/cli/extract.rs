@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use super::{print_json, Failure};
+use crate::diagnostics::printable;
 use crate::format::atomic::write_atomic;
 use crate::format::{ExpertReader, FormatError};
 
@@ -45,8 +46,8 @@ fn extract_legacy(args: &Args, json_out: bool) -> Result<(), Failure> {
             "{} bytes of {} {} written to {}",
             bytes.len(),
             kind.label(),
-            name,
-            args.output.display()
+            printable(name),
+            printable(&args.output.display().to_string())
         );
     }
     Ok(())
@@ -77,8 +78,8 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             "{} bytes of {} {} written to {}",
             bytes.len(),
             info.kind.label(),
-            info.name,
-            args.output.display()
+            printable(&info.name),
+            printable(&args.output.display().to_string())
         );
     }
     Ok(())

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::validate::{print_sections, print_warnings, verdict};
 use super::{print_json, Failure};
-use crate::diagnostics::Severity;
+use crate::diagnostics::{printable, Severity};
 use crate::format::ExpertReader;
 use crate::validation::{validate_path, validate_reader, ValidateOptions, ValidationReport};
 
@@ -39,7 +39,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
 }
 
 fn print_overview(report: &ValidationReport) {
-    println!("{}", report.file);
+    println!("{}", printable(&report.file));
     let members = report.sections.as_ref().map_or(0, Vec::len);
     match &report.header {
         _ if report.is_legacy() => println!(
@@ -61,7 +61,8 @@ fn print_overview(report: &ValidationReport) {
         None => {}
     }
     if let Some(m) = &report.manifest {
-        let get = |k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+        let get =
+            |k: &str| printable(m.get(k).and_then(|v| v.as_str()).unwrap_or("?")).into_owned();
         println!("  expert {} {}", get("name"), get("version"));
     }
     for f in report.at_least(Severity::Error) {

@@ -200,7 +200,7 @@ pub fn run() -> ExitCode {
                     &serde_json::json!({ "error": failure.message, "exit_code": failure.code }),
                 );
             }
-            eprintln!("error: {}", failure.message);
+            eprintln!("error: {}", crate::diagnostics::printable(&failure.message));
             ExitCode::from(failure.code)
         }
     }

@@ -93,6 +93,7 @@ pub struct Args {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    crate::format::reader::check_input_file(path)?;
     std::fs::read(path).map_err(|e| Failure::error(format!("{}: {e}", path.display())))
 }
 

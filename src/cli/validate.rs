@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{print_json, Failure};
-use crate::diagnostics::{Finding, Severity};
+use crate::diagnostics::{printable, Finding, Severity};
 use crate::validation::{validate_path, SectionSummary, ValidateOptions, ValidationReport};
 
 #[derive(clap::Args, Debug)]
@@ -85,7 +85,7 @@ fn print_text(report: &ValidationReport) {
     match &report.header {
         _ if report.is_legacy() => println!(
             "{}: legacy tar.gz package{}",
-            report.file,
+            printable(&report.file),
             report
                 .sections
                 .as_ref()
@@ -94,12 +94,12 @@ fn print_text(report: &ValidationReport) {
         ),
         Some(h) => println!(
             "{}: .expert v{}, {} bytes, {} sections",
-            report.file,
+            printable(&report.file),
             h["version"].as_str().unwrap_or("?"),
             h["file_size"],
             h["toc_count"]
         ),
-        None => println!("{}", report.file),
+        None => println!("{}", printable(&report.file)),
     }
     if let Some(header) = &report.header {
         println!(
@@ -108,6 +108,7 @@ fn print_text(report: &ValidationReport) {
         );
     }
     if let Some(manifest) = &report.manifest {
+        // serde_json escapes control characters in strings.
         println!(
             "{}",
             serde_json::to_string_pretty(manifest).unwrap_or_default()
@@ -123,10 +124,12 @@ fn print_text(report: &ValidationReport) {
     if report.signature["state"] != "unsigned" || report.scope.contains(&"signature") {
         println!(
             "signature: {}",
-            report.signature["summary"]
-                .as_str()
-                .or_else(|| report.signature["state"].as_str())
-                .unwrap_or("?")
+            printable(
+                report.signature["summary"]
+                    .as_str()
+                    .or_else(|| report.signature["state"].as_str())
+                    .unwrap_or("?")
+            )
         );
     }
     let c = report.counts;
@@ -161,9 +164,9 @@ pub fn print_sections(sections: &[SectionSummary]) {
         println!(
             "{:>3}  {:<17} {:<30} {:<12} {:>10} {:>10} {:>10}",
             s.index,
-            s.kind,
-            s.name,
-            s.codec,
+            printable(&s.kind),
+            printable(&s.name),
+            printable(&s.codec),
             s.offset.map_or("-".to_string(), |o| o.to_string()),
             s.stored_len,
             s.raw_len

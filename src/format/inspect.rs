@@ -134,7 +134,8 @@ impl Inspected {
                 .sections()
                 .iter()
                 .map(|s| SectionRow {
-                    name: s.name.clone(),
+                    // Shown on screen: control and bidi characters escaped.
+                    name: crate::diagnostics::printable(&s.name).into_owned(),
                     kind: s.kind,
                     codec: s.codec.map_or("?", |c| c.label()).to_string(),
                     offset: Some(s.offset),
@@ -145,7 +146,7 @@ impl Inspected {
             Opened::Legacy(files) => files
                 .iter()
                 .map(|f| SectionRow {
-                    name: f.name.clone(),
+                    name: crate::diagnostics::printable(&f.name).into_owned(),
                     kind: classify_member(&f.name),
                     codec: "tar.gz".into(),
                     offset: None,

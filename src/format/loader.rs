@@ -41,6 +41,9 @@ pub fn detect(bytes: &[u8]) -> Option<SourceFormat> {
 
 /// True when `path` starts like a legacy tar.gz package (gzip magic).
 pub fn is_legacy_file(path: &Path) -> bool {
+    if super::reader::check_input_file(path).is_err() {
+        return false;
+    }
     let mut head = [0u8; 2];
     std::fs::File::open(path)
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
@@ -129,6 +132,7 @@ impl ExpertLoader {
 
     /// Opens `path` without any fallback.
     pub fn open_exact(path: &Path) -> Result<LoadedExpert, PackageError> {
+        super::reader::check_input_file(path)?;
         let mut head = [0u8; 8];
         let read = {
             use std::io::Read;

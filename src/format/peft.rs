@@ -98,6 +98,10 @@ impl PeftAdapter {
             return Err(PeftError::MissingWeights(dir.display().to_string()));
         }
         let config_path = dir.join("adapter_config.json");
+        for path in [&config_path, &weights] {
+            crate::format::reader::check_input_file(path)
+                .map_err(|e| io(path, std::io::Error::other(e.to_string())))?;
+        }
         let config = std::fs::read(&config_path).map_err(|e| io(&config_path, e))?;
         let file = File::open(&weights).map_err(|e| io(&weights, e))?;
         // SAFETY: read-only map used only to parse and validate the header;
@@ -159,6 +163,14 @@ impl PeftAdapter {
             serde_json::from_slice(&config_bytes).map_err(|e| PeftError::Config(e.to_string()))?;
         let peft_type = peft_type_of(&config)?;
         let tensors: Vec<TensorMeta> = index.entries.into_iter().map(|(meta, _)| meta).collect();
+        // Adapter weights are floating point; an integer factor packages
+        // fine and fails much later, in a fuse, with a puzzling message.
+        if let Some(t) = tensors.iter().find(|t| !is_float(t.dtype)) {
+            return Err(PeftError::Weights(format!(
+                "tensor {} is {:?}: adapter weights must be floating point (F16, BF16, F32 or F64)",
+                t.name, t.dtype
+            )));
+        }
         let modules = match peft_type {
             PeftType::PromptTuning => Vec::new(),
             _ => build_modules(&config, &peft_type, &tensors)?,
@@ -315,6 +327,12 @@ fn pattern_value<'a>(patterns: Option<&'a Value>, module: &str) -> Option<&'a Va
 
 fn config_f64(config: &Value, key: &str) -> Option<f64> {
     config.get(key).and_then(Value::as_f64)
+}
+
+/// The dtypes adapter weights come in.
+pub fn is_float(dtype: safetensors::Dtype) -> bool {
+    use safetensors::Dtype;
+    matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
 }
 
 fn build_modules(

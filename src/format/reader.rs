@@ -73,9 +73,29 @@ pub enum FileBytes {
     Owned(Vec<u8>),
 }
 
+/// Refuses inputs that are not regular files before they are opened: a
+/// folder gets a clear message instead of "No such device", and a FIFO,
+/// socket or device is never opened (opening a FIFO for reading blocks
+/// until a writer appears: `validate FIFO` would hang).
+pub fn check_input_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;
+    let what = if meta.is_dir() {
+        "is a folder, not an expert file"
+    } else if !meta.is_file() {
+        "is not a regular file (a FIFO, socket or device): refusing to read it"
+    } else {
+        return Ok(());
+    };
+    Err(FormatError::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, what),
+    ))
+}
+
 impl FileBytes {
     /// Memory-maps `path` read-only.
     pub fn map(path: &Path) -> Result<Self> {
+        check_input_file(path)?;
         let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
         // SAFETY: the map is read-only. If another process truncates the file
         // while it is mapped, reads past the new end fault (SIGBUS); expertui

@@ -216,14 +216,14 @@ fn osd_modules(
     device: &Device,
 ) -> Result<Vec<(ModuleInfo, Tensor)>> {
     let entries = crate::osd::section::decode_layer(bytes)
-        .map_err(|e| RuntimeError::Invalid(format!("OSD section: {e}")))?;
+        .map_err(|e| RuntimeError::Corrupt(format!("OSD section: {e}")))?;
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         // A few bytes of OSD factors can describe a huge matrix: bound the
         // dense reconstruction (the largest real linear layers are ~2^28).
         let elements = entry.osd.n().saturating_mul(entry.osd.d());
         if elements > MAX_OSD_ELEMENTS {
-            return Err(RuntimeError::Invalid(format!(
+            return Err(RuntimeError::Corrupt(format!(
                 "OSD module {}: {}×{} exceeds the {MAX_OSD_ELEMENTS}-element limit for a reconstructed delta",
                 entry.module,
                 entry.osd.n(),

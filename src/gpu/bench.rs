@@ -211,6 +211,7 @@ pub fn run_bench(
     // the same expert as a legacy tar.gz package.
     stage("preparing inputs");
     let work = tempfile::tempdir().map_err(|e| RuntimeError::io(Path::new("temp dir"), e))?;
+    crate::format::reader::check_input_file(&config.file)?;
     let mut head = [0u8; 8];
     {
         use std::io::Read;

@@ -44,6 +44,14 @@ pub enum RuntimeError {
     /// A request the runtime refuses (all loaded experts applied, base changed while applied, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The expert's content is malformed (an OSD section that does not
+    /// decode, a tensor of a type no adapter has): invalid input, exit 3.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The expert fails the trust policy (unsigned, untrusted, revoked,
+    /// invalid signature): it never reaches the runtime. Exit 3.
+    #[error("refused by the trust policy: {0}")]
+    Untrusted(String),
 }
 
 impl RuntimeError {
@@ -69,7 +77,12 @@ impl RuntimeError {
         match self {
             Self::Format(e) => e.is_corruption(),
             Self::Package(PackageError::Io { .. } | PackageError::Format(_)) => false,
-            Self::Package(_) | Self::Tensor(_) | Self::Module { .. } | Self::Base(_) => true,
+            Self::Package(_)
+            | Self::Tensor(_)
+            | Self::Module { .. }
+            | Self::Base(_)
+            | Self::Corrupt(_)
+            | Self::Untrusted(_) => true,
             _ => false,
         }
     }

@@ -31,7 +31,7 @@ pub fn to_candle_dtype(dtype: Dtype) -> Result<DType> {
         Dtype::I32 => DType::I32,
         Dtype::I64 => DType::I64,
         other => {
-            return Err(RuntimeError::Invalid(format!(
+            return Err(RuntimeError::Corrupt(format!(
                 "dtype {other:?} has no tensor type in the runtime"
             )))
         }

@@ -135,6 +135,15 @@ pub(super) fn check_reader(
     if options.list_sections {
         report.sections = Some(section_summaries(reader));
     }
+    for info in reader.sections() {
+        if info.name.chars().any(crate::diagnostics::is_unprintable) {
+            report.findings.push(unprintable_name(
+                "container.section-name-control",
+                &info.name,
+                Location::section(info.name.clone()).at(Some(info.offset)),
+            ));
+        }
+    }
     if options.dump_metadata {
         report.header = Some(header_json(reader));
     }
@@ -334,7 +343,26 @@ fn consistency(
             complete = false;
             continue;
         };
-        match TensorBlob::parse(&bytes, &info.name).and_then(|b| b.modules(&info.name)) {
+        let Ok(blob) = TensorBlob::parse(&bytes, &info.name) else {
+            complete = false;
+            continue;
+        };
+        for (name, view) in &blob.tensors {
+            if !crate::format::peft::is_float(view.dtype()) {
+                report.findings.push(
+                    Finding::error(
+                        "adapter.tensor-dtype",
+                        format!(
+                            "tensor {} is {:?}: adapter weights are floating point",
+                            crate::diagnostics::printable(name),
+                            view.dtype()
+                        ),
+                    )
+                    .at(Location::section(info.name.clone())),
+                );
+            }
+        }
+        match blob.modules(&info.name) {
             Ok(m) => modules.extend(m),
             Err(_) => complete = false,
         }
@@ -368,4 +396,18 @@ fn consistency(
         files,
     };
     check_consistency(manifest, &facts)
+}
+
+/// A name with characters that steer a terminal: shown escaped everywhere,
+/// and worth a warning (no tool writes such names).
+pub(super) fn unprintable_name(code: &str, name: &str, location: Location) -> Finding {
+    Finding::warning(
+        code,
+        format!(
+            "the name {} holds control or bidirectional characters (shown escaped)",
+            crate::diagnostics::printable(name)
+        ),
+    )
+    .at(location)
+    .hint("a crafted name can clear a terminal or fake output: treat the file with suspicion")
 }

@@ -70,6 +70,15 @@ pub(super) fn validate(
             return Ok(report);
         }
     };
+    for f in &package.files {
+        if f.path.chars().any(crate::diagnostics::is_unprintable) {
+            report.findings.push(super::binary::unprintable_name(
+                "legacy.member-name-control",
+                &f.path,
+                Location::section(f.path.clone()),
+            ));
+        }
+    }
     if options.list_sections {
         report.sections = Some(
             package

@@ -205,6 +205,7 @@ pub fn validate_path(
     path: &Path,
     options: &ValidateOptions<'_>,
 ) -> Result<ValidationReport, FormatError> {
+    crate::format::reader::check_input_file(path)?;
     let label = path.display().to_string();
     let mut head = [0u8; 8];
     let read = {
