@@ -483,3 +483,67 @@ fn integer_adapter_tensors_are_refused_at_package() {
     assert!(err.contains("floating point"), "{err}");
     assert!(!out.exists());
 }
+
+// ---------------------------------------------------------------------------
+// 8. Legacy packages with hidden data are refused, in every verb.
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+fn gunzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn legacy_hidden_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy =
+        std::fs::read(root().join("tests/fixtures/minilm-sql-dora.v0.3.0.expert")).unwrap();
+    let tar = gunzip(&legacy);
+    let mut after_end = tar.clone();
+    after_end.extend_from_slice(b"secret payload after the end-of-archive blocks");
+    let mut zero_padded = tar.clone();
+    zero_padded.extend(std::iter::repeat_n(0u8, 10240));
+    let mut trailing = legacy.clone();
+    trailing.extend_from_slice(b"appended bytes");
+    let mut two_members = legacy.clone();
+    two_members.extend(gzip(b"a whole second archive"));
+    for (name, bytes, hidden) in [
+        ("zero-padded", gzip(&zero_padded), false),
+        ("after-end", gzip(&after_end), true),
+        ("trailing", trailing, true),
+        ("two-members", two_members, true),
+    ] {
+        let path = dir.path().join(format!("{name}.expert"));
+        std::fs::write(&path, &bytes).unwrap();
+        let (code, stdout, err) = run(&["--headless", "validate", s(&path), "--json"]);
+        let v = json(&stdout);
+        let out = dir.path().join(format!("{name}.v2.expert"));
+        let (convert, _, _) = run(&["--headless", "convert", s(&path), "-o", s(&out)]);
+        if hidden {
+            assert_eq!(code, 3, "{name}: {err}");
+            assert!(
+                v["findings"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|f| f["code"] == "legacy.hidden-data"),
+                "{name}: {v}"
+            );
+            assert_eq!(convert, 3, "{name}");
+            assert!(!out.exists(), "{name}");
+        } else {
+            assert_eq!(code, 0, "{name}: {err}");
+            assert_eq!(convert, 0, "{name}");
+        }
+    }
+}

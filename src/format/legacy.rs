@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use flate2::read::GzDecoder;
+use flate2::bufread::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use sha2::{Digest, Sha256};
@@ -125,6 +125,13 @@ pub enum LegacyError {
     #[error("package has no {MANIFEST_NAME}")]
     MissingManifest,
 
+    /// Bytes no reader of the package sees: after the gzip stream (a second
+    /// member included) or after the tar's end-of-archive blocks. The
+    /// legacy packager never writes them; they can smuggle data past a
+    /// review of the members, so the package is refused.
+    #[error("hidden data: {what} ({bytes} bytes) that no reader of the package sees")]
+    HiddenData { what: &'static str, bytes: u64 },
+
     /// The package does not hash to its `.sha256` sidecar.
     #[error("checksum mismatch for {file}: sidecar expects {expected}, file hashes to {actual}")]
     SidecarMismatch {
@@ -172,6 +179,7 @@ impl LegacyError {
             Self::TooManyEntries { .. } => "legacy.too-many-entries",
             Self::TruncatedEntry { .. } => "legacy.truncated-entry",
             Self::MissingManifest => "manifest.missing",
+            Self::HiddenData { .. } => "legacy.hidden-data",
             Self::SidecarMismatch { .. } => "legacy.sidecar-mismatch",
             Self::SidecarFormat(_) => "legacy.sidecar-format",
             Self::Io { .. } => "io.error",
@@ -386,6 +394,8 @@ pub fn read_legacy(bytes: &[u8], limits: &LegacyLimits) -> Result<LegacyPackage,
         gzip_message: Rc::new(Cell::new(None)),
     };
     let guarded = Guarded {
+        // The bufread decoder over the slice: what follows the gzip member
+        // is left in the slice, to be checked below.
         inner: GzDecoder::new(bytes),
         read: Rc::clone(&state.read),
         cap,
@@ -518,10 +528,38 @@ pub fn read_legacy(bytes: &[u8], limits: &LegacyLimits) -> Result<LegacyPackage,
             "truncated archive: no end-of-archive block after {consumed} bytes"
         )));
     }
-    // Drain the rest (padding, gzip trailer) so the gzip CRC and length are
-    // checked and a truncated stream is caught.
+    // Drain the rest (record padding, gzip trailer) so the gzip CRC and
+    // length are checked and a truncated stream is caught; what follows the
+    // end-of-archive blocks must be zeros.
     let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| state.classify(e))?;
+    let mut after_end = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = rest.read(&mut buf).map_err(|e| state.classify(e))?;
+        if n == 0 {
+            break;
+        }
+        after_end += buf
+            .get(..n)
+            .map_or(0, |b| b.iter().filter(|&&x| x != 0).count() as u64);
+    }
+    if after_end > 0 {
+        return Err(LegacyError::HiddenData {
+            what: "non-zero bytes after the tar end-of-archive blocks",
+            bytes: after_end,
+        });
+    }
+    let trailing = rest.inner.into_inner();
+    if !trailing.is_empty() {
+        return Err(LegacyError::HiddenData {
+            what: if is_gzip(trailing) {
+                "a second gzip member after the package"
+            } else {
+                "bytes after the gzip stream"
+            },
+            bytes: trailing.len() as u64,
+        });
+    }
 
     Ok(LegacyPackage { files })
 }
