@@ -56,6 +56,7 @@ fn fuzz_options() -> ReaderOptions {
         limits: ReaderLimits {
             max_section_bytes: MAX_SECTION_BYTES,
             cache_bytes: 1 << 20,
+            ..ReaderLimits::default()
         },
     }
 }

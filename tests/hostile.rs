@@ -547,3 +547,68 @@ fn legacy_hidden_data_is_refused() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// 7. `sign` signs only what `validate` accepts, and writes nothing otherwise.
+
+/// The demo with its manifest replaced by a zstd frame cut short (the TOC
+/// digest matches the cut bytes; only decoding can tell).
+fn demo_with_truncated_manifest(dir: &Path) -> PathBuf {
+    use expertui::format::layout::{Header, TocEntry, TOC_ENTRY_SIZE};
+    use expertui::format::{ExpertWriter, SectionSpec, SectionType, WriterOptions};
+    use zerocopy::{FromBytes, IntoBytes};
+    let reader = ExpertReader::open(root().join(DEMO)).unwrap();
+    let manifest = reader
+        .section_named(SectionType::Manifest, "manifest.json")
+        .unwrap()
+        .to_vec();
+    let frame = zstd::encode_all(&manifest[..], 3).unwrap();
+    let cut = &frame[..frame.len() / 2];
+    let path = dir.join("cut.expert");
+    let mut w = ExpertWriter::create(&path, WriterOptions::default()).unwrap();
+    w.add_section(SectionSpec::new(SectionType::Blob, "manifest.json"), cut)
+        .unwrap();
+    w.finish().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let mut header = Header::read_from_prefix(&bytes[..]).unwrap().0;
+    let toc_start = header.toc_offset.get() as usize;
+    let mut entry =
+        TocEntry::read_from_bytes(&bytes[toc_start..toc_start + TOC_ENTRY_SIZE]).unwrap();
+    entry.section_type.set(SectionType::Manifest.code());
+    entry.codec = expertui::format::Codec::Zstd.code();
+    entry.raw_len.set(manifest.len() as u64);
+    let toc = entry.as_bytes().to_vec();
+    header.root_digest = expertui::format::integrity::root_digest(header.as_bytes(), &toc);
+    let mut out = bytes[..toc_start].to_vec();
+    out[..128].copy_from_slice(header.as_bytes());
+    out.extend_from_slice(&toc);
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+#[test]
+fn sign_refuses_what_validate_rejects_and_leaves_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(dir.path());
+    let cut = demo_with_truncated_manifest(dir.path());
+    let (code, _, err) = run(&["--headless", "validate", s(&cut), "--verify-integrity"]);
+    assert_eq!(code, 3, "{err}");
+    let out = dir.path().join("existing.expert");
+    std::fs::write(&out, b"keep me").unwrap();
+    let (code, _, err) = run(&[
+        "--headless",
+        "sign",
+        s(&cut),
+        "--key",
+        s(&key),
+        "-o",
+        s(&out),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("not signed"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    let before = std::fs::read(&cut).unwrap();
+    let (code, _, _) = run(&["--headless", "sign", s(&cut), "--key", s(&key)]);
+    assert_eq!(code, 3);
+    assert_eq!(std::fs::read(&cut).unwrap(), before, "in place: untouched");
+}

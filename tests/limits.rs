@@ -203,7 +203,10 @@ fn zstd_section_bombs_are_refused_without_allocating_them() {
     let file = zstd_bomb_file(&frame, 8 << 30);
     let (r, peak) = peak_of(|| decode_section(file, ReaderLimits::default()));
     assert!(
-        matches!(r, Err(FormatError::SectionTooLarge { .. })),
+        matches!(
+            r,
+            Err(FormatError::SectionTooLarge { .. } | FormatError::DecodedBudget { .. })
+        ),
         "{r:?}"
     );
     assert_bounded("zstd section declaring 8 GiB", peak, input, 4, 64 * KIB);
@@ -233,6 +236,7 @@ fn zstd_section_bombs_are_refused_without_allocating_them() {
     let file = zstd_bomb_file(&frame, 1 << 30);
     let limits = ReaderLimits {
         max_section_bytes: 16 << 20,
+        max_decoded_total: Some(u64::MAX),
         ..Default::default()
     };
     let (r, peak) = peak_of(|| decode_section(file, limits));
@@ -255,6 +259,7 @@ fn zstd_section_bombs_are_refused_without_allocating_them() {
     let limits = ReaderLimits {
         max_section_bytes: 64 << 20,
         cache_bytes: 0,
+        ..Default::default()
     };
     let (r, peak) = peak_of(|| decode_section(file, limits));
     assert_eq!(r.unwrap(), 32 << 20);
@@ -556,4 +561,145 @@ fn osd_payloads_with_huge_declared_dims_are_refused() {
     let csr = Csr::from_dense(&dense).unwrap();
     let back = Csr::from_bytes(&csr.to_bytes(true).unwrap()).unwrap();
     assert_eq!(back.to_dense().data, dense.data);
+}
+
+// ---------------------------------------------------------------------------
+// Small files cannot force gigabytes: the decoded-bytes budget, through the
+// real binary, measured as the children's peak RSS.
+// ---------------------------------------------------------------------------
+
+/// A file whose sections are the given zstd frames, each retyped and
+/// declaring `declared` decoded bytes.
+fn zstd_sections_file(frames: &[(SectionType, &[u8], u64)]) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.expert");
+    let mut w = ExpertWriter::create(&path, WriterOptions::default()).unwrap();
+    for (i, (_, frame, _)) in frames.iter().enumerate() {
+        w.add_section(SectionSpec::new(SectionType::Blob, format!("s{i}")), frame)
+            .unwrap();
+    }
+    w.finish().unwrap();
+    hostile(&std::fs::read(&path).unwrap(), |_, toc| {
+        for (entry, (kind, _, declared)) in toc.iter_mut().zip(frames) {
+            entry.section_type.set(kind.code());
+            entry.codec = Codec::Zstd.code();
+            entry.raw_len.set(*declared);
+        }
+    })
+}
+
+/// Peak RSS of every child this process has waited for, in bytes.
+#[cfg(target_os = "linux")]
+fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage fills the struct we pass; no other memory involved.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    (usage.ru_maxrss as u64) * 1024
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn small_bombs_stay_under_256_mb_rss_and_exit_3() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_bomb = rle_bomb(4 << 30);
+    let tensor_bomb = rle_bomb(2 << 30);
+    let files = [
+        (
+            "manifest-4g.expert",
+            zstd_sections_file(&[(SectionType::Manifest, &manifest_bomb, 4 << 30)]),
+        ),
+        (
+            "tensors-3x2g.expert",
+            zstd_sections_file(&[
+                (SectionType::Tensors, &tensor_bomb, 2 << 30),
+                (SectionType::Tensors, &tensor_bomb, 2 << 30),
+                (SectionType::Tensors, &tensor_bomb, 2 << 30),
+            ]),
+        ),
+    ];
+    let bin = env!("CARGO_BIN_EXE_expertui");
+    for (name, bytes) in &files {
+        assert!(bytes.len() < 1 << 20, "{name}: {} bytes", bytes.len());
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.to_str().unwrap();
+        let out_file = dir.path().join("out.expert");
+        let o = out_file.to_str().unwrap();
+        for args in [
+            vec!["--headless", "validate", p],
+            vec!["--headless", "validate", p, "--verify-integrity"],
+            vec!["--headless", "info", p],
+            vec![p],
+            vec!["--headless", "convert", p, "-o", o],
+        ] {
+            let out = std::process::Command::new(bin)
+                .args(&args)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(3), "{name} {args:?}: {err}");
+            assert!(!out_file.exists());
+        }
+    }
+    // A legacy package whose member declares 4 GiB.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("manifest.json").unwrap();
+    header.set_size(4 << 30);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut tar_bytes = header.as_bytes().to_vec();
+    tar_bytes.extend(std::iter::repeat_n(0u8, 1 << 20));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_bytes).unwrap();
+    let legacy = dir.path().join("legacy-4g.expert");
+    std::fs::write(&legacy, gz.finish().unwrap()).unwrap();
+    for args in [
+        vec!["--headless", "validate", legacy.to_str().unwrap()],
+        vec![
+            "--headless",
+            "convert",
+            legacy.to_str().unwrap(),
+            "-o",
+            dir.path().join("l.expert").to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let peak = children_peak_rss();
+    eprintln!("peak RSS of the children: {} MB", peak >> 20);
+    assert!(peak < 256 << 20, "peak RSS {} MB", peak >> 20);
+
+    // --max-decoded raises the budget for a trusted file: the 4 GiB
+    // manifest is then refused by the text cap, still without allocating it.
+    let path = dir.path().join("manifest-4g.expert");
+    let out = std::process::Command::new(bin)
+        .args([
+            "--headless",
+            "--max-decoded",
+            "8G",
+            "validate",
+            path.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["findings"][0]["code"] == "container.section-too-large",
+        "{v}"
+    );
 }

@@ -39,6 +39,11 @@ pub struct Cli {
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Most bytes an input's compressed sections (or a legacy package's
+    /// members) may decode to together; default max(64 MiB, 16 × the file
+    /// size). Accepts K, M, G suffixes (powers of 1024).
+    #[arg(long, global = true, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_decoded: Option<u64>,
     /// Expert file to open (the embedded demo expert when absent).
     pub file: Option<PathBuf>,
     #[command(subcommand)]
@@ -79,6 +84,26 @@ pub enum Command {
     Certify(sign::CertifyArgs),
     /// Write a signed list of revoked keys and certificates.
     Revoke(revoke::Args),
+}
+
+/// `123`, `64K`, `256M`, `2G` (powers of 1024) as bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&t[..i], 10),
+        Some((i, 'm' | 'M')) => (&t[..i], 20),
+        Some((i, 'g' | 'G')) => (&t[..i], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a byte count (e.g. 512M)"))?;
+    if n == 0 {
+        return Err("the budget must be above 0".into());
+    }
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// A failed verb: message plus exit code.
@@ -160,6 +185,7 @@ pub fn run() -> ExitCode {
         }
     };
     let json = cli.json;
+    crate::format::reader::set_max_decoded(cli.max_decoded);
     let result = match cli.command {
         Some(Command::Validate(args)) => validate::run(args, json),
         Some(Command::Package(args)) => package::run(args, json),

@@ -127,23 +127,33 @@ fn refresh_sidecar(path: &Path) -> Result<(), Failure> {
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let key = load_secret(&args.key, args.passphrase_env.as_deref())?;
     let chain = load_certificates(&args.cert)?;
-    // What is signed is vouched for: check it first, as validate would.
-    let checked = crate::validation::validate_path(
+    // What is signed is vouched for: validate it fully first (every
+    // section hashed and decoded), and leave -o untouched on failure. The
+    // old signature's state does not matter: it is being replaced.
+    let mut checked = crate::validation::validate_path(
         &args.file,
         &crate::validation::ValidateOptions {
+            verify_integrity: true,
             strict: args.strict,
             ..Default::default()
         },
     )?;
+    checked
+        .findings
+        .retain(|f| !f.code.starts_with("signature."));
     super::validate::print_warnings(&checked.findings);
-    if checked.strict && !checked.valid {
-        for f in checked.at_least(crate::diagnostics::Severity::Error) {
+    let errors: Vec<_> = checked
+        .at_least(crate::diagnostics::Severity::Error)
+        .collect();
+    if !errors.is_empty() {
+        for f in &errors {
             eprintln!("{f}");
         }
         return Err(Failure::invalid(format!(
-            "{}: not signed: --strict and {} finding(s)",
+            "{}: not signed: {} error(s){}; nothing was written",
             args.file.display(),
-            checked.counts.errors
+            errors.len(),
+            if args.strict { " (--strict)" } else { "" }
         )));
     }
     let output = args.output.clone().unwrap_or_else(|| args.file.clone());

@@ -54,6 +54,19 @@ pub enum FormatError {
     #[error("file uses required features this build does not know (header flags {flags:#018x})")]
     UnsupportedFeatures { flags: u64 },
 
+    /// The compressed sections together claim more decoded bytes than a
+    /// file of this size plausibly holds (a decompression bomb).
+    #[error("the compressed sections claim {declared} bytes once decoded, over the budget of {limit} bytes for a {file_size}-byte file (raise it with --max-decoded BYTES if the file is trusted)")]
+    DecodedBudget {
+        declared: u64,
+        limit: u64,
+        file_size: u64,
+    },
+
+    /// Memory for decoding a section could not be allocated.
+    #[error("section {name}: could not allocate {bytes} bytes to decode it")]
+    OutOfMemory { name: String, bytes: u64 },
+
     /// The file ends before a fixed structure (`what`) is complete.
     #[error("truncated {what}: need {needed} bytes, file has {have}")]
     Truncated {
@@ -163,7 +176,7 @@ pub enum FormatError {
     },
 
     /// A section's declared raw size is above the reader's limit ([`ReaderLimits`](super::ReaderLimits)).
-    #[error("section {name}: declared size {declared} exceeds the reader limit {limit} (raise it with ReaderLimits)")]
+    #[error("section {name}: declared size {declared} exceeds the reader limit {limit}")]
     SectionTooLarge {
         name: String,
         declared: u64,
@@ -211,7 +224,6 @@ impl FormatError {
                 | Self::Writer(_)
                 | Self::InvalidName { .. }
                 | Self::SectionNotFound(_)
-                | Self::SectionTooLarge { .. }
         )
     }
 
@@ -225,6 +237,8 @@ impl FormatError {
             Self::UnsupportedVersion { .. } => "container.unsupported-version",
             Self::UnsupportedFeatures { .. } => "container.unsupported-features",
             Self::Truncated { .. } => "container.truncated",
+            Self::DecodedBudget { .. } => "container.decoded-budget",
+            Self::OutOfMemory { .. } => "container.out-of-memory",
             Self::BadHeader { .. } => "container.bad-header",
             Self::FileSizeMismatch { .. } => "container.file-size",
             Self::TocOutOfBounds { .. } => "container.toc-bounds",

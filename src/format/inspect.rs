@@ -71,7 +71,7 @@ impl Inspected {
         };
         let (opened, root_error) = match detect(&bytes) {
             Some(SourceFormat::LegacyTarGz) => {
-                match read_legacy(&bytes, &LegacyLimits::default()) {
+                match read_legacy(&bytes, &LegacyLimits::for_package(bytes.len() as u64)) {
                     Ok(pkg) => (
                         Opened::Legacy(
                             pkg.files

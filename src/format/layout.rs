@@ -168,6 +168,21 @@ pub enum SectionType {
 }
 
 impl SectionType {
+    /// Sections read whole and parsed as text (JSON, GBNF, Markdown): they
+    /// get a small size cap ([`crate::format::ReaderLimits::max_text_bytes`]).
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            Self::Manifest
+                | Self::RouterKeywords
+                | Self::Grammar
+                | Self::License
+                | Self::Docs
+                | Self::Metrics
+                | Self::AdapterConfig
+        )
+    }
+
     /// First code of the range reserved for user extensions.
     pub const CUSTOM_BASE: u16 = 0x8000;
 

@@ -224,6 +224,22 @@ pub struct LegacyLimits {
     pub max_entries: u64,
 }
 
+impl LegacyLimits {
+    /// Limits for a package of `compressed` bytes: the members together may
+    /// hold [`crate::format::reader::decoded_budget`] of it (the same
+    /// budget as a container's compressed sections: a 5 MB gzip cannot make
+    /// a reader allocate gigabytes), and the default entry count.
+    pub fn for_package(compressed: u64) -> Self {
+        let budget = super::reader::decoded_budget(compressed);
+        let default = Self::default();
+        Self {
+            max_total_bytes: budget.min(default.max_total_bytes),
+            max_file_bytes: budget.min(default.max_file_bytes),
+            max_entries: default.max_entries,
+        }
+    }
+}
+
 impl Default for LegacyLimits {
     fn default() -> Self {
         Self {

@@ -83,19 +83,48 @@ pub fn legacy_candidates(path: &Path) -> Vec<PathBuf> {
 /// Older packages nest files under `<model>/checkpoint-N/` (sometimes with
 /// the manifest at the root): every file is taken by its base name, the
 /// package's own lookup picking the latest checkpoint when names repeat.
-pub(crate) fn flatten(package: &super::legacy::LegacyPackage) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn flatten(package: super::legacy::LegacyPackage) -> Vec<(String, Vec<u8>)> {
+    // Which file each base name resolves to, then the files moved out (no
+    // copy: a package's bytes are held once).
+    let mut chosen: Vec<Option<String>> = vec![None; package.files.len()];
     let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::new();
     for file in &package.files {
         let base = file.basename().to_string();
         if !seen.insert(base.clone()) {
             continue;
         }
-        if let Some(chosen) = package.get(&base) {
-            out.push((base, chosen.data.clone()));
+        let pick = package
+            .get(&base)
+            .and_then(|c| package.files.iter().position(|f| std::ptr::eq(f, c)));
+        if let Some(slot) = pick.and_then(|i| chosen.get_mut(i)) {
+            *slot = Some(base);
         }
     }
-    out
+    // Keep the order in which base names first appear.
+    let mut order: Vec<(usize, String, Vec<u8>)> = Vec::new();
+    let first_seen: Vec<String> = {
+        let mut seen = std::collections::HashSet::new();
+        package
+            .files
+            .iter()
+            .map(|f| f.basename().to_string())
+            .filter(|b| seen.insert(b.clone()))
+            .collect()
+    };
+    for (file, name) in package.files.into_iter().zip(chosen) {
+        if let Some(name) = name {
+            let rank = first_seen
+                .iter()
+                .position(|b| *b == name)
+                .unwrap_or(usize::MAX);
+            order.push((rank, name, file.data));
+        }
+    }
+    order.sort_by_key(|(rank, _, _)| *rank);
+    order
+        .into_iter()
+        .map(|(_, name, data)| (name, data))
+        .collect()
 }
 
 /// Opens experts in either format; see [`ExpertLoader::open`].
@@ -173,9 +202,10 @@ impl ExpertLoader {
                 } else {
                     warnings.push("no .sha256 sidecar: the package is not verified".into());
                 }
-                let package = read_legacy(&bytes, &LegacyLimits::default())
+                let package = read_legacy(&bytes, &LegacyLimits::for_package(bytes.len() as u64))
                     .map_err(|e| PackageError::Invalid(e.to_string()))?;
-                let files = flatten(&package);
+                drop(bytes);
+                let files = flatten(package);
                 Ok(LoadedExpert {
                     path: path.to_path_buf(),
                     format: SourceFormat::LegacyTarGz,

@@ -28,6 +28,17 @@ pub struct ReaderLimits {
     pub max_section_bytes: u64,
     /// Bytes of decoded sections kept for reuse.
     pub cache_bytes: usize,
+    /// Most bytes all compressed sections together may decode to; `None`:
+    /// [`decoded_budget`] of the file size (or the process-wide
+    /// `--max-decoded`). A small file cannot make a reader allocate
+    /// gigabytes: it is refused first, with a typed error.
+    pub max_decoded_total: Option<u64>,
+    /// Largest text section (manifest, configs, grammar, docs, licence,
+    /// routing, metrics), compressed or not: they are parsed whole.
+    pub max_text_bytes: u64,
+    /// Largest tokenizer section (a tokenizer.json of a big vocabulary is
+    /// tens of MB).
+    pub max_tokenizer_bytes: u64,
 }
 
 impl Default for ReaderLimits {
@@ -35,7 +46,39 @@ impl Default for ReaderLimits {
         Self {
             max_section_bytes: 4 << 30,
             cache_bytes: 64 << 20,
+            max_decoded_total: max_decoded_override(),
+            max_text_bytes: 16 << 20,
+            max_tokenizer_bytes: 128 << 20,
         }
+    }
+}
+
+/// Floor of the decoded-bytes budget: any file may decode to this much.
+pub const DECODED_FLOOR: u64 = 64 << 20;
+/// Beyond the floor, a file may decode to this many times its own size
+/// (real experts: about 1.1× for tensors, 3–10× for text).
+pub const DECODED_RATIO: u64 = 16;
+
+/// The decoded-bytes budget of a `stored`-byte file (container or legacy
+/// package): the process-wide `--max-decoded` when set, else
+/// max([`DECODED_FLOOR`], [`DECODED_RATIO`] × `stored`).
+pub fn decoded_budget(stored: u64) -> u64 {
+    max_decoded_override()
+        .unwrap_or_else(|| DECODED_FLOOR.max(stored.saturating_mul(DECODED_RATIO)))
+}
+
+static MAX_DECODED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the decoded-bytes budget of every reader made from now on
+/// (`--max-decoded BYTES`); `None` goes back to the size-derived default.
+pub fn set_max_decoded(bytes: Option<u64>) {
+    MAX_DECODED.store(bytes.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn max_decoded_override() -> Option<u64> {
+    match MAX_DECODED.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        n => Some(n),
     }
 }
 
@@ -255,6 +298,8 @@ pub struct ExpertReader {
     options: ReaderOptions,
     cache: Mutex<DecodeCache>,
     path: Option<PathBuf>,
+    /// Sum of the declared decoded sizes of the compressed sections.
+    decoded_total: u64,
 }
 
 impl ExpertReader {
@@ -295,6 +340,10 @@ impl ExpertReader {
             .iter()
             .map(|s| ((s.kind.code(), s.name.clone()), s.index))
             .collect();
+        let decoded_total = sections
+            .iter()
+            .filter(|s| s.codec != Some(Codec::None))
+            .fold(0u64, |sum, s| sum.saturating_add(s.raw_len));
         let reader = Self {
             data,
             structure,
@@ -303,6 +352,7 @@ impl ExpertReader {
             options,
             cache: Mutex::new(DecodeCache::default()),
             path: None,
+            decoded_total,
         };
         if options.check_root {
             reader.check_root()?;
@@ -421,16 +471,49 @@ impl ExpertReader {
             name: info.name.clone(),
             reason: "codec from a newer format version".into(),
         })?;
+        let text_cap = match info.kind {
+            SectionType::Tokenizer => Some(self.options.limits.max_tokenizer_bytes),
+            k if k.is_text() => Some(self.options.limits.max_text_bytes),
+            _ => None,
+        };
+        if let Some(cap) = text_cap.filter(|&cap| info.raw_len > cap) {
+            return Err(FormatError::SectionTooLarge {
+                name: info.name.clone(),
+                declared: info.raw_len,
+                limit: cap,
+            });
+        }
         if codec == Codec::None {
             return Ok(SectionBytes::Mapped(stored));
         }
         if let Some(hit) = self.lock_cache().get(index) {
             return Ok(SectionBytes::Decoded(hit));
         }
+        let budget = self.decoded_budget();
+        if self.decoded_total > budget {
+            return Err(FormatError::DecodedBudget {
+                declared: self.decoded_total,
+                limit: budget,
+                file_size: self.file_size(),
+            });
+        }
         let decoded: Arc<[u8]> = decode(info, codec, stored, &self.options.limits)?.into();
         self.lock_cache()
             .put(index, decoded.clone(), self.options.limits.cache_bytes);
         Ok(SectionBytes::Decoded(decoded))
+    }
+
+    /// Most bytes this file's compressed sections may decode to, together.
+    pub fn decoded_budget(&self) -> u64 {
+        self.options
+            .limits
+            .max_decoded_total
+            .unwrap_or_else(|| decoded_budget(self.file_size()))
+    }
+
+    /// What the compressed sections declare they decode to, together.
+    pub fn decoded_total(&self) -> u64 {
+        self.decoded_total
     }
 
     /// Decoded bytes of the section with this type and name.
@@ -555,7 +638,14 @@ fn decode(
     let initial = info
         .raw_len
         .min(info.stored_len.saturating_mul(8).saturating_add(1 << 16));
-    let mut out = Vec::with_capacity(usize::try_from(initial).unwrap_or(0));
+    let out_of_memory = |bytes: usize| FormatError::OutOfMemory {
+        name: info.name.clone(),
+        bytes: bytes as u64,
+    };
+    let mut out: Vec<u8> = Vec::new();
+    let initial = usize::try_from(initial).unwrap_or(0);
+    out.try_reserve_exact(initial)
+        .map_err(|_| out_of_memory(initial))?;
     // The buffer doubles with what the decoder really produces and never
     // holds more than `cap` bytes, so a decode costs at most twice the
     // declared size (buffer plus the shared copy), whatever the stream says.
@@ -576,7 +666,8 @@ fn decode(
                 .saturating_mul(2)
                 .max(needed)
                 .min(cap.max(needed));
-            out.reserve_exact(target.saturating_sub(out.len()));
+            out.try_reserve_exact(target.saturating_sub(out.len()))
+                .map_err(|_| out_of_memory(target))?;
         }
         out.extend_from_slice(piece);
     }

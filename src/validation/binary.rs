@@ -230,6 +230,25 @@ pub(super) fn check_reader(
                 padding_ok: check.clean_padding,
             });
         }
+        // Every compressed section must decode too (a frame cut short keeps
+        // its digest consistent), within the reader's decoding limits.
+        if integrity_error.is_none() {
+            report.time("decode sections", |report| {
+                for info in reader.sections() {
+                    if info.codec == Some(crate::format::layout::Codec::None) {
+                        continue;
+                    }
+                    if let Err(e) = reader.section(info.index) {
+                        report.findings.push(
+                            Finding::error(e.code(), e.to_string()).at(Location::section(
+                                info.name.clone(),
+                            )
+                            .bytes(info.offset, info.offset.saturating_add(info.stored_len))),
+                        );
+                    }
+                }
+            });
+        }
         if !reader.tail_padding_clean() {
             let reason = "padding before the TOC holds non-zero bytes";
             report.findings.push(

@@ -53,7 +53,10 @@ pub(super) fn validate(
     report.time("sidecar", |report| check_sidecar(path, &bytes, report));
 
     report.scope.push("archive");
-    let package = report.time("archive", |_| read_legacy(&bytes, &LegacyLimits::default()));
+    let limits = LegacyLimits::for_package(bytes.len() as u64);
+    let package = report.time("archive", |_| read_legacy(&bytes, &limits));
+    let file_size = bytes.len();
+    drop(bytes);
     let package = match package {
         Ok(p) => p,
         Err(e) => {
@@ -103,7 +106,7 @@ pub(super) fn validate(
     if options.dump_metadata {
         report.header = Some(json!({
             "format": FORMAT_LEGACY,
-            "file_size": bytes.len(),
+            "file_size": file_size,
             "members": package.files.len(),
             "root_prefix": package.root_prefix(),
         }));
@@ -122,7 +125,7 @@ pub(super) fn validate(
     if options.dump_metadata {
         report.manifest = manifest.as_ref().map(|(_, v)| v.clone());
     }
-    let files = crate::format::loader::flatten(&package);
+    let files = crate::format::loader::flatten(package);
     report.time("grammar", |report| {
         for (name, data) in files
             .iter()
