@@ -612,3 +612,118 @@ fn sign_refuses_what_validate_rejects_and_leaves_the_output() {
     assert_eq!(code, 3);
     assert_eq!(std::fs::read(&cut).unwrap(), before, "in place: untouched");
 }
+
+// ---------------------------------------------------------------------------
+// 10. Trust where tensors are used: fuse, bench, the loader, the manager.
+
+const BASE: &str = "tests/fixtures/merge/base-layer0-subset.safetensors";
+
+#[test]
+fn fuse_enforces_the_trust_policy_and_writes_nothing_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(dir.path());
+    let other = dir.path().join("other");
+    let (code, _, _) = run(&["--headless", "keygen", "-o", s(&other)]);
+    assert_eq!(code, 0);
+    let signed = dir.path().join("signed.expert");
+    let (code, _, err) = run(&[
+        "--headless",
+        "package",
+        LORA,
+        "-o",
+        s(&signed),
+        "--sign",
+        s(&key),
+        "--no-sidecar",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let unsigned = dir.path().join("unsigned.expert");
+    let (code, _, _) = run(&[
+        "--headless",
+        "package",
+        LORA,
+        "-o",
+        s(&unsigned),
+        "--no-sidecar",
+    ]);
+    assert_eq!(code, 0);
+    let legacy = root().join("tests/fixtures/minilm-sql-dora.v0.3.0.expert");
+    let out = dir.path().join("merged.safetensors");
+    let fuse = |file: &Path, flags: &[&str]| {
+        let mut args = vec!["--headless", "fuse", s(file), "--base", BASE, "-o", s(&out)];
+        args.extend_from_slice(flags);
+        run(&args)
+    };
+    let other_pub = dir.path().join("other.pub");
+    for (file, flags, admitted) in [
+        (&unsigned, vec![], true),
+        (&unsigned, vec!["--require-signature"], false),
+        (&unsigned, vec!["--pubkey", s(&public)], false),
+        (&signed, vec!["--pubkey", s(&public)], true),
+        (
+            &signed,
+            vec!["--trust", s(&public), "--require-signature"],
+            true,
+        ),
+        (&signed, vec!["--pubkey", s(&other_pub)], false),
+        (&signed, vec!["--require-signature"], false), // signed, but by nobody trusted
+        (&legacy, vec!["--require-signature"], false),
+    ] {
+        let _ = std::fs::remove_file(&out);
+        let (code, _, err) = fuse(file, &flags);
+        if admitted {
+            assert_eq!(code, 0, "{file:?} {flags:?}: {err}");
+            assert!(out.exists());
+        } else {
+            assert_eq!(code, 3, "{file:?} {flags:?}: {err}");
+            assert!(err.contains("trust policy"), "{err}");
+            assert!(!out.exists(), "{file:?} {flags:?}: nothing written");
+        }
+    }
+    // bench refuses the same way, before measuring anything.
+    let (code, _, err) = run(&["--headless", "bench", s(&unsigned), "--require-signature"]);
+    assert_eq!(code, 3, "{err}");
+}
+
+#[test]
+fn the_loading_api_admits_by_policy() {
+    use expertui::format::loader::ExpertLoader;
+    use expertui::format::signing::Policy;
+    use expertui::gpu::{AdapterWeights, ExpertManager, LoadOptions, ManagerConfig, RuntimeError};
+    let dir = tempfile::tempdir().unwrap();
+    let unsigned = dir.path().join("u.expert");
+    let (code, _, _) = run(&[
+        "--headless",
+        "package",
+        LORA,
+        "-o",
+        s(&unsigned),
+        "--no-sidecar",
+    ]);
+    assert_eq!(code, 0);
+    let mut policy = Policy::new();
+    policy.require_signature = true;
+    let legacy = root().join("tests/fixtures/minilm-sql-dora.v0.3.0.expert");
+    for path in [&unsigned, &legacy] {
+        assert!(matches!(
+            ExpertLoader::open_admitted(path, &policy),
+            Err(expertui::format::package::PackageError::Untrusted(_))
+        ));
+        assert!(ExpertLoader::open_admitted(path, &Policy::new()).is_ok());
+    }
+    let options = LoadOptions {
+        trust: Some(std::sync::Arc::new(policy)),
+        ..LoadOptions::default()
+    };
+    assert!(matches!(
+        AdapterWeights::open(&unsigned, &options),
+        Err(RuntimeError::Untrusted(_))
+    ));
+    let mut manager = ExpertManager::new(ManagerConfig {
+        load: options,
+        ..ManagerConfig::default()
+    });
+    manager.register("u", &unsigned).unwrap();
+    assert!(matches!(manager.load("u"), Err(RuntimeError::Untrusted(_))));
+    assert!(!manager.is_loaded("u"));
+}

@@ -658,3 +658,80 @@ fn findings_in_the_overview_and_grammar_marked_in_the_decoder() {
     );
     insta::assert_snapshot!("decoder_grammar_findings", decoder);
 }
+
+/// A signed copy of the demo with one tensor byte flipped: the overview
+/// says the signature is INVALID once the sections are hashed, and a trust
+/// policy is reported as admitted / REFUSED / not checked.
+#[test]
+fn overview_signature_is_honest_about_damage_and_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let bin = |args: &[&str]| {
+        let out = assert_cmd::Command::cargo_bin("expertui")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    bin(&["--headless", "keygen", "-o", key.to_str().unwrap()]);
+    let signed = dir.path().join("signed.expert");
+    std::fs::write(&signed, expertui::DEMO_EXPERT).unwrap();
+    bin(&[
+        "--headless",
+        "sign",
+        signed.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&signed).unwrap();
+
+    let mut app = app_for(bytes.clone(), "signed.expert");
+    let text = screen(&mut app);
+    assert!(text.contains("signed by"), "{text}");
+    assert!(text.contains("not checked (no trust policy"), "{text}");
+
+    let public = expertui::format::signing::PublicKey::load(&dir.path().join("k.pub")).unwrap();
+    let mut policy = expertui::format::signing::Policy::new();
+    policy.pin(public);
+    let doc = Inspected::from_bytes(
+        "signed.expert".into(),
+        Arc::new(FileBytes::Owned(bytes.clone())),
+    );
+    let mut app = App::with_policy(doc, Some(policy.clone()));
+    app.wait_background();
+    assert!(
+        screen(&mut app).contains("admitted: valid"),
+        "{}",
+        screen(&mut app)
+    );
+
+    let row = app.rows.iter().find(|r| r.name == "layer.2").unwrap();
+    let mut tampered = bytes.clone();
+    tampered[(row.offset.unwrap() + 100) as usize] ^= 0xff;
+    let doc = Inspected::from_bytes(
+        "tampered.expert".into(),
+        Arc::new(FileBytes::Owned(tampered.clone())),
+    );
+    let mut app = App::with_policy(doc, None);
+    app.wait_background();
+    let text = screen(&mut app);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("\"│signature"))
+        .unwrap_or_default();
+    assert!(line.contains("INVALID"), "{text}");
+
+    let unsigned = Inspected::from_bytes(
+        "demo.expert".into(),
+        Arc::new(FileBytes::Static(expertui::DEMO_EXPERT)),
+    );
+    let mut app = App::with_policy(unsigned, Some(policy));
+    app.wait_background();
+    let text = screen(&mut app);
+    assert!(text.contains("REFUSED"), "{text}");
+}

@@ -26,9 +26,10 @@ pub use state::App;
 
 use crate::format::inspect::Inspected;
 
-/// Runs the TUI on `doc` until the user quits. The terminal is restored on
-/// exit, on error and on panic.
-pub fn run(doc: Inspected) -> io::Result<()> {
+/// Runs the TUI on `doc` until the user quits, checking its signature
+/// against `policy` when one is given. The terminal is restored on exit, on
+/// error and on panic.
+pub fn run(doc: Inspected, policy: Option<crate::format::signing::Policy>) -> io::Result<()> {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let _ = crossterm::execute!(stdout(), DisableMouseCapture);
@@ -41,7 +42,7 @@ pub fn run(doc: Inspected) -> io::Result<()> {
     crate::sigbus::restores_terminal(true);
     let mut terminal = ratatui::init();
     let result = crossterm::execute!(stdout(), EnableMouseCapture)
-        .and_then(|_| event_loop(&mut terminal, App::new(doc)));
+        .and_then(|_| event_loop(&mut terminal, App::with_policy(doc, policy)));
     let _ = crossterm::execute!(stdout(), DisableMouseCapture);
     ratatui::restore();
     crate::sigbus::restores_terminal(false);

@@ -56,7 +56,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
                 hex::encode(&h.root_digest[..16]) + "…",
                 theme,
             ));
-            lines.extend(signature_lines(r, theme));
+            lines.extend(signature_lines(r, app, theme));
             lines.push(Line::raw(""));
             lines.push(match &app.doc.root_error {
                 None => Line::from(Span::styled(
@@ -168,12 +168,32 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
 
 /// Signature state as far as it can be told without trusted keys: the
 /// signature checked with its embedded key, certificates against the clock.
-fn signature_lines(reader: &crate::format::ExpertReader, theme: Theme) -> Vec<Line<'static>> {
+fn signature_lines(
+    reader: &crate::format::ExpertReader,
+    app: &App,
+    theme: Theme,
+) -> Vec<Line<'static>> {
     use crate::format::signing::{format_utc, inspect, SignatureState};
-    let report = inspect(reader);
+    let mut report = inspect(reader);
+    // The signature vouches for the sections through their digests: once
+    // the background check found damage, it vouches for nothing.
+    if let Verification::Done { checks, .. } = &app.verification {
+        if let Some(bad) = checks.iter().find_map(|c| c.error()) {
+            report.fail(crate::format::signing::SigningError::Format(bad));
+        }
+    }
     let key = report.key_id.map(|k| k.to_string()).unwrap_or_default();
     let mut lines = match (report.state, report.signature_ok) {
-        (SignatureState::Unsigned, _) => return vec![field("signature", "unsigned".into(), theme)],
+        (SignatureState::Unsigned, _) => {
+            let mut lines = vec![field("signature", "unsigned".into(), theme)];
+            if app.trust.as_ref().is_some_and(|t| !t.passes) {
+                lines.push(Line::from(vec![
+                    Span::styled(format!("{:<18}", "trust"), theme.dim()),
+                    Span::styled("REFUSED: the policy requires a signature", theme.damaged()),
+                ]));
+            }
+            return lines;
+        }
         (SignatureState::Valid | SignatureState::Untrusted, true) => vec![Line::from(vec![
             Span::styled(format!("{:<18}", "signature"), theme.dim()),
             Span::styled(format!("signed by {key}"), theme.ok()),
@@ -208,13 +228,28 @@ fn signature_lines(reader: &crate::format::ExpertReader, theme: Theme) -> Vec<Li
             theme,
         ));
     }
-    if report.signature_ok {
-        lines.push(field(
+    lines.push(match &app.trust {
+        Some(t) => Line::from(vec![
+            Span::styled(format!("{:<18}", "trust"), theme.dim()),
+            Span::styled(
+                if t.passes {
+                    format!("admitted: {}", crate::diagnostics::printable(&t.summary))
+                } else {
+                    format!("REFUSED: {}", crate::diagnostics::printable(&t.summary))
+                },
+                if t.passes {
+                    theme.ok()
+                } else {
+                    theme.damaged()
+                },
+            ),
+        ]),
+        None => field(
             "trust",
-            "not checked (validate --trust)".into(),
+            "not checked (no trust policy: --trust, --pubkey or --policy)".into(),
             theme,
-        ));
-    }
+        ),
+    });
     lines
 }
 

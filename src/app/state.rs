@@ -131,6 +131,9 @@ pub struct App {
     /// What `validate` says of the file (structure, manifest, grammar,
     /// consistency; sections are hashed by the Integrity panel).
     pub findings: Vec<crate::diagnostics::Finding>,
+    /// The signature against the trust policy the TUI was started with
+    /// (`None`: no policy given, nothing checked beyond the embedded key).
+    pub trust: Option<TrustView>,
     pub prompt: Option<Prompt>,
     pub show_help: bool,
     pub message: String,
@@ -144,11 +147,17 @@ pub struct App {
 
 impl App {
     pub fn new(doc: Inspected) -> Self {
+        Self::with_policy(doc, None)
+    }
+
+    /// The TUI on `doc`, its signature checked against `policy`.
+    pub fn with_policy(doc: Inspected, policy: Option<crate::format::signing::Policy>) -> Self {
         let doc = Arc::new(doc);
         let (tx, rx) = channel();
         let regions = doc.regions();
         let rows = doc.rows();
-        let findings = findings_of(&doc);
+        let findings = findings_of(&doc, policy.as_ref());
+        let trust = policy.as_ref().map(|p| TrustView::of(&doc, p));
         let mut app = Self {
             doc,
             regions,
@@ -168,6 +177,7 @@ impl App {
             decoder_scroll: 0,
             verification: Verification::NotApplicable,
             findings,
+            trust,
             prompt: None,
             show_help: false,
             message: String::new(),
@@ -766,10 +776,16 @@ struct BenchInput {
 
 /// The validation report's findings for an opened document (the library
 /// decides; the UI only shows them).
-fn findings_of(doc: &Inspected) -> Vec<crate::diagnostics::Finding> {
+fn findings_of(
+    doc: &Inspected,
+    policy: Option<&crate::format::signing::Policy>,
+) -> Vec<crate::diagnostics::Finding> {
     use crate::format::inspect::Opened;
     use crate::validation::{validate_path, validate_reader, ValidateOptions};
-    let options = ValidateOptions::default();
+    let options = ValidateOptions {
+        policy,
+        ..ValidateOptions::default()
+    };
     let report = match &doc.opened {
         Opened::Binary(reader) => validate_reader(reader, doc.label.clone(), &options).ok(),
         Opened::Legacy(_) => {
@@ -781,4 +797,32 @@ fn findings_of(doc: &Inspected) -> Vec<crate::diagnostics::Finding> {
         Opened::Broken(_) => None,
     };
     report.map(|r| r.findings).unwrap_or_default()
+}
+
+/// The signature's verdict under the TUI's trust policy.
+#[derive(Debug, Clone)]
+pub struct TrustView {
+    /// Whether the policy admits the file.
+    pub passes: bool,
+    /// One line: state, signer, why.
+    pub summary: String,
+}
+
+impl TrustView {
+    fn of(doc: &Inspected, policy: &crate::format::signing::Policy) -> Self {
+        use crate::format::inspect::Opened;
+        match &doc.opened {
+            Opened::Binary(reader) => {
+                let report = crate::format::signing::check(reader, policy);
+                Self {
+                    passes: !policy.fails(&report),
+                    summary: report.summary(),
+                }
+            }
+            _ => Self {
+                passes: !policy.requires_signature(),
+                summary: "unsigned (this file cannot carry a signature)".into(),
+            },
+        }
+    }
 }

@@ -42,9 +42,16 @@ pub struct Args {
     /// Write each figure's speed relative to its anchors as PNG or SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Trust at load: an expert the policy refuses is not benchmarked (exit 3).
+    #[command(flatten)]
+    pub signature: super::sign::PolicyArgs,
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
+    let policy = args.signature.load()?;
+    if policy.requires_signature() {
+        crate::format::loader::ExpertLoader::open_admitted(&args.file, &policy)?;
+    }
     let config = BenchConfig {
         file: args.file.clone(),
         base: args.base.clone(),

@@ -28,6 +28,10 @@ pub struct Args {
     /// Fail (exit 3, nothing written) when a module's base tensor is absent.
     #[arg(long)]
     pub strict: bool,
+    /// Trust at load: an expert the policy refuses is never fused (exit 3,
+    /// nothing written).
+    #[command(flatten)]
+    pub signature: super::sign::PolicyArgs,
 }
 
 /// Maps a runtime error to an exit code: invalid input 3, else 1.
@@ -41,8 +45,14 @@ pub(super) fn failure(e: RuntimeError) -> Failure {
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let device = parse_device(&args.device).map_err(Failure::error)?;
-    let adapter =
-        AdapterWeights::open(&args.file, &LoadOptions::on(device.clone())).map_err(failure)?;
+    let policy = args.signature.load()?;
+    let options = LoadOptions {
+        trust: policy
+            .requires_signature()
+            .then(|| std::sync::Arc::new(policy)),
+        ..LoadOptions::on(device.clone())
+    };
+    let adapter = AdapterWeights::open(&args.file, &options).map_err(failure)?;
     for warning in &adapter.warnings {
         eprintln!("warning: {warning}");
     }

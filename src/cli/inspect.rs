@@ -14,12 +14,17 @@ use crate::validation::{validate_path, validate_reader, ValidateOptions, Validat
 pub struct Args {
     /// Expert file, binary or legacy tar.gz (the embedded demo expert when absent).
     pub file: Option<PathBuf>,
+    /// The signature checked against this policy (none: reported, not checked).
+    #[command(flatten)]
+    pub signature: super::sign::PolicyArgs,
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
+    let policy = args.signature.load()?;
     let options = ValidateOptions {
         list_sections: true,
         dump_metadata: true,
+        policy: Some(&policy),
         ..Default::default()
     };
     let report = match &args.file {

@@ -12,7 +12,7 @@ mod osd;
 mod package;
 mod progress;
 mod revoke;
-mod sign;
+pub(crate) mod sign;
 mod validate;
 
 use std::io::IsTerminal;
@@ -46,6 +46,10 @@ pub struct Cli {
     pub max_decoded: Option<u64>,
     /// Expert file to open (the embedded demo expert when absent).
     pub file: Option<PathBuf>,
+    /// Trust policy for the file opened without a verb (TUI or overview):
+    /// the overview says whether the signature passes it.
+    #[command(flatten)]
+    pub signature: sign::PolicyArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -167,12 +171,14 @@ pub(crate) fn print_json(value: &serde_json::Value) {
 }
 
 /// Opens the terminal UI on a file (as far as it parses) or the demo expert.
-fn open_tui(file: Option<PathBuf>) -> Result<(), Failure> {
+fn open_tui(file: Option<PathBuf>, signature: &sign::PolicyArgs) -> Result<(), Failure> {
+    let policy = signature.load()?;
     let doc = match file {
         Some(path) => crate::format::inspect::Inspected::open(&path)?,
         None => crate::format::inspect::Inspected::demo(),
     };
-    crate::app::run(doc).map_err(|e| Failure::error(format!("terminal: {e}")))
+    let policy = policy.requires_signature().then_some(policy);
+    crate::app::run(doc, policy).map_err(|e| Failure::error(format!("terminal: {e}")))
 }
 
 /// Entry point of the binary.
@@ -215,8 +221,16 @@ pub fn run() -> ExitCode {
         Some(Command::Sign(args)) => sign::run(args, json),
         Some(Command::Certify(args)) => sign::certify(args, json),
         Some(Command::Revoke(args)) => revoke::run(args, json),
-        None if !cli.headless && !json && std::io::stdout().is_terminal() => open_tui(cli.file),
-        None => inspect::run(inspect::Args { file: cli.file }, json),
+        None if !cli.headless && !json && std::io::stdout().is_terminal() => {
+            open_tui(cli.file, &cli.signature)
+        }
+        None => inspect::run(
+            inspect::Args {
+                file: cli.file,
+                signature: cli.signature,
+            },
+            json,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

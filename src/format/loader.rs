@@ -159,6 +159,33 @@ impl ExpertLoader {
         }
     }
 
+    /// Opens `path` (as [`open`](Self::open)) and admits it under `policy`
+    /// before its contents are handed out: a binary file's signature is
+    /// checked against the policy (every section digest first); a legacy
+    /// package, which cannot be signed, is refused whenever the policy
+    /// requires a signature.
+    pub fn open_admitted(
+        path: &Path,
+        policy: &super::signing::Policy,
+    ) -> Result<LoadedExpert, PackageError> {
+        let loaded = Self::open(path)?;
+        match &loaded.reader {
+            Some(reader) => {
+                super::signing::admit(reader, policy).map_err(|e| {
+                    PackageError::Untrusted(format!("{}: {e}", loaded.path.display()))
+                })?;
+            }
+            None if policy.requires_signature() => {
+                return Err(PackageError::Untrusted(format!(
+                    "{}: a legacy tar.gz package carries no signature",
+                    loaded.path.display()
+                )))
+            }
+            None => {}
+        }
+        Ok(loaded)
+    }
+
     /// Opens `path` without any fallback.
     pub fn open_exact(path: &Path) -> Result<LoadedExpert, PackageError> {
         super::reader::check_input_file(path)?;

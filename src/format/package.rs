@@ -46,6 +46,10 @@ pub enum PackageError {
     /// A manifest that is not valid JSON or breaks the schema or rules.
     #[error("manifest: {0}")]
     Manifest(String),
+    /// The expert fails the trust policy at load (unsigned, untrusted,
+    /// revoked, an invalid signature): it never reaches the runtime.
+    #[error("refused by the trust policy: {0}")]
+    Untrusted(String),
     /// Anything else wrong with the input (not an expert, a legacy package that failed its checks, an OSD step).
     #[error("{0}")]
     Invalid(String),

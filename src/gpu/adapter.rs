@@ -28,6 +28,9 @@ pub struct LoadOptions {
     pub dtype: Option<DType>,
     /// Check each section's SHA-256 before its bytes are used.
     pub verify: bool,
+    /// Trust policy checked before any tensor is handed out (`None`:
+    /// nothing required). A refused expert never reaches the runtime.
+    pub trust: Option<std::sync::Arc<crate::format::signing::Policy>>,
 }
 
 impl Default for LoadOptions {
@@ -36,6 +39,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: None,
             verify: true,
+            trust: None,
         }
     }
 }
@@ -75,6 +79,17 @@ impl AdapterWeights {
             return Self::from_reader(&reader, options);
         }
         let loaded = ExpertLoader::open(path)?;
+        if loaded.reader.is_none()
+            && options
+                .trust
+                .as_ref()
+                .is_some_and(|p| p.requires_signature())
+        {
+            return Err(RuntimeError::Untrusted(format!(
+                "{}: a legacy tar.gz package carries no signature",
+                loaded.path.display()
+            )));
+        }
         let mut weights = match &loaded.reader {
             Some(reader) => Self::from_reader(reader, options)?,
             None => Self::from_contents(&loaded.contents, options)?,
@@ -86,6 +101,10 @@ impl AdapterWeights {
 
     /// Every adapter tensor section of an open binary file.
     pub fn from_reader(reader: &ExpertReader, options: &LoadOptions) -> Result<Self> {
+        if let Some(policy) = &options.trust {
+            crate::format::signing::admit(reader, policy)
+                .map_err(|e| RuntimeError::Untrusted(e.to_string()))?;
+        }
         let mut modules = Vec::new();
         let mut tensors = HashMap::new();
         let mut soft_prompt = None;

@@ -262,6 +262,7 @@ pub fn run_bench(
         device: device.clone(),
         dtype: None,
         verify: false,
+        trust: None,
     };
     let verified = LoadOptions {
         verify: true,

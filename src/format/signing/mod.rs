@@ -28,7 +28,9 @@ use super::error::FormatError;
 pub use cert::{Certificate, KeyUsage, MAX_CHAIN_DEPTH};
 pub use digest::signing_digest;
 pub use keys::{KdfParams, PublicKey, SecretKey};
-pub use policy::{check, inspect, verify, Policy, SignatureReport, SignatureState, TrustStore};
+pub use policy::{
+    admit, check, inspect, verify, Policy, SignatureReport, SignatureState, TrustStore,
+};
 pub use revocation::RevocationList;
 pub use signature::{sign_file, SignOptions, SignSummary, SignatureBlock};
 

@@ -414,6 +414,24 @@ pub fn verify(reader: &ExpertReader, policy: &Policy) -> Result<SignatureReport>
     check(reader, policy).into_result()
 }
 
+/// Trust at load: whether `policy` lets the runtime use this file, decided
+/// before any tensor is handed out. With nothing required (no
+/// `require_signature`, no trust configured) every file is admitted, as
+/// before. Otherwise the root and every section digest are checked (a
+/// signature vouches for the sections only through their digests), then the
+/// signature against the policy; a refusal names why.
+pub fn admit(reader: &ExpertReader, policy: &Policy) -> Result<Option<SignatureReport>> {
+    if !policy.requires_signature() {
+        return Ok(None);
+    }
+    reader.verify_all()?;
+    let report = check(reader, policy);
+    if policy.fails(&report) {
+        return Err(report.error.unwrap_or(SigningError::Unsigned));
+    }
+    Ok(Some(report))
+}
+
 /// What can be said without any trust configuration (the TUI): the
 /// signature is checked with its embedded key, certificates against the
 /// clock; the state is at best `untrusted`.
