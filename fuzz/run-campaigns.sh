@@ -28,7 +28,7 @@ for spec in "$@"; do
     echo "== $target ${seconds}s $(date -u +%H:%M:%S)" >> "$LOG_DIR/summary"
     mkdir -p "artifacts/$target"
     "$BIN/$target" -artifact_prefix="artifacts/$target/" \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+        -max_total_time="$seconds" -rss_limit_mb=512 -malloc_limit_mb=256 \
         -timeout=10 -print_final_stats=1 -dict="$(dict_for "$target")" \
         "corpus/$target" > "$LOG_DIR/$target.log" 2>&1
     echo "   rc=$? $(grep -E 'number_of_executed_units|stat::average_exec_per_sec' "$LOG_DIR/$target.log" | tr '\n' ' ')" >> "$LOG_DIR/summary"
