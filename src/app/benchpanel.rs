@@ -133,7 +133,7 @@ impl BenchPanel {
             return "nothing to plot yet: r runs the benchmark".into();
         };
         let path = with_suffix(stem, &format!(".bench.{ext}"));
-        match crate::plot::write_bars(&crate::cli::bench::report_bars(report), &path) {
+        match crate::plot::write_bars(&report.bars(), &path) {
             Ok(()) => format!("saved {}", path.display()),
             Err(e) => format!("plot failed: {e}"),
         }

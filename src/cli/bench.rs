@@ -7,24 +7,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use super::{print_json, Failure};
-use crate::gpu::bench::{run_bench, BenchConfig, BenchReport};
-use crate::plot::{write_bars, Bar, BarChart};
-
-/// The plot of a report: one bar per (figure, anchor), > 1 is better.
-pub fn report_bars(report: &BenchReport) -> BarChart {
-    BarChart {
-        title: format!(
-            "expertui bench on {} ({}): relative to each anchor, > 1 is better",
-            report.device, report.machine.cpu
-        ),
-        x_label: "speed relative to the anchor (log scale)".into(),
-        bars: report
-            .relative()
-            .into_iter()
-            .map(|(label, value)| Bar { label, value })
-            .collect(),
-    }
-}
+use crate::gpu::bench::{run_bench, BenchConfig};
+use crate::plot::write_bars;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -44,7 +28,7 @@ pub struct Args {
     pub plot: Option<PathBuf>,
     /// Trust at load: an expert the policy refuses is not benchmarked (exit 3).
     #[command(flatten)]
-    pub signature: super::sign::PolicyArgs,
+    pub signature: super::policy::PolicyArgs,
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
@@ -71,7 +55,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         eprintln!();
     }
     if let Some(path) = &args.plot {
-        write_bars(&report_bars(&report), path).map_err(Failure::error)?;
+        write_bars(&report.bars(), path).map_err(Failure::error)?;
         eprintln!("plot: {}", path.display());
     }
     if json_out {

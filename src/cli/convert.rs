@@ -103,31 +103,6 @@ fn batch_outputs(inputs: &[PathBuf], out_dir: &Path, to: Target) -> Result<Vec<P
     Ok(outputs)
 }
 
-/// The loader's notices as findings (in `convert`, the deprecation notice
-/// says what is being done about it, not to run `convert`).
-pub(super) fn loader_findings(input: &Path, warnings: &[String], converting: bool) -> Vec<Finding> {
-    warnings
-        .iter()
-        .map(|w| {
-            if w.contains("(deprecated)") && converting {
-                Finding::warning(
-                    "legacy.deprecated",
-                    format!(
-                        "{} is a legacy tar.gz expert (deprecated): converting it",
-                        input.display()
-                    ),
-                )
-            } else if w.contains("(deprecated)") {
-                Finding::warning("legacy.deprecated", w.clone())
-            } else if w.contains("sidecar") {
-                Finding::warning("legacy.sidecar-missing", w.clone())
-            } else {
-                Finding::warning("legacy.fallback", w.clone())
-            }
-        })
-        .collect()
-}
-
 /// Converts one input; returns the findings to show. Manifest and grammar
 /// are carried verbatim: problems in them are warnings, never a refusal
 /// (unless `--strict`).
@@ -140,8 +115,8 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
         .filter(|a| a.tensor_bytes() <= 256 << 20)
         .and_then(|_| loaded.contents.adapter_weights().ok().flatten())
         .map(|w| WeightsDigest::of(&w));
-    let mut findings = loader_findings(input, &loaded.warnings, true);
-    findings.extend(super::package::check_before_writing(
+    let mut findings = super::checks::loader_findings(input, &loaded.warnings, true);
+    findings.extend(super::checks::check_before_writing(
         &mut loaded.contents,
         weights,
         false,

@@ -22,7 +22,7 @@ pub struct Args {
 /// A legacy package's member, verified against its sidecar when there is one.
 fn extract_legacy(args: &Args, json_out: bool) -> Result<(), Failure> {
     let loaded = crate::format::loader::ExpertLoader::open_exact(&args.file)?;
-    for f in super::convert::loader_findings(&args.file, &loaded.warnings, false) {
+    for f in super::checks::loader_findings(&args.file, &loaded.warnings, false) {
         eprintln!("{f}");
     }
     let files = loaded.contents.to_files()?;

@@ -31,7 +31,7 @@ pub struct Args {
     /// Trust at load: an expert the policy refuses is never fused (exit 3,
     /// nothing written).
     #[command(flatten)]
-    pub signature: super::sign::PolicyArgs,
+    pub signature: super::policy::PolicyArgs,
 }
 
 /// Maps a runtime error to an exit code: invalid input 3, else 1.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::sign::passphrase;
+use super::keys::passphrase;
 use super::{print_json, Failure};
 use crate::format::signing::{KdfParams, SecretKey};
 

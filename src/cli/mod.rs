@@ -3,16 +3,20 @@
 //! 2 usage, 3 invalid or corrupt input.
 
 pub(crate) mod bench;
+mod checks;
 mod convert;
 mod extract;
 mod fuse;
-mod inspect;
+mod info;
 mod keygen;
+mod keys;
 mod osd;
 mod package;
+mod policy;
 mod progress;
+mod report;
 mod revoke;
-pub(crate) mod sign;
+mod sign;
 mod validate;
 
 use std::io::IsTerminal;
@@ -49,7 +53,7 @@ pub struct Cli {
     /// Trust policy for the file opened without a verb (TUI or overview):
     /// the overview says whether the signature passes it.
     #[command(flatten)]
-    pub signature: sign::PolicyArgs,
+    pub signature: policy::PolicyArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -65,7 +69,7 @@ pub enum Command {
     /// Write one section's decoded bytes to a file.
     Extract(extract::Args),
     /// Print the overview of an expert (the default without a verb).
-    Info(inspect::Args),
+    Info(info::Args),
     /// Merge an expert's adapter into base weights (safetensors out).
     Fuse(fuse::Args),
     /// Measure load, validation, streaming, transfer, fuse and memory figures.
@@ -171,7 +175,7 @@ pub(crate) fn print_json(value: &serde_json::Value) {
 }
 
 /// Opens the terminal UI on a file (as far as it parses) or the demo expert.
-fn open_tui(file: Option<PathBuf>, signature: &sign::PolicyArgs) -> Result<(), Failure> {
+fn open_tui(file: Option<PathBuf>, signature: &policy::PolicyArgs) -> Result<(), Failure> {
     let policy = signature.load()?;
     let doc = match file {
         Some(path) => crate::format::inspect::Inspected::open(&path)?,
@@ -197,7 +201,7 @@ pub fn run() -> ExitCode {
         Some(Command::Package(args)) => package::run(args, json),
         Some(Command::Convert(args)) => convert::run(args, json),
         Some(Command::Extract(args)) => extract::run(args, json),
-        Some(Command::Info(args)) => inspect::run(args, json),
+        Some(Command::Info(args)) => info::run(args, json),
         Some(Command::Fuse(args)) => fuse::run(args, json),
         Some(Command::Bench(args)) => bench::run(args, json),
         Some(Command::Osd(command)) => osd::run(command, json),
@@ -224,8 +228,8 @@ pub fn run() -> ExitCode {
         None if !cli.headless && !json && std::io::stdout().is_terminal() => {
             open_tui(cli.file, &cli.signature)
         }
-        None => inspect::run(
-            inspect::Args {
+        None => info::run(
+            info::Args {
                 file: cli.file,
                 signature: cli.signature,
             },

@@ -7,11 +7,10 @@ use serde_json::json;
 
 use super::progress::bytes_bar;
 use super::{print_json, Failure};
-use crate::diagnostics::{make_strict, Finding, Severity};
 use crate::format::layout::{SectionType, GPU_ALIGNMENT};
 use crate::format::legacy;
 use crate::format::package::{ExpertContents, PackageError, PackageOptions, TensorCodec};
-use crate::validation::{check_contents, fill_adapter_digests, WeightsDigest};
+use crate::validation::WeightsDigest;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -158,61 +157,6 @@ fn packaged_weights(
         .flatten()
 }
 
-/// Fills the manifest's empty adapter digests, then checks everything
-/// (manifest, grammars, manifest ↔ adapter). Errors and, with `--strict`,
-/// warnings refuse the package before anything is written.
-pub(super) fn check_before_writing(
-    contents: &mut ExpertContents,
-    weights: Option<WeightsDigest>,
-    fill: bool,
-    strict: bool,
-    migrating: bool,
-) -> Result<Vec<Finding>, Failure> {
-    if let (true, Some(w)) = (fill, weights) {
-        if let Ok(manifest) = crate::format::manifest::Manifest::from_json(&contents.manifest) {
-            if let Some(filled) = fill_adapter_digests(&contents.manifest, &manifest, &w) {
-                contents.manifest = filled;
-            }
-        }
-    }
-    let mut findings = check_contents(contents, weights);
-    if migrating {
-        // A migration carries the manifest verbatim: a manifest `validate`
-        // refuses is reported, not a reason to leave the package behind.
-        for f in findings
-            .iter_mut()
-            .filter(|f| f.severity == Severity::Error && f.code.starts_with("manifest."))
-        {
-            f.severity = Severity::Warning;
-            f.hint =
-                Some("`validate` refuses the converted file until manifest.json is fixed".into());
-        }
-    }
-    if strict {
-        make_strict(&mut findings);
-    }
-    let errors: Vec<&Finding> = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .collect();
-    if !errors.is_empty() {
-        for f in &errors {
-            eprintln!("{f}");
-        }
-        return Err(Failure::invalid(format!(
-            "{} error(s){}, nothing written",
-            errors.len(),
-            if strict {
-                " (--strict: warnings are errors)"
-            } else {
-                ""
-            }
-        )));
-    }
-    super::validate::print_warnings(&findings);
-    Ok(findings)
-}
-
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let dtype = args.dtype.map(DtypeArg::dtype);
     // Load the signing key first: a wrong passphrase should not cost a packaging run.
@@ -221,14 +165,15 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             return Err(Failure::error("--sign needs --format binary"))
         }
         Some(key) => Some((
-            super::sign::load_secret(key, args.passphrase_env.as_deref())?,
-            super::sign::load_certificates(&args.cert)?,
+            super::keys::load_secret(key, args.passphrase_env.as_deref())?,
+            super::keys::load_certificates(&args.cert)?,
         )),
         None => None,
     };
     let mut contents = gather(&args)?;
     let weights = packaged_weights(&contents, dtype, &args.adapter_dir);
-    let findings = check_before_writing(&mut contents, weights, true, args.strict, false)?;
+    let findings =
+        super::checks::check_before_writing(&mut contents, weights, true, args.strict, false)?;
     if let Some(base) = &args.base_model {
         let report =
             crate::format::basecheck::check_against_base(&contents, base).map_err(Failure::from)?;
@@ -279,14 +224,14 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     };
     let signed_by = match signing {
         Some((key, chain)) => {
-            let summary = super::sign::sign_in_place(&args.output, &key, chain, String::new())?;
+            let summary = super::keys::sign_in_place(&args.output, &key, chain, String::new())?;
             Some(summary)
         }
         None => None,
     };
     let output_size = signed_by.as_ref().map_or(output_size, |s| s.file_size);
     if !args.no_sidecar {
-        write_sidecar(&args.output)?;
+        super::keys::write_sidecar(&args.output)?;
     }
     let ratio = input_size as f64 / output_size.max(1) as f64;
     if json_out {
@@ -334,11 +279,6 @@ fn file_size(path: &Path) -> Result<u64, Failure> {
     std::fs::metadata(path)
         .map(|m| m.len())
         .map_err(|e| Failure::error(format!("{}: {e}", path.display())))
-}
-
-/// Writes `OUT.sha256` in sha256sum format, as the old packager did.
-pub fn write_sidecar(output: &Path) -> Result<(), Failure> {
-    legacy::write_sidecar(output).map_err(Failure::error)
 }
 
 impl From<legacy::LegacyError> for PackageError {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use super::sign::load_secret;
+use super::keys::load_secret;
 use super::{print_json, Failure};
 use crate::format::signing::{unix_now, KeyId, PublicKey, RevocationList};
 

@@ -1,18 +1,18 @@
 //! `sign FILE --key SECRET [--cert CERT]...` and `certify --issuer SECRET
-//! --subject PUB --name NAME --days N -o CERT`, plus the helpers the other
-//! verbs share: loading keys (with the permission warning), the
-//! verification-policy flags of `validate`, and error mapping.
+//! --subject PUB --name NAME --days N -o CERT`, and the mapping of signing
+//! errors to exit codes. Key loading lives in `keys.rs`, the trust-policy
+//! flags in `policy.rs`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::json;
 
+use super::keys::{load_certificates, load_secret, refresh_sidecar};
 use super::{print_json, Failure};
-use crate::format::signing::cert::{load_chain, save_chain};
-use crate::format::signing::keys::permission_warning;
+use crate::format::signing::cert::save_chain;
 use crate::format::signing::{
-    random_serial, sign_file, unix_now, Certificate, KeyUsage, Policy, PublicKey, RevocationList,
-    SecretKey, SignOptions, SignSummary, SigningError,
+    random_serial, sign_file, unix_now, Certificate, KeyUsage, PublicKey, SignOptions, SignSummary,
+    SigningError,
 };
 
 impl From<SigningError> for Failure {
@@ -23,40 +23,6 @@ impl From<SigningError> for Failure {
             e => Self::error(e),
         }
     }
-}
-
-/// Reads the passphrase from the environment variable named by `var`.
-pub(super) fn passphrase(var: Option<&str>) -> Result<Option<Vec<u8>>, Failure> {
-    let Some(var) = var else { return Ok(None) };
-    match std::env::var_os(var) {
-        Some(value) if !value.is_empty() => Ok(Some(value.into_encoded_bytes())),
-        _ => Err(Failure::error(format!(
-            "--passphrase-env {var}: the variable is not set or empty"
-        ))),
-    }
-}
-
-/// Loads a secret key, warning on stderr when others can read the file.
-pub(super) fn load_secret(path: &Path, passphrase_env: Option<&str>) -> Result<SecretKey, Failure> {
-    if let Some(warning) = permission_warning(path) {
-        eprintln!("warning: {warning}");
-    }
-    let pass = passphrase(passphrase_env)?;
-    SecretKey::load(path, pass.as_deref()).map_err(|e| match e {
-        SigningError::PassphraseRequired => Failure::error(format!("{}: {e}", path.display())),
-        e => Failure::error(e),
-    })
-}
-
-/// Reads and concatenates certificate files, signer's certificate first.
-pub(super) fn load_certificates(paths: &[PathBuf]) -> Result<Vec<Certificate>, Failure> {
-    let mut chain = Vec::new();
-    for path in paths {
-        let certs =
-            load_chain(path).map_err(|e| Failure::error(format!("{}: {e}", path.display())))?;
-        chain.extend(certs);
-    }
-    Ok(chain)
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,31 +65,6 @@ fn summary_json(summary: &SignSummary) -> serde_json::Value {
     })
 }
 
-/// Signs `path` in place (used by `package --sign`); refreshes its
-/// `.sha256` sidecar when there is one.
-pub(super) fn sign_in_place(
-    path: &Path,
-    key: &SecretKey,
-    chain: Vec<Certificate>,
-    comment: String,
-) -> Result<SignSummary, Failure> {
-    let options = SignOptions {
-        chain,
-        comment,
-        ..Default::default()
-    };
-    let summary = sign_file(path, path, key, &options)?;
-    refresh_sidecar(path)?;
-    Ok(summary)
-}
-
-fn refresh_sidecar(path: &Path) -> Result<(), Failure> {
-    if crate::format::legacy::sidecar_path(path).exists() {
-        super::package::write_sidecar(path)?;
-    }
-    Ok(())
-}
-
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let key = load_secret(&args.key, args.passphrase_env.as_deref())?;
     let chain = load_certificates(&args.cert)?;
@@ -141,7 +82,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     checked
         .findings
         .retain(|f| !f.code.starts_with("signature."));
-    super::validate::print_warnings(&checked.findings);
+    super::report::print_warnings(&checked.findings);
     let errors: Vec<_> = checked
         .at_least(crate::diagnostics::Severity::Error)
         .collect();
@@ -290,85 +231,4 @@ pub fn certify(args: CertifyArgs, json_out: bool) -> Result<(), Failure> {
         );
     }
     Ok(())
-}
-
-/// The verification-policy flags of `validate`.
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct PolicyArgs {
-    /// Fail (exit 3) unless the file carries a valid signature from a trusted key.
-    #[arg(long)]
-    pub require_signature: bool,
-    /// Trusted public key (.pub): a root, or a publisher key trusted
-    /// directly; or a folder of .pub files. Repeatable.
-    #[arg(long, value_name = "FILE|DIR")]
-    pub trust: Vec<PathBuf>,
-    /// The file must be signed by exactly this public key.
-    #[arg(long, value_name = "FILE")]
-    pub pubkey: Option<PathBuf>,
-    /// Revocation list (from `revoke`), signed by a trusted key. Repeatable.
-    #[arg(long, value_name = "FILE")]
-    pub revocations: Vec<PathBuf>,
-    /// Policy file (JSON: require_signature, trust, pubkey, revocations);
-    /// the default is the file named by EXPERTUI_POLICY, if set. The flags
-    /// add to it. Any trust configured requires a signature.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-}
-
-/// Environment variable naming a system-wide default policy file.
-pub const POLICY_ENV: &str = "EXPERTUI_POLICY";
-
-impl PolicyArgs {
-    /// Whether any signature flag was given.
-    pub fn given(&self) -> bool {
-        self.require_signature
-            || !self.trust.is_empty()
-            || self.pubkey.is_some()
-            || !self.revocations.is_empty()
-            || self.policy.is_some()
-    }
-
-    /// The policy file in force: `--policy`, else `EXPERTUI_POLICY`.
-    fn policy_file(&self) -> Option<PathBuf> {
-        self.policy.clone().or_else(|| {
-            std::env::var_os(POLICY_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
-    }
-
-    /// Loads the policy file and the keys and lists named (a bad file is
-    /// exit 1). `--trust`, `--pubkey` and `--revocations` imply
-    /// `--require-signature`: a stripped signature never passes them.
-    pub fn load(&self) -> Result<Policy, Failure> {
-        let mut policy = match self.policy_file() {
-            Some(path) => Policy::from_file(&path)
-                .map_err(|e| Failure::error(format!("policy {}: {e}", path.display())))?,
-            None => Policy::new(),
-        };
-        policy.require_signature |= self.require_signature
-            || !self.trust.is_empty()
-            || self.pubkey.is_some()
-            || !self.revocations.is_empty();
-        for path in &self.trust {
-            let added = policy.trust_store().load(path).map_err(Failure::error)?;
-            if added == 0 {
-                return Err(Failure::error(format!(
-                    "--trust {}: no .pub files there",
-                    path.display()
-                )));
-            }
-        }
-        if let Some(path) = &self.pubkey {
-            policy.pin(PublicKey::load(path).map_err(Failure::error)?);
-        }
-        for path in &self.revocations {
-            let list = RevocationList::load(path)
-                .map_err(|e| Failure::error(format!("{}: {e}", path.display())))?;
-            policy
-                .add_revocations(list)
-                .map_err(|e| Failure::error(format!("{}: {e}", path.display())))?;
-        }
-        Ok(policy)
-    }
 }

@@ -4,9 +4,10 @@
 
 use std::path::PathBuf;
 
+use super::report::{print_sections, print_warnings, verdict};
 use super::{print_json, Failure};
-use crate::diagnostics::{printable, Finding, Severity};
-use crate::validation::{validate_path, SectionSummary, ValidateOptions, ValidationReport};
+use crate::diagnostics::{printable, Severity};
+use crate::validation::{validate_path, ValidateOptions, ValidationReport};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -33,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     pub base_model: Option<PathBuf>,
     #[command(flatten)]
-    pub signature: super::sign::PolicyArgs,
+    pub signature: super::policy::PolicyArgs,
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
@@ -59,26 +60,6 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         }
     }
     verdict(&report, json_out)
-}
-
-/// The exit status a report calls for.
-pub(super) fn verdict(report: &ValidationReport, json_out: bool) -> Result<(), Failure> {
-    if report.valid {
-        return Ok(());
-    }
-    let failure = Failure::invalid(format!("{} is invalid", report.file));
-    Err(if json_out {
-        failure.reported()
-    } else {
-        failure
-    })
-}
-
-/// Warnings and notes on stderr (errors are the verdict: on stdout).
-pub(super) fn print_warnings(findings: &[Finding]) {
-    for f in findings.iter().filter(|f| f.severity < Severity::Error) {
-        eprintln!("{f}");
-    }
 }
 
 fn print_text(report: &ValidationReport) {
@@ -151,25 +132,5 @@ fn plural(n: usize) -> &'static str {
         ""
     } else {
         "s"
-    }
-}
-
-/// The section table as text.
-pub fn print_sections(sections: &[SectionSummary]) {
-    println!(
-        "{:>3}  {:<17} {:<30} {:<12} {:>10} {:>10} {:>10}",
-        "#", "type", "name", "codec", "offset", "stored", "raw"
-    );
-    for s in sections {
-        println!(
-            "{:>3}  {:<17} {:<30} {:<12} {:>10} {:>10} {:>10}",
-            s.index,
-            printable(&s.kind),
-            printable(&s.name),
-            printable(&s.codec),
-            s.offset.map_or("-".to_string(), |o| o.to_string()),
-            s.stored_len,
-            s.raw_len
-        );
     }
 }

@@ -265,3 +265,21 @@ impl BenchReport {
         out
     }
 }
+
+impl BenchReport {
+    /// The plot of the report: one bar per (figure, anchor), > 1 is better.
+    pub fn bars(&self) -> crate::plot::BarChart {
+        crate::plot::BarChart {
+            title: format!(
+                "expertui bench on {} ({}): relative to each anchor, > 1 is better",
+                self.device, self.machine.cpu
+            ),
+            x_label: "speed relative to the anchor (log scale)".into(),
+            bars: self
+                .relative()
+                .into_iter()
+                .map(|(label, value)| crate::plot::Bar { label, value })
+                .collect(),
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::validate::{print_sections, print_warnings, verdict};
+use super::report::{print_sections, print_warnings, verdict};
 use super::{print_json, Failure};
 use crate::diagnostics::{printable, Severity};
 use crate::format::ExpertReader;
@@ -16,7 +16,7 @@ pub struct Args {
     pub file: Option<PathBuf>,
     /// The signature checked against this policy (none: reported, not checked).
     #[command(flatten)]
-    pub signature: super::sign::PolicyArgs,
+    pub signature: super::policy::PolicyArgs,
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
