@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::error::FormatError;
-use super::layout::{SectionType, HEADER_FIELDS, HEADER_SIZE, TOC_ENTRY_SIZE};
+use super::layout::{Payload, SectionType, HEADER_FIELDS, HEADER_SIZE, TOC_ENTRY_SIZE};
 use super::legacy::{read_legacy, LegacyLimits};
 use super::loader::{detect, SourceFormat};
 use super::package::classify_file;
@@ -413,17 +413,14 @@ pub struct GrammarIssue {
 
 /// Decodes bytes according to their section type.
 pub fn decode_bytes(kind: SectionType, name: &str, bytes: &[u8]) -> Result<Decoded, String> {
-    match kind {
-        SectionType::Manifest
-        | SectionType::AdapterConfig
-        | SectionType::RouterKeywords
-        | SectionType::Metrics => {
+    match kind.payload() {
+        Payload::Json => {
             let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("JSON: {e}"))?;
             Ok(Decoded::Json(
                 serde_json::to_string_pretty(&value).unwrap_or_default(),
             ))
         }
-        SectionType::Grammar => {
+        Payload::Grammar => {
             let text = String::from_utf8_lossy(bytes).into_owned();
             let check = super::grammar::check_gbnf(&text);
             let issues = check
@@ -443,7 +440,7 @@ pub fn decode_bytes(kind: SectionType, name: &str, bytes: &[u8]) -> Result<Decod
                 issues,
             })
         }
-        SectionType::Tensors | SectionType::SoftPrompt | SectionType::RouterEmbeddings => {
+        Payload::Tensors => {
             let blob = TensorBlob::parse(bytes, name).map_err(|e| e.to_string())?;
             let modules = blob
                 .modules(name)
@@ -463,7 +460,12 @@ pub fn decode_bytes(kind: SectionType, name: &str, bytes: &[u8]) -> Result<Decod
                 .collect();
             Ok(Decoded::Tensors { tensors, modules })
         }
-        _ => match std::str::from_utf8(bytes) {
+        // Shown as text when they are UTF-8, as hex otherwise.
+        Payload::Text
+        | Payload::Osd
+        | Payload::Signature
+        | Payload::Certificate
+        | Payload::Opaque => match std::str::from_utf8(bytes) {
             Ok(text) => Ok(Decoded::Text(text.to_string())),
             Err(_) => Ok(Decoded::Binary { len: bytes.len() }),
         },

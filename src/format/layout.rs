@@ -167,96 +167,234 @@ pub enum SectionType {
     Unknown(u16),
 }
 
-impl SectionType {
-    /// Sections read whole and parsed as text (JSON, GBNF, Markdown): they
-    /// get a small size cap ([`crate::format::ReaderLimits::max_text_bytes`]).
-    pub fn is_text(self) -> bool {
-        matches!(
-            self,
-            Self::Manifest
-                | Self::RouterKeywords
-                | Self::Grammar
-                | Self::License
-                | Self::Docs
-                | Self::Metrics
-                | Self::AdapterConfig
-        )
-    }
+/// What a section's bytes are, for decoding and display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// UTF-8 JSON.
+    Json,
+    /// UTF-8 text (licence, README).
+    Text,
+    /// A GBNF grammar.
+    Grammar,
+    /// A safetensors blob.
+    Tensors,
+    /// OSD-compressed deltas.
+    Osd,
+    /// The signature block.
+    Signature,
+    /// A certificate chain.
+    Certificate,
+    /// Bytes with no structure the tools read (shown as text when UTF-8).
+    Opaque,
+}
 
+/// How [`crate::format::package::ExpertContents`] carries a section across
+/// conversions (binary ⇄ tar.gz ⇄ PEFT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// `manifest.json`.
+    Manifest,
+    /// `adapter_config.json`.
+    AdapterConfig,
+    /// The adapter's tensors, regrouped per layer when written.
+    AdapterTensors,
+    /// A file of the package (grammar, licence, README, tokenizer, router
+    /// embeddings, blobs): a member of a tar.gz, a section of a binary.
+    File,
+    /// Kept byte for byte in binary form only (OSD, user extensions).
+    Verbatim,
+    /// Made again from the manifest when written (routing, metrics).
+    Derived,
+    /// Replaced when the file is signed again (signature, certificates).
+    Replaced,
+    /// Not understood by this build: skipped.
+    Skipped,
+}
+
+/// One row per built-in section type: everything the tools derive from a
+/// type. A new type is one row here plus the match arms the compiler then
+/// asks for (there are no wildcard arms over [`SectionType`]).
+pub struct TypeRow {
+    pub kind: SectionType,
+    pub code: u16,
+    pub label: &'static str,
+    pub payload: Payload,
+    pub carried: Carried,
+}
+
+/// The built-in section types (codes 1–15; `0x8000..` is custom).
+pub const SECTION_TYPES: [TypeRow; 15] = {
+    use Carried as C;
+    use Payload as P;
+    use SectionType as T;
+    const fn row(kind: T, code: u16, label: &'static str, payload: P, carried: C) -> TypeRow {
+        TypeRow {
+            kind,
+            code,
+            label,
+            payload,
+            carried,
+        }
+    }
+    [
+        row(T::Manifest, 1, "manifest", P::Json, C::Manifest),
+        row(T::Tensors, 2, "tensors", P::Tensors, C::AdapterTensors),
+        row(T::RouterKeywords, 3, "router_keywords", P::Json, C::Derived),
+        row(
+            T::RouterEmbeddings,
+            4,
+            "router_embeddings",
+            P::Tensors,
+            C::File,
+        ),
+        row(T::Grammar, 5, "grammar", P::Grammar, C::File),
+        row(
+            T::SoftPrompt,
+            6,
+            "soft_prompt",
+            P::Tensors,
+            C::AdapterTensors,
+        ),
+        row(T::License, 7, "license", P::Text, C::File),
+        row(T::Docs, 8, "docs", P::Text, C::File),
+        row(T::Metrics, 9, "metrics", P::Json, C::Derived),
+        row(T::Osd, 10, "osd", P::Osd, C::Verbatim),
+        row(T::Signature, 11, "signature", P::Signature, C::Replaced),
+        row(
+            T::Certificate,
+            12,
+            "certificate",
+            P::Certificate,
+            C::Replaced,
+        ),
+        row(
+            T::AdapterConfig,
+            13,
+            "adapter_config",
+            P::Json,
+            C::AdapterConfig,
+        ),
+        row(T::Tokenizer, 14, "tokenizer", P::Opaque, C::File),
+        row(T::Blob, 15, "blob", P::Opaque, C::File),
+    ]
+};
+
+impl SectionType {
     /// First code of the range reserved for user extensions.
     pub const CUSTOM_BASE: u16 = 0x8000;
 
+    /// The table row of a built-in type. The match is exhaustive on
+    /// purpose: a new variant does not compile until it has its row.
+    pub fn row(self) -> Option<&'static TypeRow> {
+        let index = match self {
+            Self::Manifest => 0,
+            Self::Tensors => 1,
+            Self::RouterKeywords => 2,
+            Self::RouterEmbeddings => 3,
+            Self::Grammar => 4,
+            Self::SoftPrompt => 5,
+            Self::License => 6,
+            Self::Docs => 7,
+            Self::Metrics => 8,
+            Self::Osd => 9,
+            Self::Signature => 10,
+            Self::Certificate => 11,
+            Self::AdapterConfig => 12,
+            Self::Tokenizer => 13,
+            Self::Blob => 14,
+            Self::Custom(_) | Self::Unknown(_) => return None,
+        };
+        SECTION_TYPES.get(index)
+    }
+
     /// The type of a TOC code: known, custom (`>= 0x8000`) or unknown.
     pub fn from_code(code: u16) -> Self {
-        match code {
-            1 => Self::Manifest,
-            2 => Self::Tensors,
-            3 => Self::RouterKeywords,
-            4 => Self::RouterEmbeddings,
-            5 => Self::Grammar,
-            6 => Self::SoftPrompt,
-            7 => Self::License,
-            8 => Self::Docs,
-            9 => Self::Metrics,
-            10 => Self::Osd,
-            11 => Self::Signature,
-            12 => Self::Certificate,
-            13 => Self::AdapterConfig,
-            14 => Self::Tokenizer,
-            15 => Self::Blob,
-            c if c >= Self::CUSTOM_BASE => Self::Custom(c),
-            c => Self::Unknown(c),
+        match SECTION_TYPES.iter().find(|r| r.code == code) {
+            Some(row) => row.kind,
+            None if code >= Self::CUSTOM_BASE => Self::Custom(code),
+            None => Self::Unknown(code),
         }
     }
 
     /// The code stored in the TOC.
     pub fn code(self) -> u16 {
-        match self {
-            Self::Manifest => 1,
-            Self::Tensors => 2,
-            Self::RouterKeywords => 3,
-            Self::RouterEmbeddings => 4,
-            Self::Grammar => 5,
-            Self::SoftPrompt => 6,
-            Self::License => 7,
-            Self::Docs => 8,
-            Self::Metrics => 9,
-            Self::Osd => 10,
-            Self::Signature => 11,
-            Self::Certificate => 12,
-            Self::AdapterConfig => 13,
-            Self::Tokenizer => 14,
-            Self::Blob => 15,
-            Self::Custom(c) | Self::Unknown(c) => c,
+        match (self, self.row()) {
+            (Self::Custom(c) | Self::Unknown(c), _) => c,
+            (_, Some(row)) => row.code,
+            (_, None) => 0,
         }
     }
 
     /// Short lower-case name used in listings, JSON output and the CLI.
     pub fn label(self) -> String {
-        match self {
-            Self::Manifest => "manifest".into(),
-            Self::Tensors => "tensors".into(),
-            Self::RouterKeywords => "router_keywords".into(),
-            Self::RouterEmbeddings => "router_embeddings".into(),
-            Self::Grammar => "grammar".into(),
-            Self::SoftPrompt => "soft_prompt".into(),
-            Self::License => "license".into(),
-            Self::Docs => "docs".into(),
-            Self::Metrics => "metrics".into(),
-            Self::Osd => "osd".into(),
-            Self::Signature => "signature".into(),
-            Self::Certificate => "certificate".into(),
-            Self::AdapterConfig => "adapter_config".into(),
-            Self::Tokenizer => "tokenizer".into(),
-            Self::Blob => "blob".into(),
-            Self::Custom(c) => format!("custom:{c:#06x}"),
-            Self::Unknown(c) => format!("unknown:{c}"),
+        match (self, self.row()) {
+            (Self::Custom(c), _) => format!("custom:{c:#06x}"),
+            (Self::Unknown(c), _) => format!("unknown:{c}"),
+            (_, Some(row)) => row.label.into(),
+            (_, None) => "unknown".into(),
         }
+    }
+
+    /// What the bytes are.
+    pub fn payload(self) -> Payload {
+        self.row().map_or(Payload::Opaque, |r| r.payload)
+    }
+
+    /// How conversions carry the section.
+    pub fn carried(self) -> Carried {
+        match (self, self.row()) {
+            (Self::Custom(_), _) => Carried::Verbatim,
+            (_, Some(row)) => row.carried,
+            (_, None) => Carried::Skipped,
+        }
+    }
+
+    /// Sections read whole and parsed as text (JSON, GBNF, Markdown): they
+    /// get a small size cap ([`crate::format::ReaderLimits::max_text_bytes`]).
+    pub fn is_text(self) -> bool {
+        matches!(
+            self.payload(),
+            Payload::Json | Payload::Text | Payload::Grammar
+        )
     }
 
     /// Whether this build understands the type (unknown ones are skipped).
     pub fn is_known(self) -> bool {
         !matches!(self, Self::Unknown(_))
+    }
+}
+
+#[cfg(test)]
+mod type_table_tests {
+    use super::*;
+
+    #[test]
+    fn every_row_round_trips_and_codes_are_unique() {
+        for row in &SECTION_TYPES {
+            assert_eq!(
+                row.kind.row().map(|r| r.code),
+                Some(row.code),
+                "row() index"
+            );
+            assert_eq!(SectionType::from_code(row.code), row.kind);
+            assert_eq!(row.kind.code(), row.code);
+            assert_eq!(row.kind.label(), row.label);
+            assert_eq!(
+                SECTION_TYPES.iter().filter(|r| r.code == row.code).count(),
+                1
+            );
+            assert_eq!(
+                SECTION_TYPES
+                    .iter()
+                    .filter(|r| r.label == row.label)
+                    .count(),
+                1
+            );
+        }
+        assert_eq!(SectionType::from_code(0x8042), SectionType::Custom(0x8042));
+        assert_eq!(SectionType::from_code(99), SectionType::Unknown(99));
+        assert_eq!(SectionType::Custom(0x8042).carried(), Carried::Verbatim);
+        assert_eq!(SectionType::Unknown(99).carried(), Carried::Skipped);
     }
 }
 

@@ -9,7 +9,7 @@ use safetensors::Dtype;
 use serde_json::{json, Value};
 
 use super::error::FormatError;
-use super::layout::{Codec, SectionType};
+use super::layout::{Carried, Codec, SectionType};
 use super::peft::{layer_of, PeftAdapter, PeftError, PeftType};
 use super::reader::ExpertReader;
 use super::tensors::{encode_tensor_blob, OwnedTensor, SectionTable, TensorBlob, TensorError};
@@ -496,10 +496,10 @@ impl ExpertContents {
         let mut source_metadata = HashMap::new();
         for info in reader.sections() {
             let bytes = || reader.section(info.index);
-            match info.kind {
-                SectionType::Manifest => manifest = Some(bytes()?.to_vec()),
-                SectionType::AdapterConfig => config = Some(bytes()?.to_vec()),
-                SectionType::Tensors | SectionType::SoftPrompt => {
+            match info.kind.carried() {
+                Carried::Manifest => manifest = Some(bytes()?.to_vec()),
+                Carried::AdapterConfig => config = Some(bytes()?.to_vec()),
+                Carried::AdapterTensors => {
                     let data = bytes()?;
                     let blob = TensorBlob::parse(&data, &info.name)?;
                     let table = blob.table(&info.name)?;
@@ -512,23 +512,20 @@ impl ExpertContents {
                         tensors.push(OwnedTensor::from_view(name, view));
                     }
                 }
-                SectionType::Grammar
-                | SectionType::License
-                | SectionType::Docs
-                | SectionType::Tokenizer
-                | SectionType::RouterEmbeddings
-                | SectionType::Blob => files.push(PackageFile {
+                Carried::File => files.push(PackageFile {
                     kind: info.kind,
                     name: info.name.clone(),
                     data: bytes()?.to_vec(),
                 }),
-                SectionType::Osd | SectionType::Custom(_) => carried.push(CarriedSection {
+                Carried::Verbatim => carried.push(CarriedSection {
                     kind: info.kind,
                     name: info.name.clone(),
                     layer: info.layer,
                     data: bytes()?.to_vec(),
                 }),
-                _ => {}
+                // Made again from the manifest, replaced by a new signature,
+                // or not understood: not part of the contents.
+                Carried::Derived | Carried::Replaced | Carried::Skipped => {}
             }
         }
         let manifest = manifest

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 use zerocopy::little_endian::{U16, U32, U64};
 
-use super::super::layout::{Codec, SectionType, TocEntry, NAME_CAPACITY, NO_LAYER};
+use super::super::layout::{Carried, Codec, SectionType, TocEntry, NAME_CAPACITY, NO_LAYER};
 use super::super::reader::ExpertReader;
 use super::super::writer::{ExpertWriter, SectionSpec, WriterOptions};
 use super::cert::{check_links, encode_chain, Certificate};
@@ -379,10 +379,16 @@ pub fn sign_file(
     let mut kept: Vec<(usize, TocEntry)> = Vec::new();
     let mut replaced = false;
     for (info, (entry, _)) in reader.sections().iter().zip(&raw) {
-        match info.kind {
-            SectionType::Signature => replaced = true,
-            SectionType::Certificate => {}
-            _ => {
+        match info.kind.carried() {
+            // The old signature and its chain give way to the new ones.
+            Carried::Replaced => replaced |= info.kind == SectionType::Signature,
+            Carried::Manifest
+            | Carried::AdapterConfig
+            | Carried::AdapterTensors
+            | Carried::File
+            | Carried::Verbatim
+            | Carried::Derived
+            | Carried::Skipped => {
                 let copyable = Codec::from_parts(entry.codec, entry.reserved.get())
                     .is_some_and(|c| c.reserved_bits() == entry.reserved.get());
                 if !copyable {
