@@ -1,4 +1,10 @@
 use super::*;
+use flate2::bufread::GzDecoder;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::{Read, Write};
+use tar::{EntryType, Header};
+use write::{plan, write_to};
 
 fn fixture_path() -> PathBuf {
     PathBuf::from(concat!(
