@@ -86,7 +86,7 @@ impl<'a> Walker<'a, '_> {
     fn issue(&mut self, path: &str, message: String) {
         self.out.push(SchemaIssue {
             path: path.to_string(),
-            message: super::clip(message),
+            message: super::strict::clip(message),
         });
     }
 
