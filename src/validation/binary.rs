@@ -122,6 +122,42 @@ pub(super) fn check_reader(
     if !report.scope.contains(&"structure") {
         report.scope.push("structure");
     }
+    check_root_and_names(reader, report, options);
+    let manifest = check_manifest_section(reader, report, options);
+    check_text_sections(reader, report);
+    let signed = reader.first(SectionType::Signature).is_some();
+    let deep = options.verify_integrity || signed;
+    if let Some(base) = options.base_model {
+        check_base_model(reader, report, base);
+    }
+    // A signature vouches for section contents only through their digests:
+    // checking one means hashing every section.
+    let integrity_error = if deep {
+        check_every_section(reader, report)?
+    } else {
+        None
+    };
+    // After the integrity check: the adapter's digest is compared with the
+    // manifest only over sections known to be intact (damage is already an
+    // error; a digest warning on top would only repeat it).
+    if let Some((manifest, _)) = &manifest {
+        report.scope.push("consistency");
+        let digests = deep && integrity_error.is_none();
+        report.time("consistency", |report| {
+            let found = consistency(reader, manifest, deep, digests, report);
+            report.findings.extend(found);
+        });
+    }
+    check_signature(reader, report, options, signed, integrity_error);
+    Ok(())
+}
+
+/// Root digest, the section list, names that steer a terminal, the header.
+fn check_root_and_names(
+    reader: &ExpertReader,
+    report: &mut ValidationReport,
+    options: &ValidateOptions<'_>,
+) {
     let root = report.time("root digest", |_| reader.check_root());
     report.scope.push("root digest");
     report.root_ok = Some(root.is_ok());
@@ -147,8 +183,14 @@ pub(super) fn check_reader(
     if options.dump_metadata {
         report.header = Some(header_json(reader));
     }
+}
 
-    // Manifest, grammar and consistency.
+/// The manifest: present, JSON, schema, rules.
+fn check_manifest_section(
+    reader: &ExpertReader,
+    report: &mut ValidationReport,
+    options: &ValidateOptions<'_>,
+) -> Option<(crate::format::manifest::Manifest, Value)> {
     report.scope.push("manifest");
     let manifest = report.time("manifest", |report| {
         let Some(info) = reader.first(SectionType::Manifest) else {
@@ -165,6 +207,11 @@ pub(super) fn check_reader(
     if options.dump_metadata {
         report.manifest = manifest.as_ref().map(|(_, v)| v.clone());
     }
+    manifest
+}
+
+/// Grammars (as llama.cpp loads them) and router embeddings.
+fn check_text_sections(reader: &ExpertReader, report: &mut ValidationReport) {
     report.time("grammar", |report| {
         let texts: Vec<(usize, String, SectionType)> = reader
             .sections()
@@ -184,25 +231,28 @@ pub(super) fn check_reader(
             }
         }
     });
+}
 
-    let signed = reader.first(SectionType::Signature).is_some();
-    let deep = options.verify_integrity || signed;
+/// `--base-model`: shapes and the manifest's hashes against the base.
+fn check_base_model(reader: &ExpertReader, report: &mut ValidationReport, base: &Path) {
+    report.scope.push("base model");
+    report.time("base model", |report| {
+        let checked = ExpertContents::read_binary(reader)
+            .and_then(|c| crate::format::basecheck::check_against_base(&c, base));
+        report
+            .findings
+            .extend(super::base_model_findings(checked, base));
+    });
+}
 
-    if let Some(base) = options.base_model {
-        report.scope.push("base model");
-        report.time("base model", |report| {
-            let checked = ExpertContents::read_binary(reader)
-                .and_then(|c| crate::format::basecheck::check_against_base(&c, base));
-            report
-                .findings
-                .extend(super::base_model_findings(checked, base));
-        });
-    }
-
-    // A signature vouches for section contents only through their digests:
-    // checking one means hashing every section.
+/// Every section hashed (and every compressed one decoded); returns the
+/// first damage, which invalidates a signature.
+fn check_every_section(
+    reader: &ExpertReader,
+    report: &mut ValidationReport,
+) -> Result<Option<FormatError>, FormatError> {
     let mut integrity_error = None;
-    if deep {
+    {
         report.scope.push("every section");
         report.integrity_checked = true;
         // A file truncated or rewritten in place since it was opened is an
@@ -261,17 +311,18 @@ pub(super) fn check_reader(
             });
         }
     }
-    // After the integrity check: the adapter's digest is compared with the
-    // manifest only over sections known to be intact (damage is already an
-    // error; a digest warning on top would only repeat it).
-    if let Some((manifest, _)) = &manifest {
-        report.scope.push("consistency");
-        let digests = deep && integrity_error.is_none();
-        report.time("consistency", |report| {
-            let found = consistency(reader, manifest, deep, digests, report);
-            report.findings.extend(found);
-        });
-    }
+    Ok(integrity_error)
+}
+
+/// The signature against the policy (a signed file always; an unsigned one
+/// when the policy requires a signature).
+fn check_signature(
+    reader: &ExpertReader,
+    report: &mut ValidationReport,
+    options: &ValidateOptions<'_>,
+    signed: bool,
+    integrity_error: Option<FormatError>,
+) {
     let default_policy = Policy::new();
     let policy = options.policy.unwrap_or(&default_policy);
     let policy_given = policy.requires_signature();
@@ -307,7 +358,6 @@ pub(super) fn check_reader(
     } else {
         report.signature = json!({ "state": "unsigned", "policy_ok": true });
     }
-    Ok(())
 }
 
 /// Manifest ↔ adapter: against `adapter_config.json` always; against the

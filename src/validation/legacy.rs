@@ -73,44 +73,7 @@ pub(super) fn validate(
             return Ok(report);
         }
     };
-    for f in &package.files {
-        if f.path.chars().any(crate::diagnostics::is_unprintable) {
-            report.findings.push(super::binary::unprintable_name(
-                "legacy.member-name-control",
-                &f.path,
-                Location::section(f.path.clone()),
-            ));
-        }
-    }
-    if options.list_sections {
-        report.sections = Some(
-            package
-                .files
-                .iter()
-                .enumerate()
-                .map(|(index, f)| SectionSummary {
-                    index,
-                    id: None,
-                    kind: member_kind(&f.path).label().to_string(),
-                    name: f.path.clone(),
-                    codec: "tar.gz".into(),
-                    layer: None,
-                    offset: None,
-                    stored_len: f.data.len() as u64,
-                    raw_len: f.data.len() as u64,
-                    sha256: hex::encode(Sha256::digest(&f.data)),
-                })
-                .collect(),
-        );
-    }
-    if options.dump_metadata {
-        report.header = Some(json!({
-            "format": FORMAT_LEGACY,
-            "file_size": file_size,
-            "members": package.files.len(),
-            "root_prefix": package.root_prefix(),
-        }));
-    }
+    describe_members(&package, file_size, &mut report, options);
 
     report.scope.push("manifest");
     let manifest = report.time("manifest", |report| match package.manifest_bytes() {
@@ -187,6 +150,54 @@ pub(super) fn validate(
         );
     }
     Ok(report)
+}
+
+/// The members as sections (`--list-sections`), the archive as the header
+/// (`--dump-metadata`), and names that steer a terminal.
+fn describe_members(
+    package: &crate::format::legacy::LegacyPackage,
+    file_size: usize,
+    report: &mut ValidationReport,
+    options: &ValidateOptions<'_>,
+) {
+    for f in &package.files {
+        if f.path.chars().any(crate::diagnostics::is_unprintable) {
+            report.findings.push(super::binary::unprintable_name(
+                "legacy.member-name-control",
+                &f.path,
+                Location::section(f.path.clone()),
+            ));
+        }
+    }
+    if options.list_sections {
+        report.sections = Some(
+            package
+                .files
+                .iter()
+                .enumerate()
+                .map(|(index, f)| SectionSummary {
+                    index,
+                    id: None,
+                    kind: member_kind(&f.path).label().to_string(),
+                    name: f.path.clone(),
+                    codec: "tar.gz".into(),
+                    layer: None,
+                    offset: None,
+                    stored_len: f.data.len() as u64,
+                    raw_len: f.data.len() as u64,
+                    sha256: hex::encode(Sha256::digest(&f.data)),
+                })
+                .collect(),
+        );
+    }
+    if options.dump_metadata {
+        report.header = Some(json!({
+            "format": FORMAT_LEGACY,
+            "file_size": file_size,
+            "members": package.files.len(),
+            "root_prefix": package.root_prefix(),
+        }));
+    }
 }
 
 /// Bytes of a sidecar read at most (one line per file is a few dozen bytes).
