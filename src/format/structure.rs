@@ -49,6 +49,56 @@ fn bad_header(field: &'static str, reason: impl Into<String>) -> FormatError {
     }
 }
 
+/// One entry's own fields: a UTF-8 name, unique id and (type, name), a
+/// known type when marked critical, a codec this build reads. Returns the
+/// name.
+fn check_entry(
+    index: usize,
+    entry: &TocEntry,
+    ids: &mut HashSet<u32>,
+    names: &mut HashSet<(u16, String)>,
+    newer_minor: bool,
+) -> Result<String> {
+    let bad = |reason: String| FormatError::BadEntry { index, reason };
+    let name = entry
+        .name_str()
+        .ok_or_else(|| bad("name is not NUL-padded UTF-8".into()))?
+        .to_string();
+    if !ids.insert(entry.section_id.get()) {
+        return Err(bad(format!(
+            "duplicate section id {}",
+            entry.section_id.get()
+        )));
+    }
+    if !names.insert((entry.section_type.get(), name.clone())) {
+        return Err(bad(format!(
+            "duplicate section {} {name:?}",
+            entry.kind().label()
+        )));
+    }
+    if !entry.kind().is_known() && entry.flags & ENTRY_FLAG_CRITICAL != 0 {
+        return Err(FormatError::UnknownCriticalSection {
+            index,
+            name,
+            code: entry.section_type.get(),
+        });
+    }
+    match Codec::from_parts(entry.codec, entry.reserved.get()) {
+        Some(Codec::None) if entry.raw_len.get() != entry.stored_len.get() => {
+            return Err(bad(format!(
+                "uncompressed but raw length {} differs from stored length {}",
+                entry.raw_len.get(),
+                entry.stored_len.get()
+            )));
+        }
+        None if !newer_minor => {
+            return Err(bad(format!("unknown codec {}", entry.codec)));
+        }
+        _ => {}
+    }
+    Ok(name)
+}
+
 /// Checks the header alone (magic, version, sizes) against `file_len`.
 pub fn parse_header(data: &[u8]) -> Result<Header> {
     let have = data.len() as u64;
@@ -155,43 +205,7 @@ pub fn parse_structure(data: &[u8]) -> Result<Structure> {
         let at = toc_offset + index as u64 * entry_size;
         let bytes = data.get(at as usize..).unwrap_or(&[]);
         let entry = TocEntry::read_from_prefix(bytes).map_err(|_| toc_oob())?.0;
-        let bad = |reason: String| FormatError::BadEntry { index, reason };
-        let name = entry
-            .name_str()
-            .ok_or_else(|| bad("name is not NUL-padded UTF-8".into()))?
-            .to_string();
-        if !ids.insert(entry.section_id.get()) {
-            return Err(bad(format!(
-                "duplicate section id {}",
-                entry.section_id.get()
-            )));
-        }
-        if !names.insert((entry.section_type.get(), name.clone())) {
-            return Err(bad(format!(
-                "duplicate section {} {name:?}",
-                entry.kind().label()
-            )));
-        }
-        if !entry.kind().is_known() && entry.flags & ENTRY_FLAG_CRITICAL != 0 {
-            return Err(FormatError::UnknownCriticalSection {
-                index,
-                name,
-                code: entry.section_type.get(),
-            });
-        }
-        match Codec::from_parts(entry.codec, entry.reserved.get()) {
-            Some(Codec::None) if entry.raw_len.get() != entry.stored_len.get() => {
-                return Err(bad(format!(
-                    "uncompressed but raw length {} differs from stored length {}",
-                    entry.raw_len.get(),
-                    entry.stored_len.get()
-                )));
-            }
-            None if !newer_minor => {
-                return Err(bad(format!("unknown codec {}", entry.codec)));
-            }
-            _ => {}
-        }
+        let name = check_entry(index, &entry, &mut ids, &mut names, newer_minor)?;
         let offset = entry.offset.get();
         let alignment = if entry.flags & ENTRY_FLAG_ALIGN_256 != 0 {
             GPU_ALIGNMENT

@@ -244,55 +244,65 @@ pub fn fuse_module_host(
             &module.module,
             "OSD modules fuse through fuse_module",
         )),
-        ModuleKind::Ia3 => {
-            let l_t = adapter.role(module, "ia3")?;
-            let l = host_f32(l_t)?;
-            let columns = module.feedforward != module.fan_in_fan_out;
-            let want = if columns { cols } else { rows };
-            if l.len() != want || l_t.rank() != 2 {
-                return Err(RuntimeError::module(
-                    &module.module,
-                    format!(
-                        "ia3_l has shape {:?}, the base weight {:?}",
-                        l_t.dims(),
-                        weight.dims()
-                    ),
-                ));
-            }
-            let merged = map_row_blocks(weight, &|r0, out| {
-                for (i, row) in out.chunks_mut(cols).enumerate() {
-                    if columns {
-                        for (o, l) in row.iter_mut().zip(&l) {
-                            *o *= l;
-                        }
-                    } else {
-                        let f = l[r0 + i];
-                        for o in row.iter_mut() {
-                            *o *= f;
-                        }
-                    }
-                }
-            })?;
-            let bias = match (module.feedforward, bias) {
-                (false, Some(b)) if b.elem_count() == l.len() => {
-                    let scaled: Vec<f32> =
-                        host_f32(b)?.iter().zip(&l).map(|(b, l)| b * l).collect();
-                    Some(Tensor::from_vec(scaled, b.shape(), b.device())?.to_dtype(b.dtype())?)
-                }
-                (false, Some(b)) => {
-                    return Err(RuntimeError::module(
-                        &module.module,
-                        format!("bias {:?} does not match ia3_l {:?}", b.dims(), l_t.dims()),
-                    ));
-                }
-                _ => None,
-            };
-            Ok(Fused {
-                weight: merged,
-                bias,
-            })
-        }
+        ModuleKind::Ia3 => fuse_ia3_host(adapter, module, weight, bias, (rows, cols)),
     }
+}
+
+/// IA³ on the host: W' = W ⊙ l (columns for feed-forward modules, rows
+/// otherwise), the bias scaled with the rows.
+fn fuse_ia3_host(
+    adapter: &AdapterWeights,
+    module: &ModuleInfo,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    (rows, cols): (usize, usize),
+) -> Result<Fused> {
+    use super::fuse_cpu::{host_f32, map_row_blocks};
+    let l_t = adapter.role(module, "ia3")?;
+    let l = host_f32(l_t)?;
+    let columns = module.feedforward != module.fan_in_fan_out;
+    let want = if columns { cols } else { rows };
+    if l.len() != want || l_t.rank() != 2 {
+        return Err(RuntimeError::module(
+            &module.module,
+            format!(
+                "ia3_l has shape {:?}, the base weight {:?}",
+                l_t.dims(),
+                weight.dims()
+            ),
+        ));
+    }
+    let merged = map_row_blocks(weight, &|r0, out| {
+        for (i, row) in out.chunks_mut(cols).enumerate() {
+            if columns {
+                for (o, l) in row.iter_mut().zip(&l) {
+                    *o *= l;
+                }
+            } else {
+                let f = l[r0 + i];
+                for o in row.iter_mut() {
+                    *o *= f;
+                }
+            }
+        }
+    })?;
+    let bias = match (module.feedforward, bias) {
+        (false, Some(b)) if b.elem_count() == l.len() => {
+            let scaled: Vec<f32> = host_f32(b)?.iter().zip(&l).map(|(b, l)| b * l).collect();
+            Some(Tensor::from_vec(scaled, b.shape(), b.device())?.to_dtype(b.dtype())?)
+        }
+        (false, Some(b)) => {
+            return Err(RuntimeError::module(
+                &module.module,
+                format!("bias {:?} does not match ia3_l {:?}", b.dims(), l_t.dims()),
+            ));
+        }
+        _ => None,
+    };
+    Ok(Fused {
+        weight: merged,
+        bias,
+    })
 }
 
 /// The device path: candle ops, f32 on the weight's device.

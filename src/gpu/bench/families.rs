@@ -566,32 +566,7 @@ fn fuse_figures(run: &mut Run<'_>) -> Result<()> {
         file_bytes,
     );
     let _ = (tensor_sections, adapter, tensor_bytes);
-    let (base_weights, fuse_base) = if run.inputs.base.is_empty() {
-        let mut map = std::collections::HashMap::new();
-        for (i, m) in adapter.modules.iter().enumerate() {
-            map.insert(
-                m.base_tensor.clone(),
-                synthetic(module_shape(adapter, m)?, i as u64, device)?,
-            );
-        }
-        run.notes.push(
-            "fuse figures on synthetic base weights of the adapter's shapes (no --base)".into(),
-        );
-        (map, "synthetic".to_string())
-    } else {
-        let base = BaseCheckpoint::open(&run.inputs.base)?;
-        let mut map = std::collections::HashMap::new();
-        for m in &adapter.modules {
-            if let Some(name) = base.resolve(&m.base_tensor).name() {
-                map.insert(name.to_string(), base.tensor(name, device, None)?);
-                let bias = name.strip_suffix(".weight").map(|s| format!("{s}.bias"));
-                if let Some(b) = bias.filter(|b| base.view(b).is_some()) {
-                    map.insert(b.clone(), base.tensor(&b, device, None)?);
-                }
-            }
-        }
-        (map, "base".to_string())
-    };
+    let (base_weights, fuse_base) = fuse_base_weights(run, adapter, device)?;
     let index = super::super::base::NameIndex::new(base_weights.keys().map(String::as_str));
     let mut per_module = Vec::new();
     let mut per_module_copy = Vec::new();
@@ -694,6 +669,41 @@ fn fuse_figures(run: &mut Run<'_>) -> Result<()> {
 
     run.fuse_base = fuse_base;
     Ok(())
+}
+
+/// The weights the fuse figures fuse into: the base given with `--base`, or
+/// synthetic weights of the adapter's shapes.
+fn fuse_base_weights(
+    run: &mut Run<'_>,
+    adapter: &AdapterWeights,
+    device: &Device,
+) -> Result<(std::collections::HashMap<String, Tensor>, String)> {
+    Ok(if run.inputs.base.is_empty() {
+        let mut map = std::collections::HashMap::new();
+        for (i, m) in adapter.modules.iter().enumerate() {
+            map.insert(
+                m.base_tensor.clone(),
+                synthetic(module_shape(adapter, m)?, i as u64, device)?,
+            );
+        }
+        run.notes.push(
+            "fuse figures on synthetic base weights of the adapter's shapes (no --base)".into(),
+        );
+        (map, "synthetic".to_string())
+    } else {
+        let base = BaseCheckpoint::open(&run.inputs.base)?;
+        let mut map = std::collections::HashMap::new();
+        for m in &adapter.modules {
+            if let Some(name) = base.resolve(&m.base_tensor).name() {
+                map.insert(name.to_string(), base.tensor(name, device, None)?);
+                let bias = name.strip_suffix(".weight").map(|s| format!("{s}.bias"));
+                if let Some(b) = bias.filter(|b| base.view(b).is_some()) {
+                    map.insert(b.clone(), base.tensor(&b, device, None)?);
+                }
+            }
+        }
+        (map, "base".to_string())
+    })
 }
 
 fn memory_per_expert(run: &mut Run<'_>) -> Result<()> {
