@@ -2,19 +2,30 @@
 //! are parsed, hashed and decoded by `format`, on background threads.
 //!
 //! Panels: overview, TOC + hex browser, section decoder, integrity, OSD,
-//! benchmark. A new panel is a `PanelId` variant, a draw function and its
-//! key bindings.
+//! benchmark, one file each under `panels/`. A new panel is one file there
+//! and its line in the registry (`panels/mod.rs`).
+//!
+//! Who uses whom (no circles): `state` (the `App`) routes to `panels`, which
+//! see only `context`; `render` draws the `App`. The leaves (`keys`,
+//! `theme`, `cursor`, `checks`, `prompt`, `jobs`, `widgets`) import no other
+//! module of the UI beyond leaves.
 
-pub mod benchpanel;
-pub mod decoder;
-pub mod hexview;
-pub mod integrity;
+pub mod checks;
+pub mod context;
+pub mod cursor;
+pub mod help;
+pub mod jobs;
 pub mod keys;
-pub mod osdpanel;
-pub mod overview;
+pub mod panel;
+pub mod panels;
+pub mod prompt;
 pub mod render;
 pub mod state;
 pub mod theme;
+pub mod widgets;
+
+/// The bench panel under its old path (`app::benchpanel::BenchView`).
+pub use panels::bench as benchpanel;
 
 use std::io::{self, stdout};
 use std::time::Duration;
