@@ -2,13 +2,15 @@
 //! are parsed, hashed and decoded by `format`, on background threads.
 //!
 //! Panels: overview, TOC + hex browser, section decoder, integrity, OSD,
-//! benchmark, one file each under `panels/`. A new panel is one file there
-//! and its line in the registry (`panels/mod.rs`).
+//! benchmark, one file each under `panels/`. A new panel is one file there,
+//! plus its `mod` line and its registry line in `panels/mod.rs`.
 //!
-//! Who uses whom (no circles): `state` (the `App`) routes to `panels`, which
-//! see only `context`; `render` draws the `App`. The leaves (`keys`,
-//! `theme`, `cursor`, `checks`, `prompt`, `jobs`, `widgets`) import no other
-//! module of the UI beyond leaves.
+//! Who uses whom (no circles): `render` draws the `App` (`state`), which
+//! routes to `panels`; a panel implements `panel::Panel` and sees the app
+//! only through a `context::Context`. The rest are leaves that use nothing
+//! above them: `keys`, `theme`, `cursor`, `checks`, `jobs`, `prompt`
+//! (uses `cursor`), `widgets` (uses `checks`, `theme`). `help` makes the
+//! help overlay and the hints from the registry.
 
 pub mod checks;
 pub mod context;

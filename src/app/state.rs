@@ -169,13 +169,10 @@ impl App {
         self.with_panel(self.panel, |panel, ctx| panel.draw(frame, area, ctx));
     }
 
-    /// Hashes every section on a worker thread.
+    /// Hashes every section on a worker thread (as the Integrity panel's
+    /// `v` does, through any panel's context).
     pub fn start_verification(&mut self) {
-        let Some(reader) = self.doc.reader().cloned() else {
-            return;
-        };
-        self.verification = Verification::Running;
-        Jobs::new(self.tx.clone(), 0).verify(reader);
+        self.with_panel(self.panel, |_, ctx| ctx.start_verification());
     }
 
     /// Applies finished background work; returns whether anything changed.
