@@ -1,401 +1,190 @@
-//! The key table: one list drives key handling, the help overlay and the
+//! Keys. Every panel declares its own bindings (in its file) with the
+//! `Binding` type here; this file holds the global ones: quit, help,
+//! switching panels, and the movement keys each panel gives its meaning.
+//! One list per scope drives key handling, the help overlay and the
 //! status-line hints, so they cannot disagree.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::state::PanelId;
+/// One binding: which keys, what they do.
+pub struct Binding<A> {
+    /// The keys as the help shows them; empty for the second half of a pair
+    /// (`←→` is one help row for two bindings).
+    pub keys: &'static str,
+    pub help: &'static str,
+    /// Where the help overlay lists it.
+    pub group: HelpGroup,
+    pub action: A,
+    pub matches: fn(&KeyEvent) -> bool,
+}
 
+/// A binding without its action: what the help and the checks need.
+pub type KeyHelp = Binding<()>;
+
+impl<A> Binding<A> {
+    pub fn help_only(&self) -> KeyHelp {
+        Binding {
+            keys: self.keys,
+            help: self.help,
+            group: self.group,
+            action: (),
+            matches: self.matches,
+        }
+    }
+}
+
+/// Where a binding is listed in the help overlay. Groups come in this
+/// order; inside one, the global bindings first, then each panel's in tab
+/// order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    None,
+pub enum HelpGroup {
+    /// A panel's sliders, runs and exports.
+    Controls,
+    /// Quit, help, switching panels.
+    App,
+    /// Moving by a line or a byte.
+    Move,
+    /// Moving by a page or to the ends.
+    Page,
+    /// Moving between sections.
+    Section,
+    /// Jumping, searching, checking.
+    Inspect,
+}
+
+impl HelpGroup {
+    pub const ALL: [HelpGroup; 6] = [
+        Self::Controls,
+        Self::App,
+        Self::Move,
+        Self::Page,
+        Self::Section,
+        Self::Inspect,
+    ];
+}
+
+/// The movement keys: global, but each panel decides what they move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+}
+
+/// What a global key does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
     Quit,
     Help,
     NextPanel,
     PrevPanel,
-    Panel(PanelId),
-    Up,
-    Down,
-    Left,
-    Right,
-    PageUp,
-    PageDown,
-    Home,
-    End,
+    /// Show the panel at this place in tab order (the number keys).
+    Show(usize),
+    Nav(Nav),
     PrevSection,
     NextSection,
-    StartJump,
-    StartSearch,
-    SearchNext,
-    SearchPrev,
-    ToggleEndian,
-    Verify,
-    RankDown,
-    RankUp,
-    SparsityDown,
-    SparsityUp,
-    ToggleMethod,
-    AlphaDown,
-    AlphaUp,
-    RunTune,
-    SaveOsd,
-    ExportPlot,
-    RunBench,
-    BenchView,
-    BenchDevice,
-    HotSwap,
-    ExportBenchJson,
-    ExportBenchSvg,
-    ExportBenchPng,
 }
 
-/// One binding: which keys, what they do, where (None = every panel).
-pub struct Binding {
-    pub keys: &'static str,
-    pub help: &'static str,
-    pub panel: Option<PanelId>,
-    pub action: Action,
-    pub matches: fn(&KeyEvent) -> bool,
-}
-
-fn plain(key: &KeyEvent, code: KeyCode) -> bool {
+/// `code` without Ctrl.
+pub fn plain(key: &KeyEvent, code: KeyCode) -> bool {
     key.code == code && !key.modifiers.contains(KeyModifiers::CONTROL)
 }
 
-/// Every binding, in help order.
-pub static BINDINGS: &[Binding] = &[
-    Binding {
-        keys: "←→ / h l",
-        help: "rank −/+",
-        panel: Some(PanelId::Osd),
-        action: Action::RankDown,
-        matches: |k| k.code == KeyCode::Left || plain(k, KeyCode::Char('h')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: Some(PanelId::Osd),
-        action: Action::RankUp,
-        matches: |k| k.code == KeyCode::Right || plain(k, KeyCode::Char('l')),
-    },
-    Binding {
-        keys: "- +",
-        help: "sparsity −/+ 0.05",
-        panel: Some(PanelId::Osd),
-        action: Action::SparsityDown,
-        matches: |k| plain(k, KeyCode::Char('-')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: Some(PanelId::Osd),
-        action: Action::SparsityUp,
-        matches: |k| plain(k, KeyCode::Char('+')) || plain(k, KeyCode::Char('=')),
-    },
-    Binding {
-        keys: "m",
-        help: "method osd/blend",
-        panel: Some(PanelId::Osd),
-        action: Action::ToggleMethod,
-        matches: |k| plain(k, KeyCode::Char('m')),
-    },
-    Binding {
-        keys: "a A",
-        help: "blend α −/+",
-        panel: Some(PanelId::Osd),
-        action: Action::AlphaDown,
-        matches: |k| plain(k, KeyCode::Char('a')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: Some(PanelId::Osd),
-        action: Action::AlphaUp,
-        matches: |k| plain(k, KeyCode::Char('A')),
-    },
-    Binding {
-        keys: "t",
-        help: "tune grid",
-        panel: Some(PanelId::Osd),
-        action: Action::RunTune,
-        matches: |k| plain(k, KeyCode::Char('t')),
-    },
-    Binding {
-        keys: "s",
-        help: "save as .osd.expert",
-        panel: Some(PanelId::Osd),
-        action: Action::SaveOsd,
-        matches: |k| plain(k, KeyCode::Char('s')),
-    },
-    Binding {
-        keys: "p",
-        help: "export plot (SVG)",
-        panel: Some(PanelId::Osd),
-        action: Action::ExportPlot,
-        matches: |k| plain(k, KeyCode::Char('p')),
-    },
-    Binding {
-        keys: "r",
-        help: "run the benchmark",
-        panel: Some(PanelId::Bench),
-        action: Action::RunBench,
-        matches: |k| plain(k, KeyCode::Char('r')),
-    },
-    Binding {
-        keys: "t",
-        help: "view: bars, table, hot-swap",
-        panel: Some(PanelId::Bench),
-        action: Action::BenchView,
-        matches: |k| plain(k, KeyCode::Char('t')),
-    },
-    Binding {
-        keys: "d",
-        help: "device of the next run (cpu, cuda:N)",
-        panel: Some(PanelId::Bench),
-        action: Action::BenchDevice,
-        matches: |k| plain(k, KeyCode::Char('d')),
-    },
-    Binding {
-        keys: "w",
-        help: "hot-swap demo",
-        panel: Some(PanelId::Bench),
-        action: Action::HotSwap,
-        matches: |k| plain(k, KeyCode::Char('w')),
-    },
-    Binding {
-        keys: "j",
-        help: "export JSON",
-        panel: Some(PanelId::Bench),
-        action: Action::ExportBenchJson,
-        matches: |k| plain(k, KeyCode::Char('j')),
-    },
-    Binding {
-        keys: "p P",
-        help: "export plot SVG/PNG",
-        panel: Some(PanelId::Bench),
-        action: Action::ExportBenchSvg,
-        matches: |k| plain(k, KeyCode::Char('p')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: Some(PanelId::Bench),
-        action: Action::ExportBenchPng,
-        matches: |k| plain(k, KeyCode::Char('P')),
-    },
+/// Ctrl + `c`.
+pub fn ctrl(key: &KeyEvent, c: char) -> bool {
+    key.code == KeyCode::Char(c) && key.modifiers.contains(KeyModifiers::CONTROL)
+}
+
+/// The global bindings, in help order; the number keys are `panel_number`.
+pub const GLOBAL: &[Binding<Command>] = &[
     Binding {
         keys: "q",
         help: "quit",
-        panel: None,
-        action: Action::Quit,
-        matches: |k| {
-            plain(k, KeyCode::Char('q'))
-                || (k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL))
-        },
+        group: HelpGroup::App,
+        action: Command::Quit,
+        matches: |k| plain(k, KeyCode::Char('q')) || ctrl(k, 'c'),
     },
     Binding {
         keys: "?",
         help: "help",
-        panel: None,
-        action: Action::Help,
+        group: HelpGroup::App,
+        action: Command::Help,
         matches: |k| plain(k, KeyCode::Char('?')),
     },
     Binding {
         keys: "Tab/S-Tab",
         help: "next/previous panel",
-        panel: None,
-        action: Action::NextPanel,
+        group: HelpGroup::App,
+        action: Command::NextPanel,
         matches: |k| k.code == KeyCode::Tab,
     },
     Binding {
         keys: "",
         help: "",
-        panel: None,
-        action: Action::PrevPanel,
+        group: HelpGroup::App,
+        action: Command::PrevPanel,
         matches: |k| k.code == KeyCode::BackTab,
-    },
-    Binding {
-        keys: "1-6",
-        help: "overview, hex, decoder, integrity, OSD, bench",
-        panel: None,
-        action: Action::Panel(PanelId::Overview),
-        matches: |k| plain(k, KeyCode::Char('1')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: None,
-        action: Action::Panel(PanelId::Hex),
-        matches: |k| plain(k, KeyCode::Char('2')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: None,
-        action: Action::Panel(PanelId::Decoder),
-        matches: |k| plain(k, KeyCode::Char('3')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: None,
-        action: Action::Panel(PanelId::Integrity),
-        matches: |k| plain(k, KeyCode::Char('4')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: None,
-        action: Action::Panel(PanelId::Osd),
-        matches: |k| plain(k, KeyCode::Char('5')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: None,
-        action: Action::Panel(PanelId::Bench),
-        matches: |k| plain(k, KeyCode::Char('6')),
     },
     Binding {
         keys: "↑↓ / k j",
         help: "move",
-        panel: None,
-        action: Action::Up,
+        group: HelpGroup::Move,
+        action: Command::Nav(Nav::Up),
         matches: |k| k.code == KeyCode::Up || plain(k, KeyCode::Char('k')),
     },
     Binding {
         keys: "",
         help: "",
-        panel: None,
-        action: Action::Down,
+        group: HelpGroup::Move,
+        action: Command::Nav(Nav::Down),
         matches: |k| k.code == KeyCode::Down || plain(k, KeyCode::Char('j')),
-    },
-    Binding {
-        keys: "←→ / h l",
-        help: "byte left/right",
-        panel: Some(PanelId::Hex),
-        action: Action::Left,
-        matches: |k| k.code == KeyCode::Left || plain(k, KeyCode::Char('h')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: Some(PanelId::Hex),
-        action: Action::Right,
-        matches: |k| k.code == KeyCode::Right || plain(k, KeyCode::Char('l')),
     },
     Binding {
         keys: "PgUp/PgDn",
         help: "page (scroll in decoder, bench)",
-        panel: None,
-        action: Action::PageUp,
-        matches: |k| {
-            k.code == KeyCode::PageUp
-                || (k.code == KeyCode::Char('b') && k.modifiers.contains(KeyModifiers::CONTROL))
-        },
+        group: HelpGroup::Page,
+        action: Command::Nav(Nav::PageUp),
+        matches: |k| k.code == KeyCode::PageUp || ctrl(k, 'b'),
     },
     Binding {
         keys: "",
         help: "",
-        panel: None,
-        action: Action::PageDown,
-        matches: |k| {
-            k.code == KeyCode::PageDown
-                || (k.code == KeyCode::Char('f') && k.modifiers.contains(KeyModifiers::CONTROL))
-        },
-    },
-    Binding {
-        keys: "g/G",
-        help: "start/end of file",
-        panel: Some(PanelId::Hex),
-        action: Action::Home,
-        matches: |k| k.code == KeyCode::Home || plain(k, KeyCode::Char('g')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: Some(PanelId::Hex),
-        action: Action::End,
-        matches: |k| k.code == KeyCode::End || plain(k, KeyCode::Char('G')),
+        group: HelpGroup::Page,
+        action: Command::Nav(Nav::PageDown),
+        matches: |k| k.code == KeyCode::PageDown || ctrl(k, 'f'),
     },
     Binding {
         keys: "[ ]",
         help: "previous/next section",
-        panel: None,
-        action: Action::PrevSection,
+        group: HelpGroup::Section,
+        action: Command::PrevSection,
         matches: |k| plain(k, KeyCode::Char('[')),
     },
     Binding {
         keys: "",
         help: "",
-        panel: None,
-        action: Action::NextSection,
+        group: HelpGroup::Section,
+        action: Command::NextSection,
         matches: |k| plain(k, KeyCode::Char(']')),
-    },
-    Binding {
-        keys: ": / C-j",
-        help: "jump to offset (0x1f0, 496, +16, -0x10)",
-        panel: Some(PanelId::Hex),
-        action: Action::StartJump,
-        matches: |k| {
-            plain(k, KeyCode::Char(':'))
-                || (k.code == KeyCode::Char('j') && k.modifiers.contains(KeyModifiers::CONTROL))
-        },
-    },
-    Binding {
-        keys: "/",
-        help: "search text, or #hex bytes",
-        panel: Some(PanelId::Hex),
-        action: Action::StartSearch,
-        matches: |k| plain(k, KeyCode::Char('/')),
-    },
-    Binding {
-        keys: "n/N",
-        help: "next/previous match",
-        panel: Some(PanelId::Hex),
-        action: Action::SearchNext,
-        matches: |k| plain(k, KeyCode::Char('n')),
-    },
-    Binding {
-        keys: "",
-        help: "",
-        panel: Some(PanelId::Hex),
-        action: Action::SearchPrev,
-        matches: |k| plain(k, KeyCode::Char('N')),
-    },
-    Binding {
-        keys: "e",
-        help: "toggle inspector endianness",
-        panel: Some(PanelId::Hex),
-        action: Action::ToggleEndian,
-        matches: |k| plain(k, KeyCode::Char('e')),
-    },
-    Binding {
-        keys: "v",
-        help: "verify again",
-        panel: Some(PanelId::Integrity),
-        action: Action::Verify,
-        matches: |k| plain(k, KeyCode::Char('v')),
     },
 ];
 
-/// The action a key triggers in `panel`.
-pub fn action_for(panel: PanelId, key: KeyEvent) -> Action {
-    if key.code == KeyCode::Esc {
-        return Action::Quit;
+/// `1`…`9`: the place in tab order of the panel to show.
+pub fn panel_number(key: &KeyEvent) -> Option<usize> {
+    match key.code {
+        KeyCode::Char(c @ '1'..='9') if !key.modifiers.contains(KeyModifiers::CONTROL) => {
+            c.to_digit(10).map(|d| d as usize - 1)
+        }
+        _ => None,
     }
-    BINDINGS
-        .iter()
-        .filter(|b| b.panel.is_none_or(|p| p == panel))
-        .find(|b| (b.matches)(&key))
-        .map_or(Action::None, |b| b.action)
 }
 
-/// Short hints for the status line of `panel`.
-pub fn hints(panel: PanelId) -> Vec<(&'static str, &'static str)> {
-    BINDINGS
+/// The global command of `key`, if any.
+pub fn global_command(key: &KeyEvent) -> Option<Command> {
+    GLOBAL
         .iter()
-        .filter(|b| !b.keys.is_empty() && b.panel == Some(panel))
-        .map(|b| (b.keys, b.help))
-        .chain([("Tab", "panel"), ("?", "help"), ("q", "quit")])
-        .collect()
+        .find(|b| (b.matches)(key))
+        .map(|b| b.action)
+        .or_else(|| panel_number(key).map(Command::Show))
 }

@@ -2,19 +2,32 @@
 //! are parsed, hashed and decoded by `format`, on background threads.
 //!
 //! Panels: overview, TOC + hex browser, section decoder, integrity, OSD,
-//! benchmark. A new panel is a `PanelId` variant, a draw function and its
-//! key bindings.
+//! benchmark, one file each under `panels/`. A new panel is one file there,
+//! plus its `mod` line and its registry line in `panels/mod.rs`.
+//!
+//! Who uses whom (no circles): `render` draws the `App` (`state`), which
+//! routes to `panels`; a panel implements `panel::Panel` and sees the app
+//! only through a `context::Context`. The rest are leaves that use nothing
+//! above them: `keys`, `theme`, `cursor`, `checks`, `jobs`, `prompt`
+//! (uses `cursor`), `widgets` (uses `checks`, `theme`). `help` makes the
+//! help overlay and the hints from the registry.
 
-pub mod benchpanel;
-pub mod decoder;
-pub mod hexview;
-pub mod integrity;
+pub mod checks;
+pub mod context;
+pub mod cursor;
+pub mod help;
+pub mod jobs;
 pub mod keys;
-pub mod osdpanel;
-pub mod overview;
+pub mod panel;
+pub mod panels;
+pub mod prompt;
 pub mod render;
 pub mod state;
 pub mod theme;
+pub mod widgets;
+
+/// The bench panel under its old path (`app::benchpanel::BenchView`).
+pub use panels::bench as benchpanel;
 
 use std::io::{self, stdout};
 use std::time::Duration;

@@ -1,15 +1,62 @@
 //! Overview panel: header fields, integrity, manifest summary, section sizes.
 
+use std::convert::Infallible;
+
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 use serde_json::Value;
 
-use super::state::{App, Verification};
-use super::theme::Theme;
-use crate::format::inspect::Opened;
+use crate::app::checks::Verification;
+use crate::app::context::Context;
+use crate::app::keys::Binding;
+use crate::app::panel::Panel;
+use crate::app::theme::Theme;
+use crate::format::inspect::{Opened, SectionRow};
 use crate::format::SectionType;
+
+/// The overview: it only shows what the app knows.
+#[derive(Default)]
+pub struct Overview;
+
+impl Panel for Overview {
+    const TITLE: &'static str = "Overview";
+    const NAME: &'static str = "overview";
+    type Action = Infallible;
+    type Message = Infallible;
+    const BINDINGS: &'static [Binding<Infallible>] = &[];
+
+    fn draw(&mut self, frame: &mut Frame, area: Rect, ctx: &mut Context) {
+        let theme = ctx.theme;
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
+                .areas(area);
+        let [manifest_area, sizes_area] =
+            Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(right);
+        let boxed = |title: &'static str| {
+            Block::default()
+                .borders(Borders::ALL)
+                .title(Span::styled(title, theme.title()))
+        };
+        frame.render_widget(
+            Paragraph::new(file_lines(ctx, theme))
+                .wrap(Wrap { trim: false })
+                .block(boxed(" file ")),
+            left,
+        );
+        frame.render_widget(
+            Paragraph::new(manifest_lines(ctx, theme))
+                .wrap(Wrap { trim: false })
+                .block(boxed(" manifest ")),
+            manifest_area,
+        );
+        frame.render_widget(
+            Paragraph::new(size_lines(ctx.rows, theme)).block(boxed(" sections ")),
+            sizes_area,
+        );
+    }
+}
 
 fn field(name: &str, value: String, theme: Theme) -> Line<'static> {
     Line::from(vec![
@@ -18,11 +65,10 @@ fn field(name: &str, value: String, theme: Theme) -> Line<'static> {
     ])
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
-    let [left, right] =
-        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(area);
+/// The file column: header fields, signature, digests, then the findings.
+fn file_lines(ctx: &Context, theme: Theme) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
-    match &app.doc.opened {
+    match &ctx.doc.opened {
         Opened::Binary(r) => {
             let h = r.header();
             lines.push(field(
@@ -56,16 +102,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
                 hex::encode(&h.root_digest[..16]) + "…",
                 theme,
             ));
-            lines.extend(signature_lines(r, app, theme));
+            lines.extend(signature_lines(r, ctx, theme));
             lines.push(Line::raw(""));
-            lines.push(match &app.doc.root_error {
+            lines.push(match &ctx.doc.root_error {
                 None => Line::from(Span::styled(
                     "root digest OK (header + TOC intact)",
                     theme.ok(),
                 )),
                 Some(e) => Line::from(Span::styled(format!("ROOT MISMATCH: {e}"), theme.damaged())),
             });
-            lines.push(match &app.verification {
+            lines.push(match &*ctx.verification {
                 Verification::Running => Line::raw("verifying sections…"),
                 Verification::Done { checks, tail_clean } => {
                     let bad = checks.iter().filter(|c| !c.ok()).count();
@@ -88,7 +134,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             lines.push(field("format", "legacy tar.gz (deprecated)".into(), theme));
             lines.push(field(
                 "file size",
-                format!("{} bytes", app.doc.len()),
+                format!("{} bytes", ctx.doc.len()),
                 theme,
             ));
             lines.push(field("members", files.len().to_string(), theme));
@@ -110,29 +156,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             }
         }
     }
-    lines.extend(findings_lines(&app.findings, theme));
-    frame.render_widget(
-        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(Span::styled(" file ", theme.title())),
-        ),
-        left,
-    );
-    let [manifest_area, sizes_area] =
-        Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(right);
-    frame.render_widget(
-        Paragraph::new(manifest_lines(app, theme))
-            .wrap(Wrap { trim: false })
-            .block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(Span::styled(" manifest ", theme.title())),
-            ),
-        manifest_area,
-    );
-    let total_stored: u64 = app.rows.iter().map(|r| r.stored_len).sum();
-    let total_raw: u64 = app.rows.iter().map(|r| r.raw_len).sum();
+    lines.extend(findings_lines(ctx.findings, theme));
+    lines
+}
+
+/// Each section's stored and raw size and codec, with the totals.
+fn size_lines(rows: &[SectionRow], theme: Theme) -> Vec<Line<'static>> {
+    let total_stored: u64 = rows.iter().map(|r| r.stored_len).sum();
+    let total_raw: u64 = rows.iter().map(|r| r.raw_len).sum();
     let mut sizes = vec![Line::from(Span::styled(
         format!(
             "{:<22} {:>9} {:>9} {:<6}",
@@ -140,7 +171,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         ),
         theme.dim(),
     ))];
-    sizes.extend(app.rows.iter().map(|r| {
+    sizes.extend(rows.iter().map(|r| {
         Line::raw(format!(
             "{:<22} {:>9} {:>9} {:<6}",
             truncate(&r.name, 22),
@@ -156,28 +187,21 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         total_raw,
         total_raw as f64 / total_stored.max(1) as f64
     )));
-    frame.render_widget(
-        Paragraph::new(sizes).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(Span::styled(" sections ", theme.title())),
-        ),
-        sizes_area,
-    );
+    sizes
 }
 
 /// Signature state as far as it can be told without trusted keys: the
 /// signature checked with its embedded key, certificates against the clock.
 fn signature_lines(
     reader: &crate::format::ExpertReader,
-    app: &App,
+    ctx: &Context,
     theme: Theme,
 ) -> Vec<Line<'static>> {
     use crate::format::signing::{format_utc, inspect, SignatureState};
     let mut report = inspect(reader);
     // The signature vouches for the sections through their digests: once
     // the background check found damage, it vouches for nothing.
-    if let Verification::Done { checks, .. } = &app.verification {
+    if let Verification::Done { checks, .. } = &*ctx.verification {
         if let Some(bad) = checks.iter().find_map(|c| c.error()) {
             report.fail(crate::format::signing::SigningError::Format(bad));
         }
@@ -186,7 +210,7 @@ fn signature_lines(
     let mut lines = match (report.state, report.signature_ok) {
         (SignatureState::Unsigned, _) => {
             let mut lines = vec![field("signature", "unsigned".into(), theme)];
-            if app.trust.as_ref().is_some_and(|t| !t.passes) {
+            if ctx.trust.is_some_and(|t| !t.passes) {
                 lines.push(Line::from(vec![
                     Span::styled(format!("{:<18}", "trust"), theme.dim()),
                     Span::styled("REFUSED: the policy requires a signature", theme.damaged()),
@@ -228,7 +252,7 @@ fn signature_lines(
             theme,
         ));
     }
-    lines.push(match &app.trust {
+    lines.push(match ctx.trust {
         Some(t) => Line::from(vec![
             Span::styled(format!("{:<18}", "trust"), theme.dim()),
             Span::styled(
@@ -261,15 +285,15 @@ fn truncate(s: &str, width: usize) -> String {
     }
 }
 
-fn manifest_lines(app: &App, theme: Theme) -> Vec<Line<'static>> {
-    let Some(index) = app
+fn manifest_lines(ctx: &Context, theme: Theme) -> Vec<Line<'static>> {
+    let Some(index) = ctx
         .rows
         .iter()
         .position(|r| r.kind == SectionType::Manifest)
     else {
         return vec![Line::raw("no manifest")];
     };
-    let manifest: Value = match app.doc.decode(index) {
+    let manifest: Value = match ctx.doc.decode(index) {
         Ok(crate::format::inspect::Decoded::Json(text)) => {
             serde_json::from_str(&text).unwrap_or(Value::Null)
         }

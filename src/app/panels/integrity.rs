@@ -1,22 +1,67 @@
 //! Corruption debugging: each section's state, and for a damaged one the
 //! expected and actual digest, its byte range and what still decodes.
 
+use std::convert::Infallible;
+
+use crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::render::{section_list, LIST_WIDTH};
-use super::state::{App, Verification};
-use super::theme::Theme;
+use crate::app::checks::Verification;
+use crate::app::context::Context;
+use crate::app::keys::{plain, Binding, HelpGroup};
+use crate::app::panel::Panel;
+use crate::app::widgets::LIST_WIDTH;
 use crate::format::inspect::Opened;
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
-    let [list, right] =
-        Layout::horizontal([Constraint::Length(LIST_WIDTH), Constraint::Min(20)]).areas(area);
-    frame.render_widget(section_list(app, theme, list.height), list);
+/// The integrity panel: it shows the shared verification and can restart it.
+#[derive(Default)]
+pub struct Integrity;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntegrityAction {
+    Verify,
+}
+
+impl Panel for Integrity {
+    const TITLE: &'static str = "Integrity";
+    const NAME: &'static str = "integrity";
+    type Action = IntegrityAction;
+    type Message = Infallible;
+    const BINDINGS: &'static [Binding<IntegrityAction>] = &[Binding {
+        keys: "v",
+        help: "verify again",
+        group: HelpGroup::Inspect,
+        action: IntegrityAction::Verify,
+        matches: |k| plain(k, KeyCode::Char('v')),
+    }];
+
+    fn draw(&mut self, frame: &mut Frame, area: Rect, ctx: &mut Context) {
+        let [list, right] =
+            Layout::horizontal([Constraint::Length(LIST_WIDTH), Constraint::Min(20)]).areas(area);
+        frame.render_widget(ctx.section_list(list.height), list);
+        frame.render_widget(
+            Paragraph::new(report_lines(ctx))
+                .wrap(Wrap { trim: false })
+                .block(Block::default().borders(Borders::ALL).title(" integrity ")),
+            right,
+        );
+    }
+
+    fn on_action(&mut self, action: IntegrityAction, ctx: &mut Context) {
+        match action {
+            IntegrityAction::Verify => ctx.start_verification(),
+        }
+    }
+}
+
+/// The file's state, the picked section's digests, the damaged list.
+fn report_lines(ctx: &Context) -> Vec<Line<'static>> {
+    let theme = ctx.theme;
     let mut lines = Vec::new();
-    if let Opened::Broken(e) = &app.doc.opened {
+    if let Opened::Broken(e) = &ctx.doc.opened {
         lines.push(Line::from(Span::styled(
             "the file does not parse",
             theme.damaged(),
@@ -28,7 +73,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             )));
         }
     }
-    if let Some(root) = &app.doc.root_error {
+    if let Some(root) = &ctx.doc.root_error {
         lines.push(Line::from(Span::styled(
             "header or TOC modified:",
             theme.damaged(),
@@ -36,7 +81,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
         lines.push(Line::raw(root.clone()));
         lines.push(Line::raw(""));
     }
-    match &app.verification {
+    match &*ctx.verification {
         Verification::NotApplicable => {
             lines.push(Line::raw("no section digests to check for this file"))
         }
@@ -62,7 +107,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
                     theme.damaged(),
                 )));
             }
-            if let Some(check) = checks.get(app.selected) {
+            if let Some(check) = checks.get(ctx.selected) {
                 lines.push(Line::raw(""));
                 let state = if check.ok() {
                     Span::styled("intact", theme.ok())
@@ -94,7 +139,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
                     )));
                 }
                 if !check.ok() {
-                    let decodes = match app.doc.decode(check.index) {
+                    let decodes = match ctx.doc.decode(check.index) {
                         Ok(_) => {
                             "its bytes still decode (contents may be silently wrong)".to_string()
                         }
@@ -115,10 +160,5 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
             }
         }
     }
-    frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::default().borders(Borders::ALL).title(" integrity ")),
-        right,
-    );
+    lines
 }

@@ -6,14 +6,17 @@
 
 use std::path::{Path, PathBuf};
 
+use crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Gauge, Paragraph};
 use ratatui::Frame;
 
-use super::state::App;
-use super::theme::Theme;
+use crate::app::context::Context;
+use crate::app::keys::{plain, Binding, HelpGroup, Nav};
+use crate::app::panel::Panel;
+use crate::app::theme::Theme;
 use crate::gpu::bench::{BenchProgress, BenchReport, SwapStep};
 use crate::gpu::manager::{ExpertMemory, ManagerConfig};
 
@@ -68,10 +71,6 @@ impl Default for BenchPanel {
 }
 
 impl BenchPanel {
-    pub fn busy(&self) -> bool {
-        self.running || self.swapping
-    }
-
     /// Bars → table → hot-swap (once there is one) → bars.
     pub fn next_view(&mut self) {
         let has_swap = !self.swap.is_empty() || self.swapping || self.swap_error.is_some();
@@ -136,6 +135,231 @@ impl BenchPanel {
         match crate::plot::write_bars(&report.bars(), &path) {
             Ok(()) => format!("saved {}", path.display()),
             Err(e) => format!("plot failed: {e}"),
+        }
+    }
+}
+
+/// What the benchmark keys do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchAction {
+    Run,
+    NextView,
+    NextDevice,
+    HotSwap,
+    ExportJson,
+    ExportSvg,
+    ExportPng,
+}
+
+/// What the benchmark and hot-swap workers send back.
+pub enum BenchMessage {
+    Progress(BenchProgress),
+    Done(Result<BenchReport, String>),
+    SwapStep(SwapStep),
+    SwapDone(Result<(), String>),
+}
+
+impl Panel for BenchPanel {
+    const TITLE: &'static str = "Bench";
+    const NAME: &'static str = "bench";
+    type Action = BenchAction;
+    type Message = BenchMessage;
+    // `j` exports here, so ↓ (not `j`) scrolls this panel.
+    const BINDINGS: &'static [Binding<BenchAction>] = &[
+        Binding {
+            keys: "r",
+            help: "run the benchmark",
+            group: HelpGroup::Controls,
+            action: BenchAction::Run,
+            matches: |k| plain(k, KeyCode::Char('r')),
+        },
+        Binding {
+            keys: "t",
+            help: "view: bars, table, hot-swap",
+            group: HelpGroup::Controls,
+            action: BenchAction::NextView,
+            matches: |k| plain(k, KeyCode::Char('t')),
+        },
+        Binding {
+            keys: "d",
+            help: "device of the next run (cpu, cuda:N)",
+            group: HelpGroup::Controls,
+            action: BenchAction::NextDevice,
+            matches: |k| plain(k, KeyCode::Char('d')),
+        },
+        Binding {
+            keys: "w",
+            help: "hot-swap demo",
+            group: HelpGroup::Controls,
+            action: BenchAction::HotSwap,
+            matches: |k| plain(k, KeyCode::Char('w')),
+        },
+        Binding {
+            keys: "j",
+            help: "export JSON",
+            group: HelpGroup::Controls,
+            action: BenchAction::ExportJson,
+            matches: |k| plain(k, KeyCode::Char('j')),
+        },
+        Binding {
+            keys: "p P",
+            help: "export plot SVG/PNG",
+            group: HelpGroup::Controls,
+            action: BenchAction::ExportSvg,
+            matches: |k| plain(k, KeyCode::Char('p')),
+        },
+        Binding {
+            keys: "",
+            help: "",
+            group: HelpGroup::Controls,
+            action: BenchAction::ExportPng,
+            matches: |k| plain(k, KeyCode::Char('P')),
+        },
+    ];
+
+    fn draw(&mut self, frame: &mut Frame, area: Rect, ctx: &mut Context) {
+        draw(frame, area, self, ctx.theme);
+    }
+
+    fn on_action(&mut self, action: BenchAction, ctx: &mut Context) {
+        match action {
+            BenchAction::Run => self.start_bench(ctx),
+            BenchAction::NextView => self.next_view(),
+            BenchAction::NextDevice => *ctx.message = self.next_device(),
+            BenchAction::HotSwap => self.start_hot_swap(ctx),
+            BenchAction::ExportJson => *ctx.message = self.export_json(&ctx.output_stem()),
+            BenchAction::ExportSvg => *ctx.message = self.export_plot(&ctx.output_stem(), "svg"),
+            BenchAction::ExportPng => *ctx.message = self.export_plot(&ctx.output_stem(), "png"),
+        }
+    }
+
+    fn on_message(&mut self, message: BenchMessage, _ctx: &mut Context) {
+        match message {
+            BenchMessage::Progress(p) => self.progress = Some(p),
+            BenchMessage::Done(result) => {
+                self.running = false;
+                match result {
+                    Ok(report) => {
+                        self.report = Some(report);
+                        self.error = None;
+                    }
+                    Err(e) => self.error = Some(e),
+                }
+            }
+            BenchMessage::SwapStep(step) => self.swap.push(step),
+            BenchMessage::SwapDone(result) => {
+                self.swapping = false;
+                self.swap_error = result.err();
+            }
+        }
+    }
+
+    /// Every movement key scrolls the figures.
+    fn on_nav(&mut self, nav: Nav, _ctx: &mut Context) -> bool {
+        self.scroll = match nav {
+            Nav::Up => self.scroll.saturating_sub(1),
+            Nav::Down => self.scroll.saturating_add(1),
+            Nav::PageUp => self.scroll.saturating_sub(10),
+            Nav::PageDown => self.scroll.saturating_add(10),
+        };
+        true
+    }
+
+    fn busy(&self) -> bool {
+        self.running || self.swapping
+    }
+}
+
+/// The jobs: the benchmark and the hot-swap demo, one at a time.
+impl BenchPanel {
+    /// Runs the benchmark on a worker thread, on the picked device.
+    fn start_bench(&mut self, ctx: &mut Context) {
+        if self.busy() {
+            return;
+        }
+        let Some(input) = BenchInput::of(ctx) else {
+            return;
+        };
+        self.running = true;
+        self.progress = None;
+        if self.view == BenchView::HotSwap {
+            self.view = BenchView::Bars;
+        }
+        let device = self.device.clone();
+        ctx.jobs.spawn(move |reply| {
+            let input = input; // the whole struct: its temp file lives as long as the run
+            let config = crate::gpu::bench::BenchConfig {
+                file: input.path.clone(),
+                base: Vec::new(),
+                device,
+                repeat: 5,
+            };
+            let result = crate::gpu::bench::run_bench(&config, &mut |p| {
+                reply.send(BenchMessage::Progress(p.clone()));
+            })
+            .map_err(|e| e.to_string());
+            reply.send(BenchMessage::Done(result));
+        });
+    }
+
+    /// Runs the hot-swap demo on a worker thread, step by step.
+    fn start_hot_swap(&mut self, ctx: &mut Context) {
+        if self.busy() {
+            return;
+        }
+        let Some(input) = BenchInput::of(ctx) else {
+            return;
+        };
+        self.swapping = true;
+        self.swap.clear();
+        self.swap_error = None;
+        self.view = BenchView::HotSwap;
+        self.scroll = 0;
+        let device = self.device.clone();
+        ctx.jobs.spawn(move |reply| {
+            let input = input; // the whole struct: its temp file lives as long as the run
+            let result = crate::gpu::bench::hot_swap(&input.path, &device, &mut |step| {
+                reply.send(BenchMessage::SwapStep(step));
+            });
+            reply.send(BenchMessage::SwapDone(result.map_err(|e| e.to_string())));
+        });
+    }
+}
+
+/// The file a benchmark worker measures; for the embedded demo, a temp copy
+/// removed when the worker drops it.
+struct BenchInput {
+    path: PathBuf,
+    _temp: Option<tempfile::TempPath>,
+}
+
+impl BenchInput {
+    /// The open file, or the embedded demo written to a temporary file (the
+    /// benchmark loads from disk); `None` with the message set when that fails.
+    fn of(ctx: &mut Context) -> Option<Self> {
+        if let Some(p) = ctx.doc.reader().and_then(|r| r.path()) {
+            return Some(Self {
+                path: p.to_path_buf(),
+                _temp: None,
+            });
+        }
+        let written = tempfile::Builder::new()
+            .prefix("expertui-bench-")
+            .suffix(".expert")
+            .tempfile()
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &ctx.doc.bytes[..])?;
+                Ok(f.into_temp_path())
+            });
+        match written {
+            Ok(temp) => Some(Self {
+                path: temp.to_path_buf(),
+                _temp: Some(temp),
+            }),
+            Err(e) => {
+                *ctx.message = format!("cannot write the demo to a temp file: {e}");
+                None
+            }
         }
     }
 }
@@ -371,8 +595,7 @@ pub fn peak_lines(bench: &BenchPanel, theme: Theme) -> (String, Vec<Line<'static
     (format!(" per expert, step {at} (LRU first) "), lines)
 }
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &mut App, theme: Theme) {
-    let bench = &app.bench;
+fn draw(frame: &mut Frame, area: Rect, bench: &BenchPanel, theme: Theme) {
     let [status, body] = Layout::vertical([Constraint::Length(3), Constraint::Min(3)]).areas(area);
     match (&bench.progress, bench.running) {
         (Some(p), true) => {

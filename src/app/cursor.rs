@@ -1,0 +1,97 @@
+//! The byte cursor: where the hex view stands and what it searches for.
+//! It is shared state, not the hex panel's own, because jumps typed at the
+//! prompt, list clicks and an unparsable file's error offset all move it.
+
+/// Bytes shown on one hex row.
+pub const BYTES_PER_ROW: u64 = 16;
+
+/// Hex view position and options.
+#[derive(Debug, Clone)]
+pub struct HexState {
+    pub cursor: u64,
+    /// First visible row.
+    pub top_row: u64,
+    /// Rows that fit (updated by the renderer).
+    pub visible_rows: u64,
+    pub little_endian: bool,
+    pub search: Option<Vec<u8>>,
+}
+
+impl Default for HexState {
+    fn default() -> Self {
+        Self {
+            cursor: 0,
+            top_row: 0,
+            visible_rows: 16,
+            little_endian: true,
+            search: None,
+        }
+    }
+}
+
+impl HexState {
+    /// Moves the cursor to `offset`, kept inside a file of `len` bytes and
+    /// on screen.
+    pub fn goto(&mut self, offset: u64, len: u64) {
+        self.cursor = offset.min(len.saturating_sub(1));
+        let row = self.cursor / BYTES_PER_ROW;
+        let visible = self.visible_rows.max(1);
+        if row < self.top_row {
+            self.top_row = row;
+        } else if row >= self.top_row + visible {
+            self.top_row = row + 1 - visible;
+        }
+    }
+
+    /// Moves the cursor by `delta` bytes (saturating at both ends).
+    pub fn step(&mut self, delta: i64, len: u64) {
+        let target = if delta < 0 {
+            self.cursor.saturating_sub(delta.unsigned_abs())
+        } else {
+            self.cursor.saturating_add(delta.unsigned_abs())
+        };
+        self.goto(target, len);
+    }
+
+    /// Bytes in one screen of rows, for PgUp/PgDn.
+    pub fn page(&self) -> i64 {
+        self.visible_rows.max(1) as i64 * BYTES_PER_ROW as i64
+    }
+
+    /// Moves to the next (or previous) match of the search pattern in
+    /// `bytes`, wrapping; returns the message for the status line.
+    pub fn search(&mut self, bytes: &[u8], forward: bool) -> String {
+        let Some(pattern) = self.search.as_deref() else {
+            return "no search yet: press / first".into();
+        };
+        let from = usize::try_from(self.cursor).unwrap_or(usize::MAX);
+        let found = if forward {
+            find(bytes.get(from.saturating_add(1)..).unwrap_or(&[]), pattern)
+                .map(|i| from + 1 + i)
+                .or_else(|| find(bytes, pattern))
+        } else {
+            rfind(bytes.get(..from).unwrap_or(&[]), pattern).or_else(|| rfind(bytes, pattern))
+        };
+        match found {
+            Some(at) => {
+                self.goto(at as u64, bytes.len() as u64);
+                format!("match at {at:#x}")
+            }
+            None => "not found".into(),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
