@@ -89,3 +89,17 @@ impl ManifestError {
         }
     }
 }
+
+/// Schema messages quote the offending value; keep a huge one from flooding a report.
+pub(super) fn clip(mut message: String) -> String {
+    const MAX: usize = 300;
+    if message.len() > MAX {
+        let mut end = MAX;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}

@@ -86,7 +86,7 @@ impl<'a> Walker<'a, '_> {
     fn issue(&mut self, path: &str, message: String) {
         self.out.push(SchemaIssue {
             path: path.to_string(),
-            message: super::strict::clip(message),
+            message: super::errors::clip(message),
         });
     }
 

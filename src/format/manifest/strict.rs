@@ -99,20 +99,6 @@ pub(super) fn compiled_schema() -> Result<&'static jsonschema::Validator, &'stat
         .map_err(String::as_str)
 }
 
-/// Schema messages quote the offending value; keep a huge one from flooding a report.
-pub(super) fn clip(mut message: String) -> String {
-    const MAX: usize = 300;
-    if message.len() > MAX {
-        let mut end = MAX;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
-}
-
 /// Checks `value` against [`MANIFEST_SCHEMA`]; every issue names its instance path.
 pub fn validate_schema(value: &Value) -> Result<(), Vec<SchemaIssue>> {
     let root = schema::schema().map_err(|message| {
