@@ -14,9 +14,6 @@ use crate::osd::delta::{adapter_deltas, finetune_deltas, BaseWeights};
 use crate::osd::expert::{load_calibration, write_compressed, AdapterAnalysis, GridPoint};
 use crate::plot::{write_chart, Chart, Series};
 
-/// Largest rank analysed (spectra, relaxed ranks).
-const K_MAX: usize = 64;
-
 #[derive(clap::Subcommand, Debug)]
 pub enum OsdCommand {
     /// Singular spectrum and energy-retention curve per module and overall.
@@ -108,7 +105,7 @@ fn load(source: &Source) -> Result<(Option<ExpertContents>, AdapterAnalysis), Fa
         let analysis = AdapterAnalysis::from_deltas_calibrated(
             deltas,
             Vec::new(),
-            K_MAX,
+            crate::osd::expert::MAX_ANALYSED_RANK,
             calibration.as_ref(),
         )
         .map_err(osd_failure)?;
@@ -123,9 +120,13 @@ fn load(source: &Source) -> Result<(Option<ExpertContents>, AdapterAnalysis), Fa
         .as_ref()
         .ok_or_else(|| Failure::invalid("the expert holds no adapter"))?;
     let (deltas, skipped) = adapter_deltas(adapter, base.as_ref()).map_err(osd_failure)?;
-    let analysis =
-        AdapterAnalysis::from_deltas_calibrated(deltas, skipped, K_MAX, calibration.as_ref())
-            .map_err(osd_failure)?;
+    let analysis = AdapterAnalysis::from_deltas_calibrated(
+        deltas,
+        skipped,
+        crate::osd::expert::MAX_ANALYSED_RANK,
+        calibration.as_ref(),
+    )
+    .map_err(osd_failure)?;
     Ok((Some(contents), analysis))
 }
 

@@ -15,6 +15,11 @@ use crate::format::peft::PeftAdapter;
 use crate::format::writer::{SectionSpec, WriteSummary};
 use crate::format::SectionType;
 
+/// Largest rank analysed (spectra, relaxed ranks), the same for the CLI's
+/// `osd analyze/compress/tune` and the TUI's OSD panel, so the panel's "save"
+/// is the CLI command it prints.
+pub const MAX_ANALYSED_RANK: usize = 64;
+
 /// Calibration inputs X (m×d) by module or base tensor name.
 pub type Calibration = std::collections::HashMap<String, super::matrix::Matrix>;
 

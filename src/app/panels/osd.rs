@@ -30,9 +30,6 @@ use crate::osd::expert::{write_compressed, AdapterAnalysis};
 /// Cells of a slider bar.
 const SLIDER_WIDTH: usize = 24;
 
-/// Largest rank the panel analyses.
-const K_MAX: usize = 32;
-
 /// The panel's state.
 #[derive(Default)]
 pub struct OsdPanel {
@@ -181,7 +178,8 @@ pub fn analyse(doc: &Inspected) -> Result<AdapterAnalysis, String> {
         .adapter
         .as_ref()
         .ok_or("the expert holds no adapter")?;
-    AdapterAnalysis::from_adapter(adapter, None, K_MAX).map_err(|e| e.to_string())
+    AdapterAnalysis::from_adapter(adapter, None, crate::osd::expert::MAX_ANALYSED_RANK)
+        .map_err(|e| e.to_string())
 }
 
 /// The default tune grid (worker thread).
