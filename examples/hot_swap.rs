@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use expertui::format::package::{ExpertContents, PackageOptions};
-use expertui::gpu::tensors::tensor_to_bytes;
+use expertui::gpu::device_tensors::tensor_to_bytes;
 use expertui::gpu::{BaseCheckpoint, ExpertManager, ManagerConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

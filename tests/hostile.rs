@@ -352,7 +352,7 @@ fn demo_with_section_name(dir: &Path, name: &str) -> PathBuf {
             .position(|w| w == placeholder.as_bytes())
             .unwrap();
     bytes[at..at + name.len()].copy_from_slice(name.as_bytes());
-    let root = expertui::format::integrity::root_digest(&bytes[..128], &bytes[toc..toc_end]);
+    let root = expertui::format::digests::root_digest(&bytes[..128], &bytes[toc..toc_end]);
     bytes[48..80].copy_from_slice(&root);
     std::fs::write(&out, &bytes).unwrap();
     out
@@ -578,7 +578,7 @@ fn demo_with_truncated_manifest(dir: &Path) -> PathBuf {
     entry.codec = expertui::format::Codec::Zstd.code();
     entry.raw_len.set(manifest.len() as u64);
     let toc = entry.as_bytes().to_vec();
-    header.root_digest = expertui::format::integrity::root_digest(header.as_bytes(), &toc);
+    header.root_digest = expertui::format::digests::root_digest(header.as_bytes(), &toc);
     let mut out = bytes[..toc_start].to_vec();
     out[..128].copy_from_slice(header.as_bytes());
     out.extend_from_slice(&toc);

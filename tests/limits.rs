@@ -160,7 +160,7 @@ fn hostile(bytes: &[u8], edit: impl FnOnce(&mut Header, &mut Vec<TocEntry>)) -> 
         .collect();
     edit(&mut header, &mut toc);
     let toc_bytes: Vec<u8> = toc.iter().flat_map(|e| e.as_bytes().to_vec()).collect();
-    header.root_digest = expertui::format::integrity::root_digest(header.as_bytes(), &toc_bytes);
+    header.root_digest = expertui::format::digests::root_digest(header.as_bytes(), &toc_bytes);
     let mut out = bytes.to_vec();
     out[..HEADER_SIZE].copy_from_slice(header.as_bytes());
     out.truncate(toc_start);

@@ -10,9 +10,9 @@ use candle_core::{Device, Tensor};
 use expertui::format::package::{ExpertContents, PackageOptions};
 use expertui::format::ExpertReader;
 use expertui::gpu::base::BaseCheckpoint;
+use expertui::gpu::device_tensors::tensor_to_bytes;
 use expertui::gpu::fuse::{fuse_checkpoint, fuse_into_map, fuse_module_candle};
 use expertui::gpu::stream::{stream_order, LayerCache, LayerStream};
-use expertui::gpu::tensors::tensor_to_bytes;
 use expertui::gpu::{AdapterWeights, ExpertManager, LoadOptions, ManagerConfig};
 use safetensors::SafeTensors;
 

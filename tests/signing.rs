@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use expertui::format::integrity::root_digest;
+use expertui::format::digests::root_digest;
 use expertui::format::package::{ExpertContents, PackageOptions};
 use expertui::format::signing::keys::permission_warning;
 use expertui::format::signing::{

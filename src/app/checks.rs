@@ -3,8 +3,8 @@
 //! verdict. The UI only shows them.
 
 use crate::diagnostics::Finding;
+use crate::format::digests::SectionCheck;
 use crate::format::inspect::{Inspected, Opened};
-use crate::format::integrity::SectionCheck;
 use crate::format::signing::Policy;
 
 /// Full verification, run once in the background.

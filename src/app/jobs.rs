@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use crate::format::integrity::SectionCheck;
+use crate::format::digests::SectionCheck;
 use crate::format::ExpertReader;
 
 /// One result of background work.

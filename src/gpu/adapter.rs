@@ -7,8 +7,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::device_tensors::{load_section, raw_to_tensor, tensor_nbytes};
 use super::error::{Result, RuntimeError};
-use super::tensors::{load_section, raw_to_tensor, tensor_nbytes};
 use crate::format::layout::SectionType;
 use crate::format::loader::{ExpertLoader, SourceFormat};
 use crate::format::package::{ExpertContents, ADAPTER_WEIGHTS};

@@ -13,8 +13,8 @@ use memmap2::Mmap;
 use safetensors::tensor::{Metadata, TensorInfo, TensorView};
 use safetensors::{Dtype, SafeTensors};
 
+use super::device_tensors::view_to_tensor;
 use super::error::{Result, RuntimeError};
-use super::tensors::view_to_tensor;
 use crate::format::atomic::AtomicFile;
 
 /// Sharded checkpoints name their shards in this file.

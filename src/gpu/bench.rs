@@ -24,8 +24,8 @@ use candle_core::{Device, Tensor};
 
 use super::adapter::AdapterWeights;
 use super::device::device_label;
+use super::device_tensors::{tensor_nbytes, view_to_tensor};
 use super::error::{Result, RuntimeError};
-use super::tensors::{tensor_nbytes, view_to_tensor};
 use crate::format::tensors::{ModuleInfo, ModuleKind};
 
 mod families;

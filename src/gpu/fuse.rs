@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use super::adapter::AdapterWeights;
 use super::base::{BaseCheckpoint, NameIndex, Resolved};
+use super::device_tensors::{tensor_nbytes, tensor_to_bytes};
 use super::error::{Result, RuntimeError};
-use super::tensors::{tensor_nbytes, tensor_to_bytes};
 use crate::format::tensors::{ModuleInfo, ModuleKind};
 
 /// The merged tensors of one module.

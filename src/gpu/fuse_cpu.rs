@@ -13,8 +13,8 @@ use faer::{Accum, MatMut, MatRef, Par};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::device_tensors::with_host_storage;
 use super::error::{Result, RuntimeError};
-use super::tensors::with_host_storage;
 
 /// Weights smaller than this many elements are done on one thread.
 const PARALLEL_ELEMS: usize = 1 << 20;

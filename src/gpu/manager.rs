@@ -19,9 +19,9 @@ use serde::Serialize;
 use super::adapter::{AdapterWeights, LoadOptions};
 use super::base::BaseCheckpoint;
 use super::device::device_label;
+use super::device_tensors::tensor_nbytes;
 use super::error::{Result, RuntimeError};
 use super::fuse::{fuse_into_map, FuseReport};
-use super::tensors::tensor_nbytes;
 
 /// Experts kept loaded at once by default.
 pub const DEFAULT_CAPACITY: usize = 10;

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::adapter::LoadOptions;
+use super::device_tensors::{load_section, SectionTensors};
 use super::error::Result;
-use super::tensors::{load_section, SectionTensors};
 use crate::format::layout::SectionType;
 use crate::format::ExpertReader;
 

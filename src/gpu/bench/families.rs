@@ -11,11 +11,11 @@ use candle_core::{Device, Tensor};
 use super::super::adapter::{AdapterWeights, LoadOptions};
 use super::super::base::BaseCheckpoint;
 use super::super::device::parse_device;
+use super::super::device_tensors::{raw_to_tensor, tensor_nbytes};
 use super::super::error::{Result, RuntimeError};
 use super::super::fuse::{fuse_into_map, fuse_module};
 use super::super::manager::{ExpertManager, ManagerConfig};
 use super::super::stream::LayerStream;
-use super::super::tensors::{raw_to_tensor, tensor_nbytes};
 use super::{
     evict_from_page_cache, load_safetensors, module_shape, ms, rss_bytes, sync, synthetic, time_ms,
     BenchConfig, Figure, Stats,

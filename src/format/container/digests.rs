@@ -4,8 +4,8 @@
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::error::FormatError;
 use super::layout::TocEntry;
+use crate::format::error::FormatError;
 
 /// Byte range of `Header::root_digest` inside the header.
 pub const ROOT_FIELD: std::ops::Range<usize> = 48..80;

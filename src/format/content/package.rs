@@ -8,12 +8,12 @@ use std::path::Path;
 use safetensors::Dtype;
 use serde_json::{json, Value};
 
-use super::error::FormatError;
-use super::layout::{Carried, Codec, SectionType};
 use super::peft::{layer_of, PeftAdapter, PeftError, PeftType};
-use super::reader::ExpertReader;
 use super::tensors::{encode_tensor_blob, OwnedTensor, SectionTable, TensorBlob, TensorError};
-use super::writer::{ExpertWriter, SectionSpec, WriteSummary, WriterOptions};
+use crate::format::error::FormatError;
+use crate::format::layout::{Carried, Codec, SectionType};
+use crate::format::reader::ExpertReader;
+use crate::format::writer::{ExpertWriter, SectionSpec, WriteSummary, WriterOptions};
 
 /// File name of the adapter weights in PEFT folders and legacy packages.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -131,9 +131,9 @@ impl Default for PackageOptions {
     fn default() -> Self {
         Self {
             tensor_codec: TensorCodec::None,
-            zstd_level: super::writer::DEFAULT_ZSTD_LEVEL,
+            zstd_level: crate::format::writer::DEFAULT_ZSTD_LEVEL,
             dtype: None,
-            alignment: super::layout::BASE_ALIGNMENT,
+            alignment: crate::format::layout::BASE_ALIGNMENT,
         }
     }
 }
@@ -399,8 +399,8 @@ impl ExpertContents {
             .ok_or_else(|| PackageError::Invalid("the expert holds no adapter".into()))?;
         std::fs::create_dir_all(dir).map_err(|e| PackageError::io(dir, e))?;
         let weights = self.adapter_weights()?.unwrap_or_default();
-        super::atomic::write_atomic(&dir.join(ADAPTER_WEIGHTS), &weights)?;
-        super::atomic::write_atomic(&dir.join(ADAPTER_CONFIG), &adapter.config_bytes)?;
+        crate::format::atomic::write_atomic(&dir.join(ADAPTER_WEIGHTS), &weights)?;
+        crate::format::atomic::write_atomic(&dir.join(ADAPTER_CONFIG), &adapter.config_bytes)?;
         Ok(())
     }
 

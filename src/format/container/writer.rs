@@ -15,10 +15,10 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::IntoBytes;
 
 use super::atomic::AtomicFile;
-use super::error::{is_disk_full, FormatError, Result};
-use super::integrity::root_digest;
 use super::layout::*;
 use super::shuffle::{shuffle_block, SHUFFLE_BLOCK};
+use crate::format::digests::root_digest;
+use crate::format::error::{is_disk_full, FormatError, Result};
 
 /// Default zstd level, chosen by measurement (BENCHMARKS.md: levels above 1
 /// buy < 0.5 % of ratio on weights and compress 2-200x slower).

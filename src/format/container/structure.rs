@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use zerocopy::FromBytes;
 
-use super::error::{FormatError, Result};
 use super::layout::*;
+use crate::format::error::{FormatError, Result};
 
 /// Largest TOC entry a future minor may declare; bounds per-entry reads.
 const MAX_TOC_ENTRY_SIZE: u32 = 4096;

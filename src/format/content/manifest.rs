@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Number, Value};
 
 /// The JSON Schema (draft 2020-12) for `manifest.json`, embedded so validation needs no files.
-pub const MANIFEST_SCHEMA: &str = include_str!("../../assets/manifest.schema.json");
+pub const MANIFEST_SCHEMA: &str = include_str!("../../../assets/manifest.schema.json");
 
 /// Unknown keys of one JSON object, kept so round trips lose nothing.
 pub type Extra = Map<String, Value>;

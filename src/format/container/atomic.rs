@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::error::{FormatError, Result};
+use crate::format::error::{FormatError, Result};
 
 /// Name of the test-only environment variable that slows output writes.
 pub const WRITE_DELAY_ENV: &str = "EXPERTUI_TEST_WRITE_DELAY_US";

@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use memmap2::Mmap;
 use zerocopy::IntoBytes;
 
-use super::error::{FormatError, Result};
-use super::integrity::{root_digest, verify_sections, SectionCheck};
 use super::layout::*;
 use super::shuffle::unshuffle_section;
 use super::structure::{parse_structure, Structure};
+use crate::format::digests::{root_digest, verify_sections, SectionCheck};
+use crate::format::error::{FormatError, Result};
 
 /// Bounds a reader applies to what a file may ask of it.
 #[derive(Debug, Clone, Copy)]
