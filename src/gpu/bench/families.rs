@@ -171,26 +171,8 @@ fn cold_load(run: &mut Run<'_>) -> Result<()> {
         ref st_path,
         ref legacy_path,
         ref fast,
-        ref verified,
-        ref reader,
-        file_bytes,
-        ref tensor_sections,
-        ref adapter,
-        tensor_bytes,
         ..
     } = *run.inputs;
-    let _ = (
-        repeat,
-        device,
-        binary,
-        st_path,
-        legacy_path,
-        fast,
-        verified,
-        reader,
-        file_bytes,
-    );
-    let _ = (tensor_sections, adapter, tensor_bytes);
     let load_binary = || -> Result<()> {
         AdapterWeights::open(binary, fast)?;
         sync(device)
@@ -238,25 +220,8 @@ fn hot_load(run: &mut Run<'_>) -> Result<()> {
         ref legacy_path,
         ref fast,
         ref verified,
-        ref reader,
-        file_bytes,
-        ref tensor_sections,
-        ref adapter,
-        tensor_bytes,
         ..
     } = *run.inputs;
-    let _ = (
-        repeat,
-        device,
-        binary,
-        st_path,
-        legacy_path,
-        fast,
-        verified,
-        reader,
-        file_bytes,
-    );
-    let _ = (tensor_sections, adapter, tensor_bytes);
     let load_binary = || -> Result<()> {
         AdapterWeights::open(binary, fast)?;
         sync(device)
@@ -298,31 +263,12 @@ fn hot_load(run: &mut Run<'_>) -> Result<()> {
 fn validation(run: &mut Run<'_>) -> Result<()> {
     let Inputs {
         repeat,
-        ref device,
         ref binary,
         ref st_path,
-        ref legacy_path,
-        ref fast,
-        ref verified,
         ref reader,
         file_bytes,
-        ref tensor_sections,
-        ref adapter,
-        tensor_bytes,
         ..
     } = *run.inputs;
-    let _ = (
-        repeat,
-        device,
-        binary,
-        st_path,
-        legacy_path,
-        fast,
-        verified,
-        reader,
-        file_bytes,
-    );
-    let _ = (tensor_sections, adapter, tensor_bytes);
     let validate = time_ms(repeat.max(5), || {
         ExpertReader::open(binary)?;
         Ok(())
@@ -401,29 +347,9 @@ fn streaming(run: &mut Run<'_>) -> Result<()> {
         repeat,
         ref device,
         ref binary,
-        ref st_path,
-        ref legacy_path,
         ref fast,
-        ref verified,
-        ref reader,
-        file_bytes,
-        ref tensor_sections,
-        ref adapter,
-        tensor_bytes,
         ..
     } = *run.inputs;
-    let _ = (
-        repeat,
-        device,
-        binary,
-        st_path,
-        legacy_path,
-        fast,
-        verified,
-        reader,
-        file_bytes,
-    );
-    let _ = (tensor_sections, adapter, tensor_bytes);
     let hot = run.hot;
     let first = time_ms(repeat.max(5), || {
         let reader = ExpertReader::open(binary)?;
@@ -452,30 +378,12 @@ fn host_to_device(run: &mut Run<'_>) -> Result<()> {
     let Inputs {
         repeat,
         ref device,
-        ref binary,
-        ref st_path,
-        ref legacy_path,
-        ref fast,
-        ref verified,
         ref reader,
-        file_bytes,
         ref tensor_sections,
         ref adapter,
         tensor_bytes,
         ..
     } = *run.inputs;
-    let _ = (
-        repeat,
-        device,
-        binary,
-        st_path,
-        legacy_path,
-        fast,
-        verified,
-        reader,
-        file_bytes,
-    );
-    let _ = (tensor_sections, adapter, tensor_bytes);
     let blobs: Vec<_> = tensor_sections
         .iter()
         .map(|&i| reader.section(i))
@@ -542,30 +450,9 @@ fn fuse_figures(run: &mut Run<'_>) -> Result<()> {
     let Inputs {
         repeat,
         ref device,
-        ref binary,
-        ref st_path,
-        ref legacy_path,
-        ref fast,
-        ref verified,
-        ref reader,
-        file_bytes,
-        ref tensor_sections,
         ref adapter,
-        tensor_bytes,
         ..
     } = *run.inputs;
-    let _ = (
-        repeat,
-        device,
-        binary,
-        st_path,
-        legacy_path,
-        fast,
-        verified,
-        reader,
-        file_bytes,
-    );
-    let _ = (tensor_sections, adapter, tensor_bytes);
     let (base_weights, fuse_base) = fuse_base_weights(run, adapter, device)?;
     let index = super::super::base::NameIndex::new(base_weights.keys().map(String::as_str));
     let mut per_module = Vec::new();
@@ -709,31 +596,11 @@ fn fuse_base_weights(
 fn memory_per_expert(run: &mut Run<'_>) -> Result<()> {
     let Inputs {
         repeat,
-        ref device,
         ref binary,
-        ref st_path,
-        ref legacy_path,
         ref fast,
-        ref verified,
-        ref reader,
-        file_bytes,
-        ref tensor_sections,
-        ref adapter,
         tensor_bytes,
         ..
     } = *run.inputs;
-    let _ = (
-        repeat,
-        device,
-        binary,
-        st_path,
-        legacy_path,
-        fast,
-        verified,
-        reader,
-        file_bytes,
-    );
-    let _ = (tensor_sections, adapter, tensor_bytes);
     let copies = repeat.clamp(3, 10);
     let mut manager = ExpertManager::new(ManagerConfig {
         capacity: copies,
