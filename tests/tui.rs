@@ -590,10 +590,10 @@ fn bench_panel_exports_json_and_plots_beside_the_file() {
     let mut app = App::new(Inspected::open(&file).unwrap());
     app.wait_background();
     key(&mut app, KeyCode::Char('6'));
-    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('x'));
     assert!(app.message.contains("nothing to export"), "{}", app.message);
     app.bench.report = Some(sample_report());
-    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('x'));
     let json_path = dir.join("bench.demo.bench.json");
     assert_eq!(app.message, format!("saved {}", json_path.display()));
     let json: serde_json::Value =
@@ -734,4 +734,27 @@ fn overview_signature_is_honest_about_damage_and_trust() {
     app.wait_background();
     let text = screen(&mut app);
     assert!(text.contains("REFUSED"), "{text}");
+}
+
+/// Esc closes prompts and help and never quits; only `q` (and Ctrl-C) do.
+#[test]
+fn esc_never_quits() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char(':'));
+    assert!(app.prompt.is_some());
+    key(&mut app, KeyCode::Esc);
+    assert!(app.prompt.is_none() && !app.quit);
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.quit, "a second Esc does not quit");
+    key(&mut app, KeyCode::Char('?'));
+    key(&mut app, KeyCode::Esc);
+    assert!(!app.show_help && !app.quit);
+    for panel in ['1', '2', '3', '4', '5', '6'] {
+        key(&mut app, KeyCode::Char(panel));
+        key(&mut app, KeyCode::Esc);
+        assert!(!app.quit, "panel {panel}");
+    }
+    key(&mut app, KeyCode::Char('q'));
+    assert!(app.quit);
 }

@@ -265,12 +265,13 @@ impl App {
             self.show_help = false;
             return;
         }
-        // Esc quits from anywhere, whatever a panel binds.
-        if key.code == KeyCode::Esc {
-            self.quit = true;
+        // A panel may give Esc a meaning (cancel its job, go back); it
+        // never quits: only `q` and Ctrl-C do (gitui, k9s).
+        if self.with_panel(self.panel, |panel, ctx| panel.on_key(&key, ctx)) {
             return;
         }
-        if self.with_panel(self.panel, |panel, ctx| panel.on_key(&key, ctx)) {
+        if key.code == KeyCode::Esc {
+            self.message = "q quits".into();
             return;
         }
         if let Some(command) = global_command(&key) {

@@ -195,11 +195,11 @@ impl Panel for BenchPanel {
             matches: |k| plain(k, KeyCode::Char('w')),
         },
         Binding {
-            keys: "j",
+            keys: "x",
             help: "export JSON",
             group: HelpGroup::Controls,
             action: BenchAction::ExportJson,
-            matches: |k| plain(k, KeyCode::Char('j')),
+            matches: |k| plain(k, KeyCode::Char('x')),
         },
         Binding {
             keys: "p P",
