@@ -1,9 +1,12 @@
-//! SIGBUS, the one crash a memory-mapped reader cannot prevent with checks:
-//! another program truncates a file while it is mapped (`format::reader`
-//! detects shrinking files before touching section bytes; this catches the
-//! race that remains). A process-wide concern, so it lives here, not in the
-//! reader: the binary installs the handler, the terminal UI tells it when
-//! the terminal must be restored.
+//! Signals, a process-wide concern. SIGBUS is the one crash a memory-mapped
+//! reader cannot prevent with checks: another program truncates a file
+//! while it is mapped (`format::reader` detects shrinking files before
+//! touching section bytes; this catches the race that remains). SIGTERM,
+//! SIGHUP and SIGINT end the process as usual, but while the terminal UI
+//! owns the terminal they first put it back (as on a panic): `kill` never
+//! leaves a shell on the alternate screen with mouse reporting on. The
+//! binary installs the SIGBUS handler; the terminal UI tells this module
+//! when the terminal must be restored.
 
 /// Message of the SIGBUS handler (one `write(2)`, no formatting).
 const SIGBUS_MESSAGE: &[u8] = b"error: a memory-mapped input file was truncated or became unreadable while it was being read (SIGBUS); stopped. Outputs are only ever replaced whole, so no partial file was left.\n";
@@ -42,15 +45,36 @@ pub fn restores_terminal(active: bool) {
             }
         }
         TUI_TERMINAL.store(active, std::sync::atomic::Ordering::SeqCst);
+        let handler = if active {
+            on_terminate as extern "C" fn(libc::c_int) as libc::sighandler_t
+        } else {
+            libc::SIG_DFL
+        };
+        for signal in TERMINATING {
+            // SAFETY: installs either the default action or a handler that
+            // only calls async-signal-safe functions; `sa` is fully set.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = handler;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(signal, &sa, std::ptr::null_mut());
+            }
+        }
     }
     #[cfg(not(unix))]
     let _ = active;
 }
 
+/// Signals that end the process and must not strand the terminal.
 #[cfg(unix)]
-extern "C" fn on_sigbus(_signal: libc::c_int) {
-    // SAFETY: write(2), tcsetattr(3) and _exit(2) are async-signal-safe; the
-    // buffers are static and the saved termios is only read.
+const TERMINATING: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGHUP, libc::SIGINT];
+
+/// Puts the terminal back (mouse off, main screen, cursor, line settings).
+/// Async-signal-safe.
+#[cfg(unix)]
+fn reset_terminal() {
+    // SAFETY: write(2) and tcsetattr(3) are async-signal-safe; the buffer is
+    // static and the saved termios is only read.
     unsafe {
         if TUI_TERMINAL.load(std::sync::atomic::Ordering::SeqCst) {
             libc::write(
@@ -62,6 +86,27 @@ extern "C" fn on_sigbus(_signal: libc::c_int) {
                 libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, t);
             }
         }
+    }
+}
+
+/// SIGTERM, SIGHUP, SIGINT while the UI runs: restore the terminal, then
+/// die of the same signal (its default action), so the exit status tells
+/// the parent what happened.
+#[cfg(unix)]
+extern "C" fn on_terminate(signal: libc::c_int) {
+    reset_terminal();
+    // SAFETY: signal(2) and raise(3) are async-signal-safe.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+#[cfg(unix)]
+extern "C" fn on_sigbus(_signal: libc::c_int) {
+    reset_terminal();
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is static.
+    unsafe {
         libc::write(
             libc::STDERR_FILENO,
             SIGBUS_MESSAGE.as_ptr().cast(),
