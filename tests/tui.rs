@@ -758,3 +758,41 @@ fn esc_never_quits() {
     key(&mut app, KeyCode::Char('q'));
     assert!(app.quit);
 }
+
+/// `[` / `]` step from where the cursor is, the list follows the cursor,
+/// and jumps put their target near the top of the view.
+#[test]
+fn section_keys_follow_the_cursor() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    let layer = |app: &App, name: &str| app.rows.iter().position(|r| r.name == name).unwrap();
+    let (l2, l3) = (layer(&app, "layer.2"), layer(&app, "layer.3"));
+    let inside_l2 = app.rows[l2].offset.unwrap() + 1000;
+    key(&mut app, KeyCode::Char(':'));
+    type_text(&mut app, &format!("{inside_l2:#x}"));
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.cursor, inside_l2);
+    assert_eq!(app.selected, l2, "the list follows the cursor");
+    let row = app.hex.cursor / 16;
+    assert!(
+        row >= app.hex.top_row && row - app.hex.top_row <= 2,
+        "jump lands near the top"
+    );
+    key(&mut app, KeyCode::Char(']'));
+    assert_eq!(app.selected, l3);
+    assert_eq!(app.hex.cursor, app.rows[l3].offset.unwrap());
+    assert!(app.hex.cursor / 16 - app.hex.top_row <= 2);
+    key(&mut app, KeyCode::Char('['));
+    assert_eq!(app.selected, l2, "back to the section before the cursor");
+    // From the end of the file (the TOC), `[` goes to the last section.
+    key(&mut app, KeyCode::Char('G'));
+    key(&mut app, KeyCode::Char('['));
+    let last = app
+        .rows
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, r)| r.offset.unwrap_or(0))
+        .unwrap()
+        .0;
+    assert_eq!(app.selected, last);
+}

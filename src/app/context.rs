@@ -51,6 +51,11 @@ impl Context<'_> {
         self.hex.goto(offset, self.doc.len());
     }
 
+    /// Jumps to `offset`, its row near the top of the view.
+    pub fn jump(&mut self, offset: u64) {
+        self.hex.jump(offset, self.doc.len());
+    }
+
     /// Moves the byte cursor by `delta` bytes.
     pub fn step(&mut self, delta: i64) {
         self.hex.step(delta, self.doc.len());

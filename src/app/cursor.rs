@@ -43,6 +43,17 @@ impl HexState {
         }
     }
 
+    /// Jumps the cursor to `offset` and scrolls so that its row sits near
+    /// the top of the view (with a little context above), as a jump to a
+    /// section, a search hit or a typed offset should: the target is read
+    /// downwards, not found on the last row.
+    pub fn jump(&mut self, offset: u64, len: u64) {
+        self.cursor = offset.min(len.saturating_sub(1));
+        let row = self.cursor / BYTES_PER_ROW;
+        let context = (self.visible_rows / 8).min(2);
+        self.top_row = row.saturating_sub(context);
+    }
+
     /// Moves the cursor by `delta` bytes (saturating at both ends).
     pub fn step(&mut self, delta: i64, len: u64) {
         let target = if delta < 0 {
@@ -74,7 +85,7 @@ impl HexState {
         };
         match found {
             Some(at) => {
-                self.goto(at as u64, bytes.len() as u64);
+                self.jump(at as u64, bytes.len() as u64);
                 format!("match at {at:#x}")
             }
             None => "not found".into(),

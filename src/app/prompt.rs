@@ -56,7 +56,7 @@ impl Prompt {
         match self.kind {
             PromptKind::Jump => match parse_jump(&self.text, hex.cursor) {
                 Some(offset) if offset < len => {
-                    hex.goto(offset, len);
+                    hex.jump(offset, len);
                     format!("at {offset:#x} ({offset})")
                 }
                 Some(offset) => format!("{offset:#x} is past the end ({len} bytes)"),

@@ -240,6 +240,50 @@ impl App {
         }
     }
 
+    /// `[` / `]`: on the hex view, from where the cursor is (the section
+    /// after it, or the one starting before it); elsewhere, from the
+    /// selection.
+    fn step_section(&mut self, forward: bool) {
+        if self.panel != PanelId::Hex {
+            let next = if forward {
+                self.selected.saturating_add(1)
+            } else {
+                self.selected.saturating_sub(1)
+            };
+            self.select(next);
+            return;
+        }
+        let cursor = self.hex.cursor;
+        let starts = self
+            .rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.offset.map(|o| (i, o)));
+        let target = if forward {
+            starts.filter(|&(_, o)| o > cursor).min_by_key(|&(_, o)| o)
+        } else {
+            starts.filter(|&(_, o)| o < cursor).max_by_key(|&(_, o)| o)
+        };
+        if let Some((index, _)) = target {
+            self.select(index);
+        }
+    }
+
+    /// The list selection follows the hex cursor: the section it is in.
+    fn follow_cursor(&mut self) {
+        if self.panel != PanelId::Hex {
+            return;
+        }
+        let cursor = self.hex.cursor;
+        let inside = self.rows.iter().position(|r| {
+            r.offset
+                .is_some_and(|o| cursor >= o && cursor < o.saturating_add(r.stored_len.max(1)))
+        });
+        if let Some(index) = inside {
+            self.selected = index;
+        }
+    }
+
     /// Puts panel `id` on screen.
     fn show(&mut self, id: PanelId) {
         self.panel = id;
@@ -249,6 +293,11 @@ impl App {
     /// Handles one key press: the prompt or the help take it first, then
     /// the panel on screen, then the global bindings.
     pub fn on_key(&mut self, key: KeyEvent) {
+        self.route_key(key);
+        self.follow_cursor();
+    }
+
+    fn route_key(&mut self, key: KeyEvent) {
         if let Some(prompt) = self.prompt.as_mut() {
             match prompt.edit(key) {
                 Edit::Typing => {}
@@ -290,8 +339,8 @@ impl App {
             Command::PrevPanel => self.show_at((here + count - 1) % count),
             Command::Show(index) => self.show_at(index),
             Command::Nav(nav) => self.nav(nav),
-            Command::PrevSection => self.select(self.selected.saturating_sub(1)),
-            Command::NextSection => self.select(self.selected.saturating_add(1)),
+            Command::PrevSection => self.step_section(false),
+            Command::NextSection => self.step_section(true),
         }
     }
 

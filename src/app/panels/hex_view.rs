@@ -160,7 +160,7 @@ impl Panel for HexView {
             let end = offset.saturating_add(row.stored_len.max(1));
             let inside = (offset..end).contains(&ctx.hex.cursor);
             if !inside && ctx.selected != 0 {
-                ctx.goto(offset);
+                ctx.jump(offset);
             }
         }
     }
@@ -169,7 +169,7 @@ impl Panel for HexView {
     fn on_select(&mut self, shown: bool, ctx: &mut Context) {
         let offset = ctx.rows.get(ctx.selected).and_then(|row| row.offset);
         if let (true, Some(offset)) = (shown, offset) {
-            ctx.goto(offset);
+            ctx.jump(offset);
         }
     }
 }
