@@ -796,3 +796,26 @@ fn section_keys_follow_the_cursor() {
         .0;
     assert_eq!(app.selected, last);
 }
+
+/// Every panel laid out for 80×24 first, and at 120×40.
+#[test]
+fn every_panel_at_80x24_and_120x40() {
+    let mut app = demo();
+    for (w, h) in [(80u16, 24u16), (120, 40)] {
+        for panel in ['1', '2', '3', '4', '5', '6', '?'] {
+            key(&mut app, KeyCode::Char(panel));
+            let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+            terminal.draw(|f| draw(f, &mut app)).unwrap();
+            let screen = terminal.backend().to_string();
+            let name = if panel == '?' {
+                "help".to_string()
+            } else {
+                panel.to_string()
+            };
+            insta::assert_snapshot!(format!("panel_{name}_{w}x{h}"), screen);
+            if app.show_help {
+                key(&mut app, KeyCode::Esc);
+            }
+        }
+    }
+}

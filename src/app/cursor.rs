@@ -2,8 +2,11 @@
 //! It is shared state, not the hex panel's own, because jumps typed at the
 //! prompt, list clicks and an unparsable file's error offset all move it.
 
-/// Bytes shown on one hex row.
+/// Bytes on one hex row unless the width says otherwise.
 pub const BYTES_PER_ROW: u64 = 16;
+
+/// Bytes per row the hex view offers, narrowest first (hexyl-style 8/16/32).
+pub const ROW_WIDTHS: [u64; 3] = [8, 16, 32];
 
 /// Hex view position and options.
 #[derive(Debug, Clone)]
@@ -15,6 +18,8 @@ pub struct HexState {
     pub visible_rows: u64,
     pub little_endian: bool,
     pub search: Option<Vec<u8>>,
+    /// Bytes per row (8, 16 or 32, by the width of the view).
+    pub bytes_per_row: u64,
 }
 
 impl Default for HexState {
@@ -25,6 +30,7 @@ impl Default for HexState {
             visible_rows: 16,
             little_endian: true,
             search: None,
+            bytes_per_row: BYTES_PER_ROW,
         }
     }
 }
@@ -34,7 +40,7 @@ impl HexState {
     /// on screen.
     pub fn goto(&mut self, offset: u64, len: u64) {
         self.cursor = offset.min(len.saturating_sub(1));
-        let row = self.cursor / BYTES_PER_ROW;
+        let row = self.cursor / self.bytes_per_row.max(1);
         let visible = self.visible_rows.max(1);
         if row < self.top_row {
             self.top_row = row;
@@ -49,7 +55,7 @@ impl HexState {
     /// downwards, not found on the last row.
     pub fn jump(&mut self, offset: u64, len: u64) {
         self.cursor = offset.min(len.saturating_sub(1));
-        let row = self.cursor / BYTES_PER_ROW;
+        let row = self.cursor / self.bytes_per_row.max(1);
         let context = (self.visible_rows / 8).min(2);
         self.top_row = row.saturating_sub(context);
     }
@@ -66,7 +72,7 @@ impl HexState {
 
     /// Bytes in one screen of rows, for PgUp/PgDn.
     pub fn page(&self) -> i64 {
-        self.visible_rows.max(1) as i64 * BYTES_PER_ROW as i64
+        self.visible_rows.max(1) as i64 * self.bytes_per_row.max(1) as i64
     }
 
     /// Moves to the next (or previous) match of the search pattern in

@@ -77,8 +77,9 @@ pub fn hints(panel: &dyn AnyPanel) -> Vec<(&'static str, &'static str)> {
         .collect()
 }
 
-/// The overlay, centred in `area` (any key closes it).
-pub fn draw(frame: &mut Frame, area: Rect, panels: &Panels, theme: Theme) {
+/// The overlay, centred in `area`, scrolled down `scroll` lines (↑↓ PgUp
+/// PgDn scroll it, any other key closes it).
+pub fn draw(frame: &mut Frame, area: Rect, panels: &Panels, scroll: u16, theme: Theme) {
     let lines: Vec<Line> = rows(panels)
         .into_iter()
         .map(|row| {
@@ -89,8 +90,10 @@ pub fn draw(frame: &mut Frame, area: Rect, panels: &Panels, theme: Theme) {
             ])
         })
         .collect();
-    let height = (lines.len() as u16 + 2).min(area.height);
+    let total = u16::try_from(lines.len()).unwrap_or(u16::MAX);
+    let height = total.saturating_add(2).min(area.height);
     let width = 72.min(area.width);
+    let scroll = scroll.min(total.saturating_sub(height.saturating_sub(2)));
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
         y: area.y + (area.height - height) / 2,
@@ -99,10 +102,15 @@ pub fn draw(frame: &mut Frame, area: Rect, panels: &Panels, theme: Theme) {
     };
     frame.render_widget(Clear, popup);
     frame.render_widget(
-        Paragraph::new(lines).block(
-            Block::default()
-                .borders(Borders::ALL)
-                .title(Span::styled(" keys (any key closes) ", theme.title())),
+        Paragraph::new(lines).scroll((scroll, 0)).block(
+            Block::default().borders(Borders::ALL).title(Span::styled(
+                if total + 2 > height {
+                    " keys (↑↓ PgUp PgDn scroll, any other key closes) "
+                } else {
+                    " keys (any key closes) "
+                },
+                theme.title(),
+            )),
         ),
         popup,
     );

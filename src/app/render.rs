@@ -20,22 +20,45 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    let titles: Vec<Line> = PanelId::ALL
+    // The tabs come first; the file name gets what is left. On a narrow
+    // terminal the tabs other than the current one shrink to their number.
+    let full: Vec<String> = PanelId::ALL
         .iter()
         .enumerate()
-        .map(|(i, p)| Line::from(format!("{} {}", i + 1, p.title())))
+        .map(|(i, p)| format!("{} {}", i + 1, p.title()))
         .collect();
-    let [tab_area, label_area] =
-        Layout::horizontal([Constraint::Min(40), Constraint::Length(36)]).areas(tabs);
+    let width_of = |titles: &[String]| titles.iter().map(|t| t.chars().count() + 3).sum::<usize>();
+    let titles: Vec<String> = if width_of(&full) <= usize::from(tabs.width) {
+        full
+    } else {
+        PanelId::ALL
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                if *p == app.panel {
+                    format!("{} {}", i + 1, p.title())
+                } else {
+                    (i + 1).to_string()
+                }
+            })
+            .collect()
+    };
+    let used = u16::try_from(width_of(&titles)).unwrap_or(u16::MAX);
+    let label_width = tabs.width.saturating_sub(used).min(36);
+    let [tab_area, label_area] = Layout::horizontal([
+        Constraint::Length(tabs.width.saturating_sub(label_width)),
+        Constraint::Length(label_width),
+    ])
+    .areas(tabs);
     frame.render_widget(
-        Tabs::new(titles)
+        Tabs::new(titles.into_iter().map(Line::from).collect::<Vec<_>>())
             .select(app.panel.index())
             .highlight_style(theme.selected()),
         tab_area,
     );
     frame.render_widget(
         Paragraph::new(Line::from(Span::styled(
-            truncate_left(&app.doc.label, 35),
+            truncate_left(&app.doc.label, usize::from(label_width.saturating_sub(1))),
             theme.dim(),
         )))
         .right_aligned(),
@@ -44,13 +67,15 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
     app.draw_panel(frame, body);
     draw_status(frame, status, app, theme);
     if app.show_help {
-        help::draw(frame, body, &app.panels, theme);
+        help::draw(frame, body, &app.panels, app.help_scroll, theme);
     }
 }
 
 fn truncate_left(text: &str, width: usize) -> String {
     let count = text.chars().count();
-    if count <= width {
+    if width == 0 {
+        String::new()
+    } else if count <= width {
         text.to_string()
     } else {
         let tail: String = text.chars().skip(count - width + 1).collect();
@@ -74,12 +99,22 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App, theme: Theme) {
         }
         None => {
             let mut spans = Vec::new();
+            let mut room = usize::from(area.width);
             if !app.message.is_empty() {
-                spans.push(Span::raw(format!("{}  ", app.message)));
+                let message = format!("{}  ", app.message);
+                room = room.saturating_sub(message.chars().count());
+                spans.push(Span::raw(message));
             }
+            // Only whole hints: never a cut-off "t view: bars, table, hot-".
             for (key, help) in help::hints(app.panels.get(app.panel)) {
+                let hint = format!(" {help}  ");
+                let needs = key.chars().count() + hint.chars().count();
+                if needs > room {
+                    break;
+                }
+                room -= needs;
                 spans.push(Span::styled(key, theme.key()));
-                spans.push(Span::styled(format!(" {help}  "), theme.dim()));
+                spans.push(Span::styled(hint, theme.dim()));
             }
             Line::from(spans)
         }

@@ -53,6 +53,8 @@ pub struct App {
     pub trust: Option<TrustView>,
     pub prompt: Option<Prompt>,
     pub show_help: bool,
+    /// Lines the help overlay is scrolled down.
+    pub help_scroll: u16,
     pub message: String,
     pub quit: bool,
     pub colors: bool,
@@ -99,6 +101,7 @@ impl App {
             verification: Verification::NotApplicable,
             prompt: None,
             show_help: false,
+            help_scroll: 0,
             message: String::new(),
             quit: false,
             colors: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
@@ -311,7 +314,17 @@ impl App {
             return;
         }
         if self.show_help {
-            self.show_help = false;
+            match key.code {
+                KeyCode::Down | KeyCode::Char('j') => {
+                    self.help_scroll = self.help_scroll.saturating_add(1)
+                }
+                KeyCode::Up | KeyCode::Char('k') => {
+                    self.help_scroll = self.help_scroll.saturating_sub(1)
+                }
+                KeyCode::PageDown => self.help_scroll = self.help_scroll.saturating_add(10),
+                KeyCode::PageUp => self.help_scroll = self.help_scroll.saturating_sub(10),
+                _ => self.show_help = false,
+            }
             return;
         }
         // A panel may give Esc a meaning (cancel its job, go back); it
@@ -334,7 +347,10 @@ impl App {
         let here = self.panel.index();
         match command {
             Command::Quit => self.quit = true,
-            Command::Help => self.show_help = true,
+            Command::Help => {
+                self.show_help = true;
+                self.help_scroll = 0;
+            }
             Command::NextPanel => self.show_at((here + 1) % count),
             Command::PrevPanel => self.show_at((here + count - 1) % count),
             Command::Show(index) => self.show_at(index),

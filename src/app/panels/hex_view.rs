@@ -15,7 +15,7 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
 use crate::app::context::Context;
-use crate::app::cursor::BYTES_PER_ROW;
+use crate::app::cursor::{BYTES_PER_ROW, ROW_WIDTHS};
 use crate::app::keys::{ctrl, plain, Binding, HelpGroup, Nav};
 use crate::app::panel::Panel;
 use crate::app::prompt::PromptKind;
@@ -112,9 +112,21 @@ impl Panel for HexView {
     ];
 
     fn draw(&mut self, frame: &mut Frame, area: Rect, ctx: &mut Context) {
+        // The section list only when 16 bytes a row still fit beside it
+        // (the cursor's section is named in the title anyway).
+        let show_list = area.width >= LIST_WIDTH + row_width(BYTES_PER_ROW);
+        let list_width = if show_list { LIST_WIDTH } else { 0 };
         let [list, right] =
-            Layout::horizontal([Constraint::Length(LIST_WIDTH), Constraint::Min(20)]).areas(area);
-        frame.render_widget(ctx.section_list(list.height), list);
+            Layout::horizontal([Constraint::Length(list_width), Constraint::Min(10)]).areas(area);
+        if show_list {
+            frame.render_widget(ctx.section_list(list.height), list);
+        }
+        ctx.hex.bytes_per_row = ROW_WIDTHS
+            .iter()
+            .copied()
+            .rev()
+            .find(|&n| row_width(n) <= right.width)
+            .unwrap_or(ROW_WIDTHS[0]);
         let [hex_area, info_area] =
             Layout::vertical([Constraint::Min(4), Constraint::Length(8)]).areas(right);
         ctx.hex.visible_rows = u64::from(hex_area.height.saturating_sub(2)).max(1);
@@ -139,7 +151,7 @@ impl Panel for HexView {
 
     /// ↑↓ move the cursor a row, PgUp/PgDn a screen.
     fn on_nav(&mut self, nav: Nav, ctx: &mut Context) -> bool {
-        let row = BYTES_PER_ROW as i64;
+        let row = ctx.hex.bytes_per_row as i64;
         let page = ctx.hex.page();
         ctx.step(match nav {
             Nav::Up => -row,
@@ -174,6 +186,13 @@ impl Panel for HexView {
     }
 }
 
+/// Columns a hex row of `n` bytes takes: offset, bytes (a wider gap every
+/// 8), the ASCII column between bars, the block's borders.
+fn row_width(n: u64) -> u16 {
+    let n = n as u16;
+    10 + 3 * n + (n / 8).saturating_sub(1) + (n + 2) + 2
+}
+
 fn hex_rows(ctx: &Context, theme: Theme) -> Paragraph<'static> {
     let bytes: &[u8] = &ctx.doc.bytes;
     let len = bytes.len() as u64;
@@ -181,13 +200,14 @@ fn hex_rows(ctx: &Context, theme: Theme) -> Paragraph<'static> {
         Opened::Broken(e) => e.offset(),
         _ => None,
     };
+    let per_row = ctx.hex.bytes_per_row.max(1);
     let mut lines = Vec::new();
     for row in ctx.hex.top_row..ctx.hex.top_row + ctx.hex.visible_rows {
-        let start = row * BYTES_PER_ROW;
+        let start = row * per_row;
         if start >= len {
             break;
         }
-        let end = (start + BYTES_PER_ROW).min(len);
+        let end = (start + per_row).min(len);
         let chunk = bytes.get(start as usize..end as usize).unwrap_or(&[]);
         let mut spans = vec![Span::styled(format!("{start:08x}  "), theme.dim())];
         let mut ascii = Vec::with_capacity(chunk.len());
@@ -195,7 +215,8 @@ fn hex_rows(ctx: &Context, theme: Theme) -> Paragraph<'static> {
             let offset = start + i as u64;
             let style = byte_style(ctx, theme, offset, b, error_at);
             spans.push(Span::styled(format!("{b:02x}"), style));
-            spans.push(Span::raw(if i == 7 { "  " } else { " " }));
+            let gap = i % 8 == 7 && (i as u64) + 1 < per_row;
+            spans.push(Span::raw(if gap { "  " } else { " " }));
             let c = if (0x20..0x7f).contains(&b) {
                 b as char
             } else if b == 0 {
@@ -205,15 +226,24 @@ fn hex_rows(ctx: &Context, theme: Theme) -> Paragraph<'static> {
             };
             ascii.push(Span::styled(c.to_string(), style));
         }
-        for i in chunk.len()..BYTES_PER_ROW as usize {
-            spans.push(Span::raw(if i == 7 { "    " } else { "   " }));
+        for i in chunk.len()..per_row as usize {
+            let gap = i % 8 == 7 && (i as u64) + 1 < per_row;
+            spans.push(Span::raw(if gap { "    " } else { "   " }));
         }
         spans.push(Span::styled("│", theme.dim()));
         spans.extend(ascii);
         spans.push(Span::styled("│", theme.dim()));
         lines.push(Line::from(spans));
     }
-    let title = format!(" hex  {:#x}/{:#x} ", ctx.hex.cursor, len.saturating_sub(1));
+    let section = region_at(ctx.regions, ctx.hex.cursor)
+        .map(|r| r.label.clone())
+        .unwrap_or_default();
+    let title = format!(
+        " hex  {:#x}/{:#x}  {} ",
+        ctx.hex.cursor,
+        len.saturating_sub(1),
+        crate::diagnostics::printable(&section)
+    );
     Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title))
 }
 
