@@ -710,3 +710,67 @@ fn windows_editor_files_get_a_named_finding() {
         .collect();
     assert_eq!(grammar, ["grammar.byte-order-mark"]);
 }
+
+// ---------------------------------------------------------------------------
+// Damage in the TOC is blamed on the TOC
+
+fn demo_toc() -> (Vec<u8>, usize) {
+    let bytes = std::fs::read(root().join(DEMO)).unwrap();
+    let toc = ExpertReader::open(root().join(DEMO))
+        .unwrap()
+        .header()
+        .toc_offset
+        .get() as usize;
+    (bytes, toc)
+}
+
+#[test]
+fn a_flipped_digest_in_the_toc_blames_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bytes, toc) = demo_toc();
+    let entry = toc + 8 * 128; // layer.1 in the demo
+    bytes[entry + 40] ^= 0x01; // its stored SHA-256
+    let path = dir.path().join("toc.expert");
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, stdout, _) = run(&[
+        "--headless",
+        "validate",
+        s(&path),
+        "--verify-integrity",
+        "--json",
+    ]);
+    assert_eq!(code, 3);
+    let v = json(&stdout);
+    assert!(has(&v, "error", "container.root-digest"), "{v}");
+    assert!(has(&v, "error", "container.toc-entry-digest"), "{v}");
+    assert!(
+        !has(&v, "error", "container.section-digest"),
+        "the bytes are intact: {v}"
+    );
+    let f = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "container.toc-entry-digest")
+        .unwrap();
+    assert_eq!(f["location"]["offset"], entry + 40);
+}
+
+#[test]
+fn a_flipped_offset_in_the_toc_points_at_the_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut bytes, toc) = demo_toc();
+    let entry = toc + 9 * 128;
+    bytes[entry + 16 + 2] ^= 0x10; // its offset field
+    let path = dir.path().join("offset.expert");
+    std::fs::write(&path, &bytes).unwrap();
+    let (code, stdout, _) = run(&["--headless", "validate", s(&path), "--json"]);
+    assert_eq!(code, 3);
+    let v = json(&stdout);
+    let f = &v["findings"][0];
+    assert_eq!(f["location"]["offset"], entry + 16, "{v}");
+    assert!(
+        f["message"].as_str().unwrap().contains("TOC entry 9"),
+        "{v}"
+    );
+}

@@ -93,11 +93,13 @@ pub enum FormatError {
     },
 
     #[error(
-        "section {index} ({name}) out of bounds: bytes {offset}..{end} pass the data limit {limit}"
+        "section {index} ({name}) out of bounds: bytes {offset}..{end} pass the data limit {limit} (the values come from TOC entry {index} at {entry:#x})"
     )]
     /// A section's bytes run past the end of the data area.
     SectionOutOfBounds {
         index: usize,
+        /// File offset of the TOC entry that holds the bad value.
+        entry: u64,
         name: String,
         offset: u64,
         end: u128,
@@ -105,27 +107,33 @@ pub enum FormatError {
     },
 
     /// A section starts inside the previous section (or the header).
-    #[error("section {index} ({name}) at offset {offset} overlaps the previous region ending at {previous_end}")]
+    #[error("section {index} ({name}) at offset {offset} overlaps the previous region ending at {previous_end} (TOC entry {index} at {entry:#x})")]
     SectionOverlap {
         index: usize,
+        /// File offset of the TOC entry that holds the bad value.
+        entry: u64,
         name: String,
         offset: u64,
         previous_end: u64,
     },
 
     /// A section does not start at the next aligned offset: sections must tile the file.
-    #[error("section {index} ({name}) at offset {offset} leaves a gap: expected it at {expected}")]
+    #[error("section {index} ({name}) at offset {offset} leaves a gap: expected it at {expected} (TOC entry {index} at {entry:#x})")]
     SectionGap {
         index: usize,
+        /// File offset of the TOC entry that holds the bad value.
+        entry: u64,
         name: String,
         offset: u64,
         expected: u64,
     },
 
     /// A section offset is not a multiple of its alignment (64 or 256).
-    #[error("section {index} ({name}) at offset {offset} is not aligned to {alignment} bytes")]
+    #[error("section {index} ({name}) at offset {offset} is not aligned to {alignment} bytes (TOC entry {index} at {entry:#x})")]
     Misaligned {
         index: usize,
+        /// File offset of the TOC entry that holds the bad value.
+        entry: u64,
         name: String,
         offset: u64,
         alignment: u64,
@@ -272,11 +280,15 @@ impl FormatError {
             // The TOC lies outside the file: point at the field that says where it is.
             Self::TocOutOfBounds { .. } => super::layout::header_field_offset("toc_offset"),
             Self::Truncated { have, .. } => Some(have.saturating_sub(1)),
-            Self::SectionOutOfBounds { offset, .. }
-            | Self::SectionOverlap { offset, .. }
-            | Self::SectionGap { offset, .. }
-            | Self::Misaligned { offset, .. }
-            | Self::DigestMismatch { offset, .. } => Some(*offset),
+            // The bad value lives in the TOC: point at the entry's offset
+            // field, not at wherever the bogus offset leads.
+            Self::SectionOutOfBounds { entry, .. }
+            | Self::SectionOverlap { entry, .. }
+            | Self::SectionGap { entry, .. }
+            | Self::Misaligned { entry, .. } => {
+                Some(entry.saturating_add(super::layout::TOC_OFFSET_FIELD))
+            }
+            Self::DigestMismatch { offset, .. } => Some(*offset),
             _ => None,
         }
     }

@@ -261,12 +261,12 @@ fn check_every_section(
         reader.check_unchanged()?;
         let checks = report.time("verify sections", |_| reader.verify());
         reader.check_unchanged()?;
+        let root_ok = report.root_ok.unwrap_or(true);
         for check in checks.into_iter().filter(|c| !c.ok()) {
             if let Some(e) = check.error() {
-                report.findings.push(
-                    Finding::error(e.code(), e.to_string())
-                        .at(Location::section(check.name.clone()).bytes(check.offset, check.end)),
-                );
+                report
+                    .findings
+                    .push(damage_finding(reader, &check, &e, root_ok));
                 integrity_error.get_or_insert(e);
             }
             report.damaged.push(DamagedSection {
@@ -479,4 +479,37 @@ pub(super) fn unprintable_name(code: &str, name: &str, location: Location) -> Fi
     )
     .at(location)
     .hint("a crafted name can clear a terminal or fake output: treat the file with suspicion")
+}
+
+/// A section whose bytes do not hash to its TOC digest: blamed on the
+/// section when the TOC is authentic, on the TOC entry when the root digest
+/// fails too (a flipped digest byte in the TOC leaves the section intact).
+fn damage_finding(
+    reader: &ExpertReader,
+    check: &crate::format::digests::SectionCheck,
+    error: &FormatError,
+    root_ok: bool,
+) -> Finding {
+    use crate::format::digests::{blame, Blame};
+    use crate::format::layout::{TOC_DIGEST_FIELD, TOC_ENTRY_SIZE};
+    if blame(check, root_ok) != Blame::TocEntry {
+        return Finding::error(error.code(), error.to_string())
+            .at(Location::section(check.name.clone()).bytes(check.offset, check.end));
+    }
+    let entry = reader
+        .header()
+        .toc_offset
+        .get()
+        .saturating_add((check.index as u64).saturating_mul(TOC_ENTRY_SIZE as u64));
+    let field = entry.saturating_add(TOC_DIGEST_FIELD);
+    Finding::error(
+        "container.toc-entry-digest",
+        format!(
+            "TOC entry {} ({}) holds a digest its section's bytes do not have, and the root digest over the header and TOC fails: the TOC was changed (the section's bytes may be intact)",
+            check.index,
+            crate::diagnostics::printable(&check.name)
+        ),
+    )
+    .at(Location::section(check.name.clone()).bytes(field, field.saturating_add(32)))
+    .hint("get the file again; the hex view shows the entry at this offset")
 }

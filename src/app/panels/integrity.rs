@@ -109,10 +109,14 @@ fn report_lines(ctx: &Context) -> Vec<Line<'static>> {
             }
             if let Some(check) = checks.get(ctx.selected) {
                 lines.push(Line::raw(""));
-                let state = if check.ok() {
-                    Span::styled("intact", theme.ok())
-                } else {
-                    Span::styled("DAMAGED", theme.damaged())
+                use crate::format::digests::{blame, Blame};
+                let state = match blame(check, ctx.doc.root_error.is_none()) {
+                    Blame::Intact if check.ok() => Span::styled("intact", theme.ok()),
+                    Blame::Intact | Blame::Section => Span::styled("DAMAGED", theme.damaged()),
+                    Blame::TocEntry => Span::styled(
+                        "its TOC ENTRY disagrees (the root digest fails: the TOC was changed, the bytes may be intact)",
+                        theme.damaged(),
+                    ),
                 };
                 lines.push(Line::from(vec![
                     Span::raw(format!("section {} {}: ", check.index, check.name)),

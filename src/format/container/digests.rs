@@ -27,6 +27,30 @@ pub fn root_digest(header: &[u8], toc: &[u8]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
+/// Who is to blame when a section's bytes do not hash to the digest its TOC
+/// entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// Digest and bytes agree.
+    Intact,
+    /// The TOC is authentic (the root digest verifies): the bytes changed.
+    Section,
+    /// The root digest fails too: the header/TOC was changed, and this
+    /// entry's stored digest is the value that disagrees; the section's
+    /// bytes may well be intact.
+    TocEntry,
+}
+
+/// Blames a failed check on the section or on its TOC entry, from whether
+/// the root digest (over header and TOC) verifies.
+pub fn blame(check: &SectionCheck, root_ok: bool) -> Blame {
+    match (check.expected == check.actual, root_ok) {
+        (true, _) => Blame::Intact,
+        (false, true) => Blame::Section,
+        (false, false) => Blame::TocEntry,
+    }
+}
+
 /// Outcome of hashing one section.
 #[derive(Debug, Clone)]
 pub struct SectionCheck {

@@ -24,6 +24,11 @@ pub const VERSION_MINOR: u16 = 0;
 pub const HEADER_SIZE: usize = 128;
 /// Size in bytes of one [`TocEntry`] as written by this version.
 pub const TOC_ENTRY_SIZE: usize = 128;
+/// Where the `offset` field sits inside a TOC entry.
+pub const TOC_OFFSET_FIELD: u64 = 16;
+/// Where the `sha256` field sits inside a TOC entry.
+pub const TOC_DIGEST_FIELD: u64 = 40;
+
 /// Bytes available for a section name in a TOC entry (UTF-8, NUL padded).
 pub const NAME_CAPACITY: usize = 56;
 /// Every section and the TOC start on a multiple of this.

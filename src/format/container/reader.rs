@@ -453,6 +453,11 @@ impl ExpertReader {
         }
         .ok_or_else(|| FormatError::SectionOutOfBounds {
             index,
+            entry: self
+                .header()
+                .toc_offset
+                .get()
+                .saturating_add((index as u64).saturating_mul(TOC_ENTRY_SIZE as u64)),
             name: info.name.clone(),
             offset: info.offset,
             end: u128::from(info.end()),

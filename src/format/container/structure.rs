@@ -215,6 +215,7 @@ pub fn parse_structure(data: &[u8]) -> Result<Structure> {
         if offset % alignment != 0 {
             return Err(FormatError::Misaligned {
                 index,
+                entry: at,
                 name,
                 offset,
                 alignment,
@@ -223,6 +224,7 @@ pub fn parse_structure(data: &[u8]) -> Result<Structure> {
         if offset < previous_end {
             return Err(FormatError::SectionOverlap {
                 index,
+                entry: at,
                 name,
                 offset,
                 previous_end,
@@ -234,6 +236,7 @@ pub fn parse_structure(data: &[u8]) -> Result<Structure> {
             _ => {
                 return Err(FormatError::SectionOutOfBounds {
                     index,
+                    entry: at,
                     name,
                     offset,
                     end: u128::from(offset) + u128::from(entry.stored_len.get()),
@@ -246,6 +249,7 @@ pub fn parse_structure(data: &[u8]) -> Result<Structure> {
         if offset != expected {
             return Err(FormatError::SectionGap {
                 index,
+                entry: at,
                 name,
                 offset,
                 expected,
