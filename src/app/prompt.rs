@@ -60,6 +60,10 @@ impl Prompt {
                     format!("at {offset:#x} ({offset})")
                 }
                 Some(offset) => format!("{offset:#x} is past the end ({len} bytes)"),
+                None if self.text.trim().starts_with('-') => format!(
+                    "{:?} goes before the start of the file (the cursor is at {:#x})",
+                    self.text, hex.cursor
+                ),
                 None => format!(
                     "not an offset: {:?} (use 0x1f0, 496, +16, -0x10)",
                     self.text

@@ -43,6 +43,8 @@ pub struct OsdPanel {
     pub params: OsdParams,
     pub estimate: Estimate,
     pub grid: Vec<GridPoint>,
+    /// A save that would replace this file waits for a second `s`.
+    pub confirm_overwrite: Option<std::path::PathBuf>,
 }
 
 impl OsdPanel {
@@ -55,7 +57,7 @@ impl OsdPanel {
         match result {
             Ok(a) if a.modules.is_empty() => {
                 self.error = Some(format!(
-                    "no low-rank modules to compress ({} skipped)",
+                    "no low-rank modules to compress ({} skipped: DoRA and IA³ deltas need the base weights; use `expertui --headless osd compress FILE --base W`)",
                     a.skipped.len()
                 ))
             }
@@ -444,12 +446,22 @@ impl OsdPanel {
             *ctx.message = "save needs a binary expert".into();
             return;
         };
-        self.saving = true;
         let params = self.params;
         let out = ctx.output_stem().with_extension("osd.expert");
+        // Never replace an earlier save silently: the second `s` does.
+        if out.exists() && self.confirm_overwrite.as_deref() != Some(out.as_path()) {
+            *ctx.message = format!("{} exists: press s again to replace it", out.display());
+            self.confirm_overwrite = Some(out);
+            return;
+        }
+        self.confirm_overwrite = None;
+        self.saving = true;
+        // The embedded demo has no file: the command names the demo verb.
         let source = reader
             .path()
-            .map_or("demo".into(), |p| p.display().to_string());
+            .map_or("<the embedded demo, which has no file>".into(), |p| {
+                p.display().to_string()
+            });
         ctx.jobs.spawn(move |reply| {
             let saved = save(&reader, &analysis, &params, &out, &source);
             reply.send(OsdMessage::Saved(saved));

@@ -40,7 +40,7 @@ impl Panel for Overview {
                 .title(Span::styled(title, theme.title()))
         };
         frame.render_widget(
-            Paragraph::new(file_lines(ctx, theme))
+            Paragraph::new(file_lines(ctx, theme, left.width.saturating_sub(2)))
                 .wrap(Wrap { trim: false })
                 .block(boxed(" file ")),
             left,
@@ -52,7 +52,8 @@ impl Panel for Overview {
             manifest_area,
         );
         frame.render_widget(
-            Paragraph::new(size_lines(ctx.rows, theme)).block(boxed(" sections ")),
+            Paragraph::new(size_lines(ctx.rows, ctx.verification, theme))
+                .block(boxed(" sections ")),
             sizes_area,
         );
     }
@@ -66,7 +67,7 @@ fn field(name: &str, value: String, theme: Theme) -> Line<'static> {
 }
 
 /// The file column: header fields, signature, digests, then the findings.
-fn file_lines(ctx: &Context, theme: Theme) -> Vec<Line<'static>> {
+fn file_lines(ctx: &Context, theme: Theme, width: u16) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     match &ctx.doc.opened {
         Opened::Binary(r) => {
@@ -97,11 +98,14 @@ fn file_lines(ctx: &Context, theme: Theme) -> Vec<Line<'static>> {
                 format!("{} bytes", h.section_alignment.get()),
                 theme,
             ));
-            lines.push(field(
-                "root digest",
-                hex::encode(&h.root_digest[..16]) + "…",
-                theme,
-            ));
+            // The whole digest, in as few aligned pieces as the width allows.
+            let digest = hex::encode(h.root_digest);
+            let room = usize::from(width).saturating_sub(18);
+            let piece = [64, 32, 16, 8].into_iter().find(|&n| n <= room).unwrap_or(8);
+            for (i, chunk) in digest.as_bytes().chunks(piece).enumerate() {
+                let text = String::from_utf8_lossy(chunk).into_owned();
+                lines.push(field(if i == 0 { "root digest" } else { "" }, text, theme));
+            }
             lines.extend(signature_lines(r, ctx, theme));
             lines.push(Line::raw(""));
             lines.push(match &ctx.doc.root_error {
@@ -161,7 +165,11 @@ fn file_lines(ctx: &Context, theme: Theme) -> Vec<Line<'static>> {
 }
 
 /// Each section's stored and raw size and codec, with the totals.
-fn size_lines(rows: &[SectionRow], theme: Theme) -> Vec<Line<'static>> {
+fn size_lines(
+    rows: &[SectionRow],
+    verification: &crate::app::checks::Verification,
+    theme: Theme,
+) -> Vec<Line<'static>> {
     let total_stored: u64 = rows.iter().map(|r| r.stored_len).sum();
     let total_raw: u64 = rows.iter().map(|r| r.raw_len).sum();
     let mut sizes = vec![Line::from(Span::styled(
@@ -171,14 +179,20 @@ fn size_lines(rows: &[SectionRow], theme: Theme) -> Vec<Line<'static>> {
         ),
         theme.dim(),
     ))];
-    sizes.extend(rows.iter().map(|r| {
-        Line::raw(format!(
+    // Damaged sections red here too, as in every list.
+    sizes.extend(rows.iter().enumerate().map(|(i, r)| {
+        let text = format!(
             "{:<22} {:>9} {:>9} {:<6}",
             truncate(&r.name, 22),
             r.stored_len,
             r.raw_len,
             r.codec
-        ))
+        );
+        if verification.damaged(i) {
+            Line::from(Span::styled(text, theme.damaged()))
+        } else {
+            Line::raw(text)
+        }
     }));
     sizes.push(Line::raw(format!(
         "{:<22} {:>9} {:>9} ratio {:.3}",
