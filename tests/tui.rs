@@ -819,3 +819,49 @@ fn every_panel_at_80x24_and_120x40() {
         }
     }
 }
+
+/// Long work can be cancelled with Esc: the benchmark stops between figure
+/// families, the OSD analysis is dropped; search highlights the whole match.
+#[test]
+fn esc_cancels_running_jobs_and_search_highlights_the_match() {
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('6'));
+    app.on_key(KeyEvent::new(KeyCode::Char('r'), KeyModifiers::NONE));
+    assert!(app.bench.running);
+    app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(!app.quit);
+    app.wait_background();
+    assert!(!app.bench.running);
+    assert_eq!(
+        app.bench.error.as_deref(),
+        Some("cancelled"),
+        "{:?}",
+        app.bench.error
+    );
+    assert!(app.bench.report.is_none());
+
+    let mut app = demo();
+    app.on_key(KeyEvent::new(KeyCode::Char('5'), KeyModifiers::NONE));
+    assert!(app.osd.analyzing);
+    app.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+    assert!(!app.osd.analyzing && !app.quit);
+    assert!(app.message.contains("cancelled"), "{}", app.message);
+    app.wait_background();
+    // Coming back starts it again, and it finishes.
+    key(&mut app, KeyCode::Char('1'));
+    key(&mut app, KeyCode::Char('5'));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while app.osd.analysis.is_none() && std::time::Instant::now() < deadline {
+        app.poll_background();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(app.osd.analysis.is_some());
+
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    key(&mut app, KeyCode::Char('/'));
+    type_text(&mut app, "manifest");
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.hex.match_len, 8);
+    assert!(app.message.starts_with("match at"), "{}", app.message);
+}

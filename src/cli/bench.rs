@@ -41,6 +41,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         base: args.base.clone(),
         device: args.device.clone(),
         repeat: args.repeat.max(1),
+        cancel: None,
     };
     let live = std::io::stderr().is_terminal();
     let report = run_bench(&config, &mut |p| {

@@ -43,6 +43,9 @@ pub struct BenchConfig {
     pub base: Vec<PathBuf>,
     pub device: String,
     pub repeat: usize,
+    /// Set from another thread to stop the run between figure families
+    /// (the TUI's Esc); the run then ends with an error saying so.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Progress of a run: a stage and how far through all stages.
@@ -207,6 +210,13 @@ pub fn run_bench(
         fuse_base: String::new(),
     };
     for (name, family) in families::FAMILIES {
+        let cancelled = config
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        if cancelled {
+            return Err(RuntimeError::Invalid("cancelled".into()));
+        }
         stage(name);
         family(&mut run)?;
     }

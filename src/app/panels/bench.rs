@@ -35,6 +35,8 @@ pub enum BenchView {
 /// The panel's state.
 pub struct BenchPanel {
     pub running: bool,
+    /// Stops the running benchmark between figure families (Esc).
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     pub progress: Option<BenchProgress>,
     pub report: Option<BenchReport>,
     pub error: Option<String>,
@@ -55,6 +57,7 @@ impl Default for BenchPanel {
     fn default() -> Self {
         Self {
             running: false,
+            cancel: None,
             progress: None,
             report: None,
             error: None,
@@ -143,6 +146,7 @@ impl BenchPanel {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BenchAction {
     Run,
+    Cancel,
     NextView,
     NextDevice,
     HotSwap,
@@ -188,6 +192,13 @@ impl Panel for BenchPanel {
             matches: |k| plain(k, KeyCode::Char('d')),
         },
         Binding {
+            keys: "Esc",
+            help: "cancel the running benchmark",
+            group: HelpGroup::Controls,
+            action: BenchAction::Cancel,
+            matches: |k| k.code == KeyCode::Esc,
+        },
+        Binding {
             keys: "w",
             help: "hot-swap demo",
             group: HelpGroup::Controls,
@@ -224,6 +235,12 @@ impl Panel for BenchPanel {
     fn on_action(&mut self, action: BenchAction, ctx: &mut Context) {
         match action {
             BenchAction::Run => self.start_bench(ctx),
+            BenchAction::Cancel => {
+                if let (true, Some(cancel)) = (self.running, &self.cancel) {
+                    cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    *ctx.message = "cancelling after the current figure…".into();
+                }
+            }
             BenchAction::NextView => self.next_view(),
             BenchAction::NextDevice => *ctx.message = self.next_device(),
             BenchAction::HotSwap => self.start_hot_swap(ctx),
@@ -286,6 +303,8 @@ impl BenchPanel {
             self.view = BenchView::Bars;
         }
         let device = self.device.clone();
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.cancel = Some(cancel.clone());
         ctx.jobs.spawn(move |reply| {
             let input = input; // the whole struct: its temp file lives as long as the run
             let config = crate::gpu::bench::BenchConfig {
@@ -293,6 +312,7 @@ impl BenchPanel {
                 base: Vec::new(),
                 device,
                 repeat: 5,
+                cancel: Some(cancel),
             };
             let result = crate::gpu::bench::run_bench(&config, &mut |p| {
                 reply.send(BenchMessage::Progress(p.clone()));

@@ -256,7 +256,9 @@ fn byte_style(ctx: &Context, theme: Theme, offset: u64, byte: u8, error_at: Opti
     if error_at == Some(offset) {
         style = style.patch(theme.damaged()).patch(theme.selected());
     }
-    if offset == ctx.hex.cursor {
+    let matched =
+        offset > ctx.hex.cursor && offset < ctx.hex.cursor.saturating_add(ctx.hex.match_len);
+    if offset == ctx.hex.cursor || matched {
         style = style.patch(theme.selected());
     }
     style

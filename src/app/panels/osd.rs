@@ -45,6 +45,9 @@ pub struct OsdPanel {
     pub grid: Vec<GridPoint>,
     /// A save that would replace this file waits for a second `s`.
     pub confirm_overwrite: Option<std::path::PathBuf>,
+    /// Number of the current analysis/tune job; Esc moves it on, so a
+    /// cancelled job's late answer is dropped.
+    pub job: u64,
 }
 
 impl OsdPanel {
@@ -244,12 +247,15 @@ pub enum OsdAction {
     RunTune,
     Save,
     ExportPlot,
+    Cancel,
 }
 
 /// What the OSD jobs send back.
 pub enum OsdMessage {
-    Analysed(Result<AdapterAnalysis, String>),
-    Tuned(Vec<GridPoint>),
+    /// The analysis of job `.0` (ignored if that job was cancelled).
+    Analysed(u64, Result<AdapterAnalysis, String>),
+    /// The tune grid of job `.0` (ignored if that job was cancelled).
+    Tuned(u64, Vec<GridPoint>),
     Saved(Result<String, String>),
 }
 
@@ -316,6 +322,13 @@ impl Panel for OsdPanel {
             matches: |k| plain(k, KeyCode::Char('t')),
         },
         Binding {
+            keys: "Esc",
+            help: "cancel the analysis or the tune grid",
+            group: HelpGroup::Controls,
+            action: OsdAction::Cancel,
+            matches: |k| k.code == KeyCode::Esc,
+        },
+        Binding {
             keys: "s",
             help: "save as .osd.expert",
             group: HelpGroup::Controls,
@@ -372,13 +385,29 @@ impl Panel for OsdPanel {
             OsdAction::RunTune => self.start_tune(ctx),
             OsdAction::Save => self.start_save(ctx),
             OsdAction::ExportPlot => *ctx.message = self.export_plot(&ctx.output_stem()),
+            OsdAction::Cancel => {
+                if self.analyzing || self.tuning {
+                    // The worker finishes in the background; its answer is
+                    // dropped (the job number moved on).
+                    self.job += 1;
+                    let what = if self.analyzing {
+                        "analysis"
+                    } else {
+                        "tune grid"
+                    };
+                    self.analyzing = false;
+                    self.tuning = false;
+                    *ctx.message = format!("{what} cancelled (5 analyses again, t tunes again)");
+                }
+            }
         }
     }
 
     fn on_message(&mut self, message: OsdMessage, ctx: &mut Context) {
         match message {
-            OsdMessage::Analysed(result) => self.ready(result),
-            OsdMessage::Tuned(points) => self.tuned(points),
+            OsdMessage::Analysed(job, result) if job == self.job => self.ready(result),
+            OsdMessage::Tuned(job, points) if job == self.job => self.tuned(points),
+            OsdMessage::Analysed(..) | OsdMessage::Tuned(..) => {}
             OsdMessage::Saved(result) => {
                 self.saving = false;
                 *ctx.message = match result {
@@ -422,9 +451,10 @@ impl OsdPanel {
             return;
         }
         self.analyzing = true;
-        let doc = ctx.doc.clone();
+        self.error = None;
+        let (doc, job) = (ctx.doc.clone(), self.job);
         ctx.jobs
-            .spawn(move |reply| reply.send(OsdMessage::Analysed(analyse(&doc))));
+            .spawn(move |reply| reply.send(OsdMessage::Analysed(job, analyse(&doc))));
     }
 
     fn start_tune(&mut self, ctx: &mut Context) {
@@ -432,9 +462,9 @@ impl OsdPanel {
             return;
         };
         self.tuning = true;
-        let method = self.params.method;
+        let (method, job) = (self.params.method, self.job);
         ctx.jobs.spawn(move |reply| {
-            reply.send(OsdMessage::Tuned(tune_grid(&analysis, method)));
+            reply.send(OsdMessage::Tuned(job, tune_grid(&analysis, method)));
         });
     }
 

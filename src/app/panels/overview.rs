@@ -101,7 +101,10 @@ fn file_lines(ctx: &Context, theme: Theme, width: u16) -> Vec<Line<'static>> {
             // The whole digest, in as few aligned pieces as the width allows.
             let digest = hex::encode(h.root_digest);
             let room = usize::from(width).saturating_sub(18);
-            let piece = [64, 32, 16, 8].into_iter().find(|&n| n <= room).unwrap_or(8);
+            let piece = [64, 32, 16, 8]
+                .into_iter()
+                .find(|&n| n <= room)
+                .unwrap_or(8);
             for (i, chunk) in digest.as_bytes().chunks(piece).enumerate() {
                 let text = String::from_utf8_lossy(chunk).into_owned();
                 lines.push(field(if i == 0 { "root digest" } else { "" }, text, theme));
