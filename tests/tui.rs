@@ -865,3 +865,29 @@ fn esc_cancels_running_jobs_and_search_highlights_the_match() {
     assert_eq!(app.hex.match_len, 8);
     assert!(app.message.starts_with("match at"), "{}", app.message);
 }
+
+/// A click on a tab shows its panel.
+#[test]
+fn tabs_are_clickable() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut app = demo();
+    render(&mut app);
+    let click = |app: &mut App, column: u16| {
+        app.on_mouse(
+            MouseEvent {
+                kind: MouseEventKind::Down(MouseButton::Left),
+                column,
+                row: 0,
+                modifiers: KeyModifiers::NONE,
+            },
+            1,
+        );
+    };
+    // " 1 Overview │ 2 TOC + Hex │ 3 Decoder │ 4 Integrity │ 5 OSD │ 6 Bench"
+    click(&mut app, 17);
+    assert_eq!(app.panel, PanelId::Hex);
+    click(&mut app, 30);
+    assert_eq!(app.panel, PanelId::Decoder);
+    click(&mut app, 65);
+    assert_eq!(app.panel, PanelId::Bench);
+}

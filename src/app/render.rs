@@ -14,36 +14,15 @@ use super::theme::Theme;
 
 pub fn draw(frame: &mut Frame, app: &mut App) {
     let theme = Theme { colors: app.colors };
+    app.frame_width = frame.area().width;
     let [tabs, body, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(3),
         Constraint::Length(1),
     ])
     .areas(frame.area());
-    // The tabs come first; the file name gets what is left. On a narrow
-    // terminal the tabs other than the current one shrink to their number.
-    let full: Vec<String> = PanelId::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("{} {}", i + 1, p.title()))
-        .collect();
-    let width_of = |titles: &[String]| titles.iter().map(|t| t.chars().count() + 3).sum::<usize>();
-    let titles: Vec<String> = if width_of(&full) <= usize::from(tabs.width) {
-        full
-    } else {
-        PanelId::ALL
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                if *p == app.panel {
-                    format!("{} {}", i + 1, p.title())
-                } else {
-                    (i + 1).to_string()
-                }
-            })
-            .collect()
-    };
-    let used = u16::try_from(width_of(&titles)).unwrap_or(u16::MAX);
+    let titles = tab_titles(app, tabs.width);
+    let used = u16::try_from(titles_width(&titles)).unwrap_or(u16::MAX);
     let label_width = tabs.width.saturating_sub(used).min(36);
     let [tab_area, label_area] = Layout::horizontal([
         Constraint::Length(tabs.width.saturating_sub(label_width)),
@@ -69,6 +48,52 @@ pub fn draw(frame: &mut Frame, app: &mut App) {
     if app.show_help {
         help::draw(frame, body, &app.panels, app.help_scroll, theme);
     }
+}
+
+/// The tab titles for a bar `width` columns wide: full names when they fit,
+/// else the other tabs shrink to their number (the tabs come before the
+/// file name).
+fn tab_titles(app: &App, width: u16) -> Vec<String> {
+    let full: Vec<String> = PanelId::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{} {}", i + 1, p.title()))
+        .collect();
+    if titles_width(&full) <= usize::from(width) {
+        return full;
+    }
+    PanelId::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if *p == app.panel {
+                format!("{} {}", i + 1, p.title())
+            } else {
+                (i + 1).to_string()
+            }
+        })
+        .collect()
+}
+
+/// Columns the tab bar takes: each title with a space either side and a
+/// divider.
+fn titles_width(titles: &[String]) -> usize {
+    titles.iter().map(|t| t.chars().count() + 3).sum()
+}
+
+/// The panel whose tab is at `column` of the tab bar, as drawn for the
+/// terminal's width (the last frame's).
+pub fn tab_at(app: &App, column: u16) -> Option<PanelId> {
+    let titles = tab_titles(app, app.frame_width);
+    let mut start = 0usize;
+    for (i, title) in titles.iter().enumerate() {
+        let end = start + title.chars().count() + 3;
+        if usize::from(column) < end {
+            return PanelId::at(i);
+        }
+        start = end;
+    }
+    None
 }
 
 fn truncate_left(text: &str, width: usize) -> String {

@@ -55,6 +55,8 @@ pub struct App {
     pub show_help: bool,
     /// Lines the help overlay is scrolled down.
     pub help_scroll: u16,
+    /// Width of the last frame drawn (for clicks on the tab bar).
+    pub frame_width: u16,
     pub message: String,
     pub quit: bool,
     pub colors: bool,
@@ -102,6 +104,7 @@ impl App {
             prompt: None,
             show_help: false,
             help_scroll: 0,
+            frame_width: 80,
             message: String::new(),
             quit: false,
             colors: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
@@ -382,6 +385,13 @@ impl App {
     /// moves and a click on a list row picks that section. `list_top` is
     /// the first screen row of the panel area.
     pub fn on_mouse(&mut self, event: MouseEvent, list_top: u16) {
+        // A click on the tab bar shows that panel.
+        if let (MouseEventKind::Down(_), true) = (event.kind, event.row + 1 == list_top) {
+            if let Some(id) = super::render::tab_at(self, event.column) {
+                self.show(id);
+            }
+            return;
+        }
         if let MouseEventKind::Down(_) = event.kind {
             let (column, row) = (event.column, event.row.saturating_sub(list_top));
             if self.with_panel(self.panel, |panel, ctx| panel.on_click(column, row, ctx)) {
