@@ -891,3 +891,35 @@ fn tabs_are_clickable() {
     click(&mut app, 65);
     assert_eq!(app.panel, PanelId::Bench);
 }
+
+/// On the hex view the wheel scrolls the bytes and a click puts the cursor
+/// on the byte under it.
+#[test]
+fn hex_mouse_scrolls_the_view_and_clicks_pick_bytes() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut app = demo();
+    key(&mut app, KeyCode::Char('2'));
+    render(&mut app);
+    let mouse = |app: &mut App, kind, column, row| {
+        app.on_mouse(
+            MouseEvent {
+                kind,
+                column,
+                row,
+                modifiers: KeyModifiers::NONE,
+            },
+            1,
+        )
+    };
+    mouse(&mut app, MouseEventKind::ScrollDown, 60, 5);
+    assert_eq!(app.hex.top_row, 3);
+    assert_eq!(app.hex.cursor, 0, "the wheel does not move the cursor");
+    render(&mut app);
+    assert_eq!(app.hex.top_row, 3, "drawing keeps the scrolled view");
+    mouse(&mut app, MouseEventKind::ScrollUp, 60, 5);
+    render(&mut app);
+    // Second hex line (file row 1), third byte: 0x12.
+    let column = 34 + 1 + 10 + 3 * 2;
+    mouse(&mut app, MouseEventKind::Down(MouseButton::Left), column, 3);
+    assert_eq!(app.hex.cursor, 0x12);
+}

@@ -399,6 +399,13 @@ impl App {
             }
         }
         match event.kind {
+            // On the hex view the wheel scrolls the bytes, not the cursor.
+            MouseEventKind::ScrollDown if self.panel == PanelId::Hex => {
+                self.hex.top_row = self.hex.top_row.saturating_add(3)
+            }
+            MouseEventKind::ScrollUp if self.panel == PanelId::Hex => {
+                self.hex.top_row = self.hex.top_row.saturating_sub(3)
+            }
             MouseEventKind::ScrollDown => self.nav(Nav::Down),
             MouseEventKind::ScrollUp => self.nav(Nav::Up),
             MouseEventKind::Down(_) if event.column < LIST_WIDTH && event.row > list_top => {

@@ -44,15 +44,33 @@ impl Panel for Decoder {
             Layout::horizontal([Constraint::Length(LIST_WIDTH), Constraint::Min(20)]).areas(area);
         frame.render_widget(ctx.section_list(list.height), list);
         let name = ctx.rows.get(ctx.selected).map_or("", |r| r.name.as_str());
+        let lines = self.lines(ctx.selected, ctx.theme);
+        // Tensor tables are rows: cut at the edge, not wrapped onto two
+        // lines each. Text wraps.
+        let tabular = matches!(
+            self.decoded.get(&ctx.selected),
+            Some(Ok(Decoded::Tensors { .. }))
+        );
+        let inner = right.height.saturating_sub(2);
+        let mut paragraph = Paragraph::new(lines.clone());
+        if !tabular {
+            paragraph = paragraph.wrap(Wrap { trim: false });
+        }
+        // PgDn stops at the last screen of content, never in blank space.
+        let width = usize::from(right.width.saturating_sub(2)).max(1);
+        let rows: usize = if tabular {
+            lines.len()
+        } else {
+            lines.iter().map(|l| l.width().max(1).div_ceil(width)).sum()
+        };
+        let total = u16::try_from(rows).unwrap_or(u16::MAX);
+        self.scroll = self.scroll.min(total.saturating_sub(inner));
         frame.render_widget(
-            Paragraph::new(self.lines(ctx.selected, ctx.theme))
-                .wrap(Wrap { trim: false })
-                .scroll((self.scroll, 0))
-                .block(
-                    Block::default()
-                        .borders(Borders::ALL)
-                        .title(format!(" {name} ")),
-                ),
+            paragraph.scroll((self.scroll, 0)).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!(" {name} ")),
+            ),
             right,
         );
     }
@@ -138,24 +156,51 @@ pub fn sparkline(histogram: &[u32; 16]) -> String {
         .collect()
 }
 
-fn tensor_line(t: &TensorSummary) -> Line<'static> {
+/// The longest prefix ending in `.` that every name shares (empty for one
+/// name: it is then shown whole).
+fn common_prefix<'a>(mut names: impl Iterator<Item = &'a str>) -> String {
+    let Some(first) = names.next() else {
+        return String::new();
+    };
+    let mut common = first.len();
+    let mut count = 1;
+    for name in names {
+        count += 1;
+        common = first
+            .bytes()
+            .zip(name.bytes())
+            .take(common)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    if count < 2 {
+        return String::new();
+    }
+    let cut = first
+        .get(..common)
+        .and_then(|p| p.rfind('.'))
+        .map_or(0, |i| i + 1);
+    first.get(..cut).unwrap_or("").to_string()
+}
+
+fn tensor_line(t: &TensorSummary, prefix: usize) -> Line<'static> {
     let shape = t
         .shape
         .iter()
         .map(|d| d.to_string())
         .collect::<Vec<_>>()
         .join("×");
-    let short = t.name.strip_prefix("base_model.model.").unwrap_or(&t.name);
+    let short = t.name.get(prefix..).unwrap_or(&t.name);
     let norms = match (t.row_norms, t.name.contains("embedding")) {
         (Some([lo, mean, hi]), true) => {
             format!("  row L2 norms min {lo:.4} mean {mean:.4} max {hi:.4}")
         }
         _ => String::new(),
     };
+    // One row per tensor: range, mean μ, deviation σ, histogram.
     Line::raw(format!(
-        "{short}  {} [{shape}] {} B  min {:+.4} max {:+.4} mean {:+.5} std {:.5} {}{norms}",
+        "{short}  {} [{shape}]  {:+.3}…{:+.3}  μ{:+.1e} σ{:.3}  {}{norms}",
         t.dtype,
-        t.bytes,
         t.min,
         t.max,
         t.mean,
@@ -190,11 +235,18 @@ fn decoded_lines(decoded: &Decoded, theme: Theme) -> Vec<Line<'static>> {
                     )));
                 }
             }
+            // The prefix every name shares (`encoder.layer.0.attention.`)
+            // is said once, so each row fits one line.
+            let prefix = common_prefix(tensors.iter().map(|t| t.name.as_str()));
             v.push(Line::from(Span::styled(
-                format!("tensors ({})", tensors.len()),
+                if prefix.is_empty() {
+                    format!("tensors ({})", tensors.len())
+                } else {
+                    format!("tensors ({}) under {prefix}", tensors.len())
+                },
                 theme.title(),
             )));
-            v.extend(tensors.iter().map(tensor_line));
+            v.extend(tensors.iter().map(|t| tensor_line(t, prefix.len())));
             v
         }
         Decoded::Binary { len } => vec![Line::raw(format!(

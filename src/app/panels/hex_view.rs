@@ -25,7 +25,10 @@ use crate::format::inspect::{region_at, Opened, RegionKind};
 
 /// The hex browser (its position lives in the shared cursor).
 #[derive(Default)]
-pub struct HexView;
+pub struct HexView {
+    /// Where the hex rows were drawn last (for clicks on bytes).
+    hex_area: Rect,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HexAction {
@@ -130,7 +133,11 @@ impl Panel for HexView {
         let [hex_area, info_area] =
             Layout::vertical([Constraint::Min(4), Constraint::Length(8)]).areas(right);
         ctx.hex.visible_rows = u64::from(hex_area.height.saturating_sub(2)).max(1);
-        ctx.goto(ctx.hex.cursor); // keep the cursor on screen after a resize
+        // The wheel scrolls the view without moving the cursor: only keep
+        // the view inside the file here.
+        let last_row = ctx.doc.len().saturating_sub(1) / ctx.hex.bytes_per_row.max(1);
+        ctx.hex.top_row = ctx.hex.top_row.min(last_row);
+        self.hex_area = hex_area;
         frame.render_widget(hex_rows(ctx, ctx.theme), hex_area);
         frame.render_widget(inspector(ctx, ctx.theme), info_area);
     }
@@ -147,6 +154,36 @@ impl Panel for HexView {
             HexAction::SearchPrev => ctx.search(false),
             HexAction::ToggleEndian => ctx.hex.little_endian = !ctx.hex.little_endian,
         }
+    }
+
+    /// A click on a byte puts the cursor there; anything else is the app's
+    /// (the section list).
+    fn on_click(&mut self, column: u16, row: u16, ctx: &mut Context) -> bool {
+        let area = self.hex_area;
+        // `row` counts from the top of the panel area, which starts below
+        // the one-line tab bar.
+        let y = row.saturating_add(1);
+        let inside = column > area.x
+            && column < area.x + area.width.saturating_sub(1)
+            && y > area.y
+            && y < area.y + area.height.saturating_sub(1);
+        if !inside {
+            return false;
+        }
+        let line = u64::from(y - area.y - 1);
+        let x = column - area.x - 1;
+        let per_row = ctx.hex.bytes_per_row.max(1);
+        let byte = (0..per_row).find(|&i| {
+            let start = 10 + 3 * i + i / 8;
+            (start..start + 2).contains(&u64::from(x))
+        });
+        if let Some(i) = byte {
+            let offset = (ctx.hex.top_row + line) * per_row + i;
+            if offset < ctx.doc.len() {
+                ctx.goto(offset);
+            }
+        }
+        true
     }
 
     /// ↑↓ move the cursor a row, PgUp/PgDn a screen.

@@ -109,7 +109,8 @@ impl OsdPanel {
         });
         match row {
             2 => self.adjust(|p| p.rank = (fraction * max_rank as f64).round().max(1.0) as usize),
-            3 => self.adjust(|p| p.sparsity = (fraction * 100.0).round() / 100.0),
+            // On the keys' 0.05 grid, as `-` and `+` step.
+            3 => self.adjust(|p| p.sparsity = (fraction * 20.0).round() / 20.0),
             _ => {}
         }
     }
@@ -587,9 +588,14 @@ impl OsdPanel {
                 SLIDER_WIDTH,
             )));
         }
+        // A size ratio, said the way round it is: 2.00× smaller, 7.8× larger.
+        let ratio = if bytes <= original {
+            format!("{:.2}× smaller", original as f64 / bytes.max(1) as f64)
+        } else {
+            format!("{:.2}× larger", bytes as f64 / original.max(1) as f64)
+        };
         text.push(Line::raw(format!(
-            "size     {bytes} B of {original} B ({:.2}× smaller), relaxed rank {}",
-            original as f64 / bytes.max(1) as f64,
+            "size     {bytes} B of {original} B ({ratio}), relaxed rank {}",
             e.relaxed_rank
         )));
         text.push(Line::raw(format!(
