@@ -89,6 +89,10 @@ pub struct Args {
     /// (grammar, manifest ↔ adapter).
     #[arg(long)]
     pub strict: bool,
+    /// Also pack the expert as the legacy tar.gz in memory and print its
+    /// size beside the binary's (costs a gzip of everything: off by default).
+    #[arg(long)]
+    pub compare_legacy: bool,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, Failure> {
@@ -193,7 +197,7 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             let files = legacy_files(&contents)?;
             legacy::write_legacy(&files, &args.output).map_err(Failure::error)?;
             let size = file_size(&args.output)?;
-            (size, Some(size))
+            (size, None)
         }
         OutputFormat::Binary => {
             let options = PackageOptions {
@@ -212,13 +216,15 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
                 bar.set_position(done)
             })?;
             bar.finish_and_clear();
-            // The tar.gz comparison packs everything in memory: only for small experts.
-            let legacy_size = if input_size <= COMPARE_LIMIT && dtype.is_none() {
-                let files = legacy_files(&contents)?;
-                Some(legacy::legacy_bytes(&files).map_err(Failure::error)?.len() as u64)
-            } else {
-                None
-            };
+            // The tar.gz comparison gzips everything in memory: only on
+            // request, and only for experts that fit comfortably.
+            let legacy_size =
+                if args.compare_legacy && input_size <= COMPARE_LIMIT && dtype.is_none() {
+                    let files = legacy_files(&contents)?;
+                    Some(legacy::legacy_bytes(&files).map_err(Failure::error)?.len() as u64)
+                } else {
+                    None
+                };
             (summary.file_size, legacy_size)
         }
     };
