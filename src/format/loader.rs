@@ -212,7 +212,8 @@ impl ExpertLoader {
                 })
             }
             Some(SourceFormat::LegacyTarGz) => {
-                let bytes = std::fs::read(path).map_err(|e| PackageError::io(path, e))?;
+                // Mapped, not read: the compressed package never sits on the heap.
+                let bytes = super::FileBytes::map(path)?;
                 let mut warnings = vec![format!(
                     "{} is a legacy tar.gz expert (deprecated): convert it with `expertui --headless convert {} -o OUT.expert`",
                     path.display(),

@@ -32,12 +32,8 @@ pub(super) fn validate(
     options: &ValidateOptions<'_>,
 ) -> Result<ValidationReport, FormatError> {
     let mut report = ValidationReport::new(label, FORMAT_LEGACY);
-    let bytes = report.time("read", |_| {
-        std::fs::read(path).map_err(|source| FormatError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    })?;
+    // Mapped, not read: the compressed package never sits on the heap.
+    let bytes = report.time("read", |_| crate::format::FileBytes::map(path))?;
     report.findings.push(
         Finding::warning(
             "legacy.deprecated",
