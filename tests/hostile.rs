@@ -727,3 +727,86 @@ fn the_loading_api_admits_by_policy() {
     assert!(matches!(manager.load("u"), Err(RuntimeError::Untrusted(_))));
     assert!(!manager.is_loaded("u"));
 }
+
+/// Rebuilds the fixture legacy package with every file but the manifest
+/// moved by `relocate`; written without a sidecar.
+fn legacy_relaid(dir: &Path, name: &str, relocate: impl Fn(&str) -> String) -> PathBuf {
+    use expertui::format::legacy::{legacy_bytes, read_legacy, LegacyFile, LegacyLimits};
+    let bytes = std::fs::read(root().join("tests/fixtures/minilm-sql-dora.v0.3.0.expert")).unwrap();
+    let package = read_legacy(&bytes, &LegacyLimits::for_package(bytes.len() as u64)).unwrap();
+    let files: Vec<LegacyFile> = package
+        .files
+        .into_iter()
+        .map(|f| {
+            let base = f.basename().to_string();
+            let path = if base == "manifest.json" {
+                base
+            } else {
+                relocate(&base)
+            };
+            LegacyFile::new(path, f.data)
+        })
+        .collect();
+    let out = dir.join(name);
+    std::fs::write(&out, legacy_bytes(&files).unwrap()).unwrap();
+    out
+}
+
+#[test]
+fn legacy_files_in_a_subfolder_are_carried_or_refused_never_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    // The manifest at the root, everything else under `weights/`: the only
+    // copy of each name is taken, so the adapter reaches the v2 file.
+    let moved = legacy_relaid(dir.path(), "moved.expert", |b| format!("weights/{b}"));
+    let out = dir.path().join("moved.v2.expert");
+    let (code, _, err) = run(&["--headless", "convert", s(&moved), "-o", s(&out)]);
+    assert_eq!(code, 0, "{err}");
+    let reader = ExpertReader::open(&out).unwrap();
+    let types: Vec<String> = reader
+        .sections()
+        .iter()
+        .map(|s| format!("{:?}", s.kind))
+        .collect();
+    for wanted in ["AdapterConfig", "Tensors", "Grammar"] {
+        assert!(types.iter().any(|t| t == wanted), "{wanted} in {types:?}");
+    }
+
+    // Two copies of every file in unnumbered folders: nothing says which
+    // one is meant, so the package is refused instead of losing one.
+    let twice = legacy_relaid(dir.path(), "twice.expert", |b| format!("a/{b}"));
+    let package = std::fs::read(&twice).unwrap();
+    let mut files = expertui::format::legacy::read_legacy(
+        &package,
+        &expertui::format::legacy::LegacyLimits::for_package(package.len() as u64),
+    )
+    .unwrap()
+    .files;
+    let copies: Vec<_> = files
+        .iter()
+        .filter(|f| f.path.starts_with("a/"))
+        .map(|f| {
+            expertui::format::legacy::LegacyFile::new(
+                f.path.replacen("a/", "b/", 1),
+                f.data.clone(),
+            )
+        })
+        .collect();
+    files.extend(copies);
+    std::fs::write(
+        &twice,
+        expertui::format::legacy::legacy_bytes(&files).unwrap(),
+    )
+    .unwrap();
+    let out = dir.path().join("twice.v2.expert");
+    let (code, _, err) = run(&["--headless", "convert", s(&twice), "-o", s(&out)]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("nothing says which one"), "{err}");
+    assert!(!out.exists());
+    let (code, stdout, _) = run(&["--headless", "validate", s(&twice), "--json"]);
+    assert_eq!(code, 3);
+    assert!(
+        String::from_utf8_lossy(&stdout).contains("legacy.ambiguous-file"),
+        "{}",
+        String::from_utf8_lossy(&stdout)
+    );
+}

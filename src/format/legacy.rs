@@ -125,6 +125,13 @@ pub enum LegacyError {
     #[error("package has no {MANIFEST_NAME}")]
     MissingManifest,
 
+    /// Several files share a base name and no rule says which one the
+    /// package means (none at the root, under the shared folder, or in a
+    /// numbered `checkpoint-N` folder): taking one would silently drop the
+    /// others.
+    #[error("{name} appears {} times ({}) and nothing says which one the package means: keep one, at the root or under one checkpoint-N folder", paths.len(), paths.join(", "))]
+    AmbiguousFile { name: String, paths: Vec<String> },
+
     /// Bytes no reader of the package sees: after the gzip stream (a second
     /// member included) or after the tar's end-of-archive blocks. The
     /// legacy packager never writes them; they can smuggle data past a
@@ -179,6 +186,7 @@ impl LegacyError {
             Self::TooManyEntries { .. } => "legacy.too-many-entries",
             Self::TruncatedEntry { .. } => "legacy.truncated-entry",
             Self::MissingManifest => "manifest.missing",
+            Self::AmbiguousFile { .. } => "legacy.ambiguous-file",
             Self::HiddenData { .. } => "legacy.hidden-data",
             Self::SidecarMismatch { .. } => "legacy.sidecar-mismatch",
             Self::SidecarFormat(_) => "legacy.sidecar-format",
@@ -287,16 +295,35 @@ pub struct LegacyPackage {
 impl LegacyPackage {
     /// Finds a file by name: an exact path first, then `name` under the
     /// common nesting prefix, then `name` inside a `<model>/checkpoint-N/`
-    /// folder (the highest N when several checkpoints hold it).
+    /// folder (the highest N when several checkpoints hold it), then the one
+    /// file anywhere with that base name.
     pub fn get(&self, name: &str) -> Option<&LegacyFile> {
         find_file(&self.files, name).and_then(|i| self.files.get(i))
     }
 
     /// The bytes of `manifest.json`, wherever the package nests it.
     pub fn manifest_bytes(&self) -> Result<&[u8], LegacyError> {
-        self.get(MANIFEST_NAME)
-            .map(|f| f.data.as_slice())
-            .ok_or(LegacyError::MissingManifest)
+        if let Some(file) = self.get(MANIFEST_NAME) {
+            return Ok(file.data.as_slice());
+        }
+        let paths = self.paths_named(MANIFEST_NAME);
+        Err(if paths.is_empty() {
+            LegacyError::MissingManifest
+        } else {
+            LegacyError::AmbiguousFile {
+                name: MANIFEST_NAME.into(),
+                paths,
+            }
+        })
+    }
+
+    /// Every path whose base name is `name`, in archive order.
+    pub fn paths_named(&self, name: &str) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|f| f.basename() == name)
+            .map(|f| f.path.clone())
+            .collect()
     }
 
     /// The folder every file sits in (e.g. `model/checkpoint-100`), if the
@@ -380,6 +407,18 @@ fn find_file(files: &[LegacyFile], name: &str) -> Option<usize> {
         .filter_map(|(i, f)| parent(&f.path).and_then(checkpoint_number).map(|n| (n, i)))
         .max_by_key(|&(n, i)| (n, std::cmp::Reverse(i)))
         .map(|(_, i)| i)
+        .or_else(|| {
+            // The only file of that name, wherever it sits (`weights/…`
+            // beside a root manifest): unambiguous, so taken.
+            let mut same = files
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| f.basename() == name);
+            match (same.next(), same.next()) {
+                (Some((i, _)), None) => Some(i),
+                _ => None,
+            }
+        })
 }
 
 #[cfg(test)]

@@ -80,51 +80,69 @@ pub fn legacy_candidates(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A legacy package's files by base name, and what was left out.
+pub(crate) struct Flattened {
+    /// `(base name, bytes)`, in the order base names first appear.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Files not taken because another copy of the same name was chosen
+    /// (an older checkpoint): one sentence each, for the user.
+    pub shadowed: Vec<String>,
+}
+
 /// Older packages nest files under `<model>/checkpoint-N/` (sometimes with
 /// the manifest at the root): every file is taken by its base name, the
-/// package's own lookup picking the latest checkpoint when names repeat.
-pub(crate) fn flatten(package: super::legacy::LegacyPackage) -> Vec<(String, Vec<u8>)> {
-    // Which file each base name resolves to, then the files moved out (no
-    // copy: a package's bytes are held once).
-    let mut chosen: Vec<Option<String>> = vec![None; package.files.len()];
-    let mut seen = std::collections::HashSet::new();
+/// package's own lookup picking the copy (root, shared folder, latest
+/// checkpoint, or the only one). A name no rule settles is an error rather
+/// than a silent drop: a convert must never lose the adapter.
+pub(crate) fn flatten(
+    package: super::legacy::LegacyPackage,
+) -> Result<Flattened, super::legacy::LegacyError> {
+    let mut first_seen: Vec<String> = Vec::new();
     for file in &package.files {
+        let base = file.basename();
+        if !first_seen.iter().any(|b| b == base) {
+            first_seen.push(base.to_string());
+        }
+    }
+    // Which path each base name resolves to.
+    let mut chosen: Vec<(String, String)> = Vec::with_capacity(first_seen.len());
+    for base in &first_seen {
+        match package.get(base) {
+            Some(file) => chosen.push((base.clone(), file.path.clone())),
+            None => {
+                return Err(super::legacy::LegacyError::AmbiguousFile {
+                    name: base.clone(),
+                    paths: package.paths_named(base),
+                })
+            }
+        }
+    }
+    let mut shadowed = Vec::new();
+    let mut picked: Vec<Option<Vec<u8>>> = vec![None; first_seen.len()];
+    // The files are moved out (no copy: a package's bytes are held once).
+    for file in package.files {
         let base = file.basename().to_string();
-        if !seen.insert(base.clone()) {
+        let Some(rank) = chosen.iter().position(|(b, _)| *b == base) else {
             continue;
-        }
-        let pick = package
-            .get(&base)
-            .and_then(|c| package.files.iter().position(|f| std::ptr::eq(f, c)));
-        if let Some(slot) = pick.and_then(|i| chosen.get_mut(i)) {
-            *slot = Some(base);
-        }
-    }
-    // Keep the order in which base names first appear.
-    let mut order: Vec<(usize, String, Vec<u8>)> = Vec::new();
-    let first_seen: Vec<String> = {
-        let mut seen = std::collections::HashSet::new();
-        package
-            .files
-            .iter()
-            .map(|f| f.basename().to_string())
-            .filter(|b| seen.insert(b.clone()))
-            .collect()
-    };
-    for (file, name) in package.files.into_iter().zip(chosen) {
-        if let Some(name) = name {
-            let rank = first_seen
-                .iter()
-                .position(|b| *b == name)
-                .unwrap_or(usize::MAX);
-            order.push((rank, name, file.data));
+        };
+        let used = chosen
+            .get(rank)
+            .map(|(_, p)| p.as_str())
+            .unwrap_or_default();
+        if file.path == used {
+            if let Some(slot) = picked.get_mut(rank) {
+                *slot = Some(file.data);
+            }
+        } else {
+            shadowed.push(format!("{} is ignored: {used} is used", file.path));
         }
     }
-    order.sort_by_key(|(rank, _, _)| *rank);
-    order
+    let files = first_seen
         .into_iter()
-        .map(|(_, name, data)| (name, data))
-        .collect()
+        .zip(picked)
+        .filter_map(|(name, data)| data.map(|d| (name, d)))
+        .collect();
+    Ok(Flattened { files, shadowed })
 }
 
 /// Opens experts in either format; see [`ExpertLoader::open`].
@@ -233,7 +251,9 @@ impl ExpertLoader {
                 let package = read_legacy(&bytes, &LegacyLimits::for_package(bytes.len() as u64))
                     .map_err(|e| PackageError::Invalid(e.to_string()))?;
                 drop(bytes);
-                let files = flatten(package);
+                let flat = flatten(package).map_err(|e| PackageError::Invalid(e.to_string()))?;
+                warnings.extend(flat.shadowed);
+                let files = flat.files;
                 Ok(LoadedExpert {
                     path: path.to_path_buf(),
                     format: SourceFormat::LegacyTarGz,

@@ -84,7 +84,22 @@ pub(super) fn validate(
     if options.dump_metadata {
         report.manifest = manifest.as_ref().map(|(_, v)| v.clone());
     }
-    let files = crate::format::loader::flatten(package);
+    let files = match crate::format::loader::flatten(package) {
+        Ok(flat) => {
+            for note in flat.shadowed {
+                report
+                    .findings
+                    .push(Finding::warning("legacy.shadowed-file", note));
+            }
+            flat.files
+        }
+        Err(e) => {
+            report
+                .findings
+                .push(Finding::error(e.code(), e.to_string()));
+            return Ok(report);
+        }
+    };
     report.time("grammar", |report| {
         for (name, data) in files
             .iter()

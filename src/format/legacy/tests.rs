@@ -229,7 +229,58 @@ fn nested_checkpoint_layout() {
     };
     assert_eq!(mixed.root_prefix(), None);
     assert_eq!(mixed.get("adapter_config.json").unwrap().data, b"100");
-    assert!(mixed.get("adapter_model.safetensors").is_none());
+    // The only copy of a name is taken wherever it sits.
+    assert_eq!(mixed.get("adapter_model.safetensors").unwrap().data, b"no");
+
+    // Flattening keeps every name, says which copy it ignored, and never
+    // drops the adapter.
+    let flat = crate::format::loader::flatten(mixed).unwrap();
+    let names: Vec<&str> = flat.files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "manifest.json",
+            "adapter_config.json",
+            "adapter_model.safetensors"
+        ]
+    );
+    assert_eq!(
+        flat.shadowed,
+        ["m/checkpoint-9/adapter_config.json is ignored: m/checkpoint-100/adapter_config.json is used"]
+    );
+}
+
+#[test]
+fn two_copies_no_rule_settles_is_an_error() {
+    let two = LegacyPackage {
+        files: vec![
+            LegacyFile::new("manifest.json", b"{}".to_vec()),
+            LegacyFile::new("a/adapter_model.safetensors", b"1".to_vec()),
+            LegacyFile::new("b/adapter_model.safetensors", b"2".to_vec()),
+        ],
+    };
+    assert!(two.get("adapter_model.safetensors").is_none());
+    match crate::format::loader::flatten(two) {
+        Err(LegacyError::AmbiguousFile { name, paths }) => {
+            assert_eq!(name, "adapter_model.safetensors");
+            assert_eq!(
+                paths,
+                ["a/adapter_model.safetensors", "b/adapter_model.safetensors"]
+            );
+        }
+        other => panic!("{:?}", other.map(|f| f.shadowed)),
+    }
+    // Two manifests in unnumbered folders: ambiguous, not "missing".
+    let manifests = LegacyPackage {
+        files: vec![
+            LegacyFile::new("ck-500/manifest.json", b"{}".to_vec()),
+            LegacyFile::new("ck-1000/manifest.json", b"{}".to_vec()),
+        ],
+    };
+    assert!(matches!(
+        manifests.manifest_bytes(),
+        Err(LegacyError::AmbiguousFile { .. })
+    ));
 }
 
 #[test]
