@@ -810,3 +810,29 @@ fn legacy_files_in_a_subfolder_are_carried_or_refused_never_dropped() {
         String::from_utf8_lossy(&stdout)
     );
 }
+
+#[test]
+fn writers_refuse_text_that_readers_would_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let readme = dir.path().join("big.md");
+    std::fs::write(&readme, vec![b'a'; (16 << 20) + 1]).unwrap();
+    let out = dir.path().join("big.expert");
+    let (code, _, err) = run(&[
+        "--headless",
+        "package",
+        LORA,
+        "-o",
+        s(&out),
+        "--readme",
+        s(&readme),
+        "--no-sidecar",
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("exceeds the reader limit"), "{err}");
+    assert!(!out.exists(), "no file the reader refuses");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "no temp left"
+    );
+}

@@ -51,7 +51,7 @@ pub(super) fn check_before_writing(
             eprintln!("{f}");
         }
         return Err(Failure::invalid(format!(
-            "{} error(s){}, nothing written",
+            "{} error(s){}, not written",
             errors.len(),
             if strict {
                 " (--strict: warnings are errors)"

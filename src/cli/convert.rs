@@ -128,7 +128,7 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
         findings.retain(|f| f.code != "legacy.deprecated");
         make_strict(&mut findings);
         if let Some(f) = findings.iter().find(|f| f.severity == Severity::Error) {
-            return Err(Failure::invalid(format!("--strict, nothing written: {f}")));
+            return Err(Failure::invalid(format!("--strict, not written: {f}")));
         }
     }
     match args.to {
@@ -187,17 +187,16 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
                     .collect();
                 results.push(json!({"input": input.display().to_string(), "output": output.display().to_string(), "ok": true, "warnings": warnings, "findings": findings}));
             }
-            Err(f) => {
-                bar.suspend(|| {
-                    eprintln!(
-                        "error: {}: {}",
-                        printable(&input.display().to_string()),
-                        printable(&f.message)
-                    )
-                });
-                results.push(
-                    json!({"input": input.display().to_string(), "ok": false, "error": f.message}),
-                );
+            Err(mut f) => {
+                let name = input.display().to_string();
+                // Some errors already start with the path: say it once.
+                if !f.message.starts_with(&name) {
+                    f.message = format!("{name}: {}", f.message);
+                }
+                if batch {
+                    bar.suspend(|| eprintln!("error: {}", printable(&f.message)));
+                }
+                results.push(json!({"input": name, "ok": false, "error": f.message}));
                 failed.get_or_insert(f);
             }
         }
@@ -217,9 +216,21 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
             }
         }
     }
-    match failed {
-        Some(f) if json_out => Err(f.reported()),
-        Some(f) => Err(f),
-        None => Ok(()),
+    let Some(mut failure) = failed else {
+        return Ok(());
+    };
+    if batch {
+        // Each failure was printed above, with its input: end on the tally.
+        let written = results.iter().filter(|r| r["ok"] == true).count();
+        failure.message = format!(
+            "{} of {} inputs not converted ({written} written)",
+            results.len() - written,
+            results.len()
+        );
     }
+    Err(if json_out {
+        failure.reported()
+    } else {
+        failure
+    })
 }

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::consistency::{check_consistency, AdapterFacts, WeightsDigest};
 use super::manifest::{check_grammar, check_manifest};
 use super::{SectionSummary, ValidateOptions, ValidationReport, FORMAT_LEGACY};
-use crate::diagnostics::{Finding, Location};
+use crate::diagnostics::{printable, Finding, Location};
 use crate::format::error::FormatError;
 use crate::format::layout::SectionType;
 use crate::format::legacy::{read_legacy, sidecar_path, verify_sidecar, LegacyError, LegacyLimits};
@@ -100,6 +100,22 @@ pub(super) fn validate(
             return Ok(report);
         }
     };
+    // The caps a v2 reader applies: a text file over them would convert
+    // into a file nothing can open.
+    let limits = crate::format::ReaderLimits::default();
+    for (name, data) in &files {
+        let cap = limits.text_cap(classify_file(name));
+        if let Some(cap) = cap.filter(|&cap| data.len() as u64 > cap) {
+            report.findings.push(Finding::error(
+                "legacy.text-too-large",
+                format!(
+                    "{}: {} bytes, over the {cap}-byte limit for text (readers parse it whole)",
+                    printable(name),
+                    data.len()
+                ),
+            ));
+        }
+    }
     report.time("grammar", |report| {
         for (name, data) in files
             .iter()

@@ -135,6 +135,20 @@ pub fn check_input_file(path: &Path) -> Result<()> {
     ))
 }
 
+impl ReaderLimits {
+    /// The most decoded bytes a section of `kind` may hold, for the text
+    /// sections (parsed whole into memory); `None` for binary payloads,
+    /// which the decoded-bytes budget bounds instead. Writers apply the
+    /// default caps too, so they never make a file readers refuse.
+    pub fn text_cap(&self, kind: SectionType) -> Option<u64> {
+        match kind {
+            SectionType::Tokenizer => Some(self.max_tokenizer_bytes),
+            k if k.is_text() => Some(self.max_text_bytes),
+            _ => None,
+        }
+    }
+}
+
 impl FileBytes {
     /// Memory-maps `path` read-only.
     pub fn map(path: &Path) -> Result<Self> {
@@ -476,12 +490,12 @@ impl ExpertReader {
             name: info.name.clone(),
             reason: "codec from a newer format version".into(),
         })?;
-        let text_cap = match info.kind {
-            SectionType::Tokenizer => Some(self.options.limits.max_tokenizer_bytes),
-            k if k.is_text() => Some(self.options.limits.max_text_bytes),
-            _ => None,
-        };
-        if let Some(cap) = text_cap.filter(|&cap| info.raw_len > cap) {
+        if let Some(cap) = self
+            .options
+            .limits
+            .text_cap(info.kind)
+            .filter(|&cap| info.raw_len > cap)
+        {
             return Err(FormatError::SectionTooLarge {
                 name: info.name.clone(),
                 declared: info.raw_len,

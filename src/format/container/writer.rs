@@ -507,6 +507,15 @@ impl SectionWriter<'_> {
 
     /// Completes the section and records its TOC entry.
     pub fn finish(mut self) -> Result<()> {
+        let cap = crate::format::ReaderLimits::default().text_cap(self.spec.kind);
+        if let Some(limit) = cap.filter(|&cap| self.raw_len > cap) {
+            // Readers refuse it: better no file than one nobody can open.
+            return Err(FormatError::SectionTooLarge {
+                name: self.spec.name.clone(),
+                declared: self.raw_len,
+                limit,
+            });
+        }
         if !self.pending.is_empty() {
             self.flush_shuffle_block().map_err(|e| self.io_error(e))?;
         }
