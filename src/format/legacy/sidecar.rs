@@ -42,8 +42,9 @@ pub fn write_sidecar(path: &Path) -> Result<(), LegacyError> {
 
 /// Checks `package_bytes` against a sha256sum-style sidecar
 /// (`"{hex}  {name}"` or `"{hex} *{name}"`). The line whose name matches
-/// `file_name` by basename is used; a single bare `"{hex}"` line is accepted
-/// too. A sidecar that names only other files is a [`LegacyError::SidecarFormat`].
+/// `file_name` by basename are used (all must match); a sidecar of a single
+/// line is used whatever it names. A sidecar of several lines that all name
+/// other files is a [`LegacyError::SidecarFormat`].
 pub fn verify_sidecar(
     package_bytes: &[u8],
     sidecar_text: &str,
@@ -61,27 +62,25 @@ pub fn verify_sidecar(
     if lines.is_empty() {
         return Err(LegacyError::SidecarFormat("no checksum line".into()));
     }
-    let chosen = lines
+    // Every line naming the file must hold (as `sha256sum -c` checks each
+    // line): a wrong line after a right one is no less wrong. A sidecar of
+    // one line is checked whatever name it gives (a renamed download).
+    let mut chosen: Vec<&String> = lines
         .iter()
-        .find(|(_, name)| name.as_deref().map(basename_any) == Some(want))
-        .or_else(|| {
-            if lines.len() == 1 {
-                lines.iter().find(|(_, name)| name.is_none())
-            } else {
-                None
-            }
-        });
-    let (expected, _) = match chosen {
-        Some(c) => c,
-        None => {
-            let names: Vec<&str> = lines.iter().filter_map(|(_, n)| n.as_deref()).collect();
-            return Err(LegacyError::SidecarFormat(format!(
-                "no line for {want:?} (sidecar names {names:?})"
-            )));
-        }
-    };
+        .filter(|(_, name)| name.as_deref().map(basename_any) == Some(want))
+        .map(|(digest, _)| digest)
+        .collect();
+    if chosen.is_empty() && lines.len() == 1 {
+        chosen.extend(lines.iter().map(|(digest, _)| digest));
+    }
+    if chosen.is_empty() {
+        let names: Vec<&str> = lines.iter().filter_map(|(_, n)| n.as_deref()).collect();
+        return Err(LegacyError::SidecarFormat(format!(
+            "no line for {want:?} (sidecar names {names:?})"
+        )));
+    }
     let actual = hex::encode(Sha256::digest(package_bytes));
-    if *expected != actual {
+    if let Some(expected) = chosen.into_iter().find(|d| **d != actual) {
         return Err(LegacyError::SidecarMismatch {
             file: want.to_string(),
             expected: expected.clone(),

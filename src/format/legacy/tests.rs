@@ -131,10 +131,32 @@ fn sidecar_variants_and_errors() {
         verify_sidecar(data, "", "a.expert"),
         Err(LegacyError::SidecarFormat(_))
     ));
+    // One line naming another file (a renamed download): its hash decides.
+    verify_sidecar(data, &line, "b.expert").unwrap();
     assert!(matches!(
-        verify_sidecar(data, &line, "b.expert"),
+        verify_sidecar(b"other", &line, "b.expert"),
+        Err(LegacyError::SidecarMismatch { .. })
+    ));
+    // Several lines, none for this file: nothing to check it against.
+    let two = format!("{line}{digest}  c.expert\n");
+    assert!(matches!(
+        verify_sidecar(data, &two, "b.expert"),
         Err(LegacyError::SidecarFormat(_))
     ));
+    // Every line for the file must hold, whatever their order.
+    let zeros = "0".repeat(64);
+    for text in [
+        format!("{line}{zeros}  a.expert\n"),
+        format!("{zeros}  a.expert\n{line}"),
+    ] {
+        assert!(
+            matches!(
+                verify_sidecar(data, &text, "a.expert"),
+                Err(LegacyError::SidecarMismatch { .. })
+            ),
+            "{text}"
+        );
+    }
 }
 
 #[test]
