@@ -43,6 +43,18 @@ pub fn check_manifest(
             );
             None
         }
+        Err(ManifestError::Type {
+            line,
+            column,
+            message,
+        }) => {
+            findings.push(
+                Finding::error("manifest.type", message)
+                    .at(Location::section(section).line_col(line, column))
+                    .hint("the value is valid JSON but does not fit the field: see assets/manifest.schema.json"),
+            );
+            None
+        }
         Err(ManifestError::Schema(issues)) => {
             findings.extend(issues.into_iter().map(|issue| {
                 Finding::error("manifest.schema", issue.message)

@@ -422,8 +422,12 @@ impl Manifest {
     /// Parses `manifest.json`. Rejects duplicate keys (a parser-differential hazard) but does
     /// not validate; use [`validate_manifest_bytes`] for schema and rules.
     pub fn from_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
-        parse_value_strict(bytes)?;
-        serde_json::from_slice(bytes).map_err(ManifestError::from_json)
+        let value = parse_value_strict(bytes)?;
+        serde_json::from_slice(bytes).or_else(|e| {
+            // As in `validate_manifest_bytes`: `8.0` reads as 8.
+            serde_json::from_value(integral_floats_as_integers(value))
+                .map_err(|_| ManifestError::from_typed(e))
+        })
     }
 
     /// Pretty JSON (2-space indent, known keys in legacy order, unknown keys after), newline
@@ -502,12 +506,41 @@ pub fn validate_manifest_bytes(bytes: &[u8]) -> Result<Manifest, ManifestError> 
     let value = parse_value_strict(bytes)?;
     validate_schema(&value).map_err(ManifestError::Schema)?;
     // Re-read from the bytes (not the Value) so a typed failure still has a line and column.
-    let manifest: Manifest = serde_json::from_slice(bytes).map_err(ManifestError::from_json)?;
+    let manifest: Manifest = match serde_json::from_slice(bytes) {
+        Ok(manifest) => manifest,
+        // `8.0` is an integer to JSON Schema (and to Python's PEFT): read
+        // it as 8, as adapter_config.json is read, before calling it wrong.
+        Err(e) => serde_json::from_value(integral_floats_as_integers(value))
+            .map_err(|_| ManifestError::from_typed(e))?,
+    };
     let violations = check_rules(&manifest);
     if violations.is_empty() {
         Ok(manifest)
     } else {
         Err(ManifestError::Rules(violations))
+    }
+}
+
+/// `8.0` → `8` throughout a JSON value (whole floats within `i64`/`u64`).
+fn integral_floats_as_integers(value: Value) -> Value {
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            let whole = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15);
+            match whole {
+                Some(f) if f >= 0.0 => Value::from(f as u64),
+                Some(f) => Value::from(f as i64),
+                None => Value::Number(n),
+            }
+        }
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(integral_floats_as_integers).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, integral_floats_as_integers(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }
 

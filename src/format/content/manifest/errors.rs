@@ -61,9 +61,17 @@ fn join<T: fmt::Display>(items: &[T]) -> String {
 /// Why a manifest was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ManifestError {
-    /// Not JSON, a duplicate key, or a value the typed model cannot hold.
+    /// Not JSON, or a duplicate key.
     #[error("manifest.json: line {line}, column {column}: {message}")]
     Json {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Well-formed JSON that passes the schema, with a value the typed model
+    /// cannot hold (a rank above 2^32, a fraction where a count goes).
+    #[error("manifest.json: line {line}, column {column}: {message}")]
+    Type {
         line: usize,
         column: usize,
         message: String,
@@ -77,6 +85,23 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
+    /// A failure of the typed parse, after the value parsed and passed the
+    /// schema: a type error is told apart from broken JSON.
+    pub(super) fn from_typed(e: serde_json::Error) -> Self {
+        match Self::from_json(e) {
+            Self::Json {
+                line,
+                column,
+                message,
+            } if !message.contains("duplicate key") => Self::Type {
+                line,
+                column,
+                message,
+            },
+            other => other,
+        }
+    }
+
     pub(super) fn from_json(e: serde_json::Error) -> Self {
         let (line, column) = (e.line(), e.column());
         let full = e.to_string();

@@ -454,3 +454,26 @@ fn schema_interpreter_agrees_with_the_jsonschema_crate() {
     }
     assert!(checked > 2000, "{checked}");
 }
+
+#[test]
+fn whole_floats_read_as_integers_and_misfits_are_type_errors() {
+    let base = |r: &str| {
+        format!(
+            r#"{{"name": "x", "version": "1.0.0", "schema_version": "2.0",
+  "base_models": [{{"name": "m", "adapters": [{{"type": "lora", "target_modules": ["q"], "r": {r}, "alpha": 16}}]}}]}}"#
+        )
+    };
+    let eight = validate_manifest_bytes(base("8.0").as_bytes()).unwrap();
+    assert_eq!(
+        eight,
+        validate_manifest_bytes(base("8").as_bytes()).unwrap()
+    );
+    assert_eq!(Manifest::from_json(base("8.0").as_bytes()).unwrap(), eight);
+    match validate_manifest_bytes(base("99999999999").as_bytes()) {
+        Err(ManifestError::Type { line, message, .. }) => {
+            assert_eq!(line, 2);
+            assert!(message.contains("u32"), "{message}");
+        }
+        other => panic!("expected a type error, got {other:?}"),
+    }
+}
