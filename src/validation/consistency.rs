@@ -13,7 +13,7 @@ use crate::diagnostics::{Finding, Location};
 use crate::format::manifest::{Adapter, AdapterKind, Manifest, SchemaVersion};
 use crate::format::package::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST};
 use crate::format::peft::PeftType;
-use crate::format::tensors::ModuleInfo;
+use crate::format::tensors::{ModuleInfo, ModuleKind};
 
 /// Size and SHA-256 of `adapter_model.safetensors` as the package holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,14 +118,86 @@ pub fn entries_for_weights<'m>(entries: &'m [Entry<'m>]) -> Vec<&'m Entry<'m>> {
     }
 }
 
-/// The adapter kind the config and tensors say.
-fn actual_kind(config: &Value, peft_type: PeftType) -> AdapterKind {
+/// The adapter kind the config and tensors say: magnitude vectors in the
+/// tensors make it DoRA whatever `use_dora` says (see [`config_findings`]).
+fn actual_kind(config: &Value, peft_type: PeftType, modules: Option<&[ModuleInfo]>) -> AdapterKind {
+    let dora_tensors = has_dora_tensors(modules);
     match peft_type {
         PeftType::Ia3 => AdapterKind::Ia3,
         PeftType::PromptTuning => AdapterKind::PromptTuning,
-        PeftType::Lora if config.get("use_dora") == Some(&Value::Bool(true)) => AdapterKind::Dora,
+        PeftType::Lora if dora_tensors || config.get("use_dora") == Some(&Value::Bool(true)) => {
+            AdapterKind::Dora
+        }
         PeftType::Lora => AdapterKind::Lora,
     }
+}
+
+fn has_dora_tensors(modules: Option<&[ModuleInfo]>) -> bool {
+    modules.is_some_and(|m| m.iter().any(|m| m.kind == ModuleKind::Dora))
+}
+
+/// The JSON type of a value, for messages.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `adapter_config.json` keys PEFT reads with a fixed type: a value of
+/// another type (`"lora_alpha": "16"`) is ignored or misread by loaders.
+/// And DoRA tensors under a config that does not say `use_dora: true`:
+/// PEFT would load them as plain LoRA, dropping the magnitudes.
+fn config_findings(config: &Value, modules: Option<&[ModuleInfo]>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (key, want_number) in [
+        ("r", true),
+        ("lora_alpha", true),
+        ("use_dora", false),
+        ("use_rslora", false),
+    ] {
+        let Some(v) = config.get(key) else { continue };
+        let fits = if want_number {
+            v.is_number()
+        } else {
+            v.is_boolean()
+        };
+        if !fits {
+            let want = if want_number {
+                "a number"
+            } else {
+                "true or false"
+            };
+            out.push(
+                Finding::warning(
+                    "adapter.config-type",
+                    format!(
+                        "adapter_config.json's {key} is {} ({}), not {want}",
+                        crate::diagnostics::printable(&v.to_string()),
+                        json_type(v)
+                    ),
+                )
+                .at(Location::section(ADAPTER_CONFIG).pointer(format!("/{key}")))
+                .hint("PEFT reads it as a JSON number or boolean: drop the quotes"),
+            );
+        }
+    }
+    let dora_tensors = has_dora_tensors(modules);
+    if dora_tensors && config.get("use_dora") != Some(&Value::Bool(true)) {
+        out.push(
+            Finding::warning(
+                "adapter.config-dora-mismatch",
+                "the tensors hold lora_magnitude_vector (DoRA) but adapter_config.json does not say \"use_dora\": true",
+            )
+            .at(Location::section(ADAPTER_CONFIG).pointer("/use_dora"))
+            .hint("PEFT would load it as plain LoRA and ignore the magnitudes: set \"use_dora\": true"),
+        );
+    }
+    out
 }
 
 fn at(pointer: &str, field: &str) -> Location {
@@ -195,7 +267,8 @@ pub fn check_consistency(manifest: &Manifest, facts: &AdapterFacts<'_>) -> Vec<F
             );
         }
     }
-    let kind = actual_kind(config, peft_type);
+    out.extend(config_findings(config, facts.modules));
+    let kind = actual_kind(config, peft_type, facts.modules);
     let selected = entries_for_weights(&entries);
     for entry in selected {
         check_entry(
@@ -476,4 +549,43 @@ pub fn fill_adapter_digests(
     let mut bytes = serde_json::to_vec_pretty(&value).ok()?;
     bytes.push(b'\n');
     Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mistyped_config_keys_and_unflagged_dora_are_warned() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm-dora-r8");
+        let adapter = crate::format::peft::PeftAdapter::read_dir(&dir).unwrap();
+        assert!(config_findings(&adapter.config, Some(&adapter.modules)).is_empty());
+
+        let mut config = adapter.config.clone();
+        config["lora_alpha"] = Value::from("16");
+        config["use_dora"] = Value::from("true");
+        let codes: Vec<String> = config_findings(&config, Some(&adapter.modules))
+            .into_iter()
+            .map(|f| format!("{} {}", f.code, f.message))
+            .collect();
+        assert_eq!(codes.len(), 3, "{codes:?}");
+        assert!(
+            codes[0].starts_with("adapter.config-type") && codes[0].contains("lora_alpha"),
+            "{codes:?}"
+        );
+        assert!(
+            codes[1].starts_with("adapter.config-type") && codes[1].contains("use_dora"),
+            "{codes:?}"
+        );
+        assert!(
+            codes[2].starts_with("adapter.config-dora-mismatch"),
+            "{codes:?}"
+        );
+        // The tensors decide the kind the manifest is compared with.
+        assert_eq!(
+            actual_kind(&config, PeftType::Lora, Some(&adapter.modules)),
+            AdapterKind::Dora
+        );
+    }
 }

@@ -139,8 +139,7 @@ impl PeftAdapter {
         source_metadata: HashMap<String, String>,
         modules: Vec<ModuleInfo>,
     ) -> Result<Self, PeftError> {
-        let config: Value =
-            serde_json::from_slice(&config_bytes).map_err(|e| PeftError::Config(e.to_string()))?;
+        let config = parse_config(&config_bytes)?;
         let peft_type = peft_type_of(&config)?;
         let (metas, data) = tensors.into_iter().map(|t| (t.meta(), t.data)).unzip();
         Ok(Self {
@@ -159,8 +158,7 @@ impl PeftAdapter {
         index: TensorIndex,
         store: TensorStore,
     ) -> Result<Self, PeftError> {
-        let config: Value =
-            serde_json::from_slice(&config_bytes).map_err(|e| PeftError::Config(e.to_string()))?;
+        let config = parse_config(&config_bytes)?;
         let peft_type = peft_type_of(&config)?;
         let tensors: Vec<TensorMeta> = index.entries.into_iter().map(|(meta, _)| meta).collect();
         // Adapter weights are floating point; an integer factor packages
@@ -329,6 +327,39 @@ fn config_f64(config: &Value, key: &str) -> Option<f64> {
     config.get(key).and_then(Value::as_f64)
 }
 
+/// `adapter_config.json` as JSON, refusing duplicate keys (Python's
+/// `json` keeps the last, other readers the first: the two disagree).
+fn parse_config(bytes: &[u8]) -> Result<Value, PeftError> {
+    use super::manifest::{parse_value_strict, ManifestError};
+    if bytes.starts_with(b"\xef\xbb\xbf") {
+        return Err(PeftError::Config(
+            "starts with a UTF-8 byte-order mark, which PEFT's json.load refuses: save it without one".into(),
+        ));
+    }
+    parse_value_strict(bytes).map_err(|e| {
+        PeftError::Config(match e {
+            ManifestError::Json {
+                line,
+                column,
+                message,
+            } => format!("line {line}, column {column}: {message}"),
+            other => other.to_string(),
+        })
+    })
+}
+
+/// Why a number the config must hold was not read: absent, or there with
+/// another JSON type (`"16"`).
+fn absent_or_mistyped(config: &Value, key: &str) -> String {
+    match config.get(key) {
+        None | Some(Value::Null) => format!("no {key} in adapter_config.json"),
+        Some(v) => format!(
+            "{key} in adapter_config.json is {}, not a number",
+            crate::diagnostics::printable(&v.to_string())
+        ),
+    }
+}
+
 /// The dtypes adapter weights come in.
 pub fn is_float(dtype: safetensors::Dtype) -> bool {
     use safetensors::Dtype;
@@ -413,7 +444,7 @@ fn build_modules(
         let r = pattern_value(config.get("rank_pattern"), module)
             .and_then(Value::as_f64)
             .or_else(|| config_f64(config, "r"))
-            .ok_or_else(|| bad("no rank in adapter_config.json".into()))?;
+            .ok_or_else(|| bad(absent_or_mistyped(config, "r")))?;
         if r as usize != rank {
             return Err(bad(format!(
                 "tensors have rank {rank}, adapter_config.json says {r}"
@@ -422,7 +453,7 @@ fn build_modules(
         let alpha = pattern_value(config.get("alpha_pattern"), module)
             .and_then(Value::as_f64)
             .or_else(|| config_f64(config, "lora_alpha"))
-            .ok_or_else(|| bad("no lora_alpha in adapter_config.json".into()))?;
+            .ok_or_else(|| bad(absent_or_mistyped(config, "lora_alpha")))?;
         let rank_f = rank as f64;
         let scale = if info.use_rslora {
             alpha / rank_f.sqrt()
@@ -458,6 +489,20 @@ mod tests {
             .join("tests/fixtures")
             .join(name);
         PeftAdapter::read_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn config_duplicates_bom_and_mistyped_numbers_are_named() {
+        let dup = parse_config(b"{\"r\": 8,\n \"r\": 4}").unwrap_err().to_string();
+        assert!(dup.contains("line 2") && dup.contains("duplicate key `r`"), "{dup}");
+        let bom = parse_config(b"\xef\xbb\xbf{}").unwrap_err().to_string();
+        assert!(bom.contains("byte-order mark"), "{bom}");
+        let config: Value = serde_json::json!({"lora_alpha": "16", "r": null});
+        assert_eq!(
+            absent_or_mistyped(&config, "lora_alpha"),
+            "lora_alpha in adapter_config.json is \"16\", not a number"
+        );
+        assert_eq!(absent_or_mistyped(&config, "r"), "no r in adapter_config.json");
     }
 
     #[test]
