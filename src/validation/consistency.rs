@@ -132,6 +132,45 @@ fn actual_kind(config: &Value, peft_type: PeftType, modules: Option<&[ModuleInfo
     }
 }
 
+/// A string `target_modules` is a regex PEFT full-matches against module
+/// names when it re-creates the adapter: an adapted module it misses is
+/// not re-created, and its weights are dropped at load.
+fn check_target_regex(pattern: &str, modules: &[ModuleInfo]) -> Option<Finding> {
+    let at = Location::section(ADAPTER_CONFIG).pointer("/target_modules");
+    let shown = crate::diagnostics::printable(pattern);
+    let regex = match regex_lite::Regex::new(&format!("^(?:{pattern})$")) {
+        Ok(r) => r,
+        Err(e) => {
+            return Some(
+                Finding::warning(
+                    "adapter.config-target-modules",
+                    format!("target_modules {shown:?} is not a valid regex: {e}"),
+                )
+                .at(at),
+            )
+        }
+    };
+    let missed: Vec<&str> = modules
+        .iter()
+        .map(|m| m.module.as_str())
+        .filter(|name| !regex.is_match(name))
+        .collect();
+    let first = missed.first()?;
+    Some(
+        Finding::warning(
+            "adapter.config-target-modules",
+            format!(
+                "target_modules regex {shown:?} does not match {} of the {} adapted modules (e.g. {})",
+                missed.len(),
+                modules.len(),
+                crate::diagnostics::printable(first)
+            ),
+        )
+        .at(at)
+        .hint("PEFT full-matches the regex against module names: those modules would not be re-created and their weights would be dropped at load"),
+    )
+}
+
 fn has_dora_tensors(modules: Option<&[ModuleInfo]>) -> bool {
     modules.is_some_and(|m| m.iter().any(|m| m.kind == ModuleKind::Dora))
 }
@@ -185,6 +224,12 @@ fn config_findings(config: &Value, modules: Option<&[ModuleInfo]>) -> Vec<Findin
                 .hint("PEFT reads it as a JSON number or boolean: drop the quotes"),
             );
         }
+    }
+    if let (Some(pattern), Some(modules)) = (
+        config.get("target_modules").and_then(Value::as_str),
+        modules.filter(|m| !m.is_empty()),
+    ) {
+        out.extend(check_target_regex(pattern, modules));
     }
     let dora_tensors = has_dora_tensors(modules);
     if dora_tensors && config.get("use_dora") != Some(&Value::Bool(true)) {
@@ -587,5 +632,25 @@ mod tests {
             actual_kind(&config, PeftType::Lora, Some(&adapter.modules)),
             AdapterKind::Dora
         );
+    }
+
+    #[test]
+    fn a_target_modules_regex_must_match_every_adapted_module() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm-lora-r8");
+        let adapter = crate::format::peft::PeftAdapter::read_dir(&dir).unwrap();
+        let modules = &adapter.modules;
+        assert!(check_target_regex(r".*\.(query|key|value|dense)", modules).is_none());
+        let none = check_target_regex(r".*q_proj$", modules).unwrap();
+        assert!(
+            none.message
+                .contains(&format!("{} of the {}", modules.len(), modules.len())),
+            "{}",
+            none.message
+        );
+        // Not a full match: `query` alone misses `encoder.layer.0.attention.self.query`.
+        assert!(check_target_regex("query", modules).is_some());
+        let bad = check_target_regex("(", modules).unwrap();
+        assert!(bad.message.contains("not a valid regex"), "{}", bad.message);
     }
 }

@@ -493,8 +493,13 @@ mod tests {
 
     #[test]
     fn config_duplicates_bom_and_mistyped_numbers_are_named() {
-        let dup = parse_config(b"{\"r\": 8,\n \"r\": 4}").unwrap_err().to_string();
-        assert!(dup.contains("line 2") && dup.contains("duplicate key `r`"), "{dup}");
+        let dup = parse_config(b"{\"r\": 8,\n \"r\": 4}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            dup.contains("line 2") && dup.contains("duplicate key `r`"),
+            "{dup}"
+        );
         let bom = parse_config(b"\xef\xbb\xbf{}").unwrap_err().to_string();
         assert!(bom.contains("byte-order mark"), "{bom}");
         let config: Value = serde_json::json!({"lora_alpha": "16", "r": null});
@@ -502,7 +507,10 @@ mod tests {
             absent_or_mistyped(&config, "lora_alpha"),
             "lora_alpha in adapter_config.json is \"16\", not a number"
         );
-        assert_eq!(absent_or_mistyped(&config, "r"), "no r in adapter_config.json");
+        assert_eq!(
+            absent_or_mistyped(&config, "r"),
+            "no r in adapter_config.json"
+        );
     }
 
     #[test]
