@@ -503,6 +503,24 @@ fn gunzip(data: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `tar` with a few bytes written into the zero padding after the first
+/// member whose size is not a multiple of 512.
+fn tar_with_bytes_in_padding(tar: &[u8]) -> Vec<u8> {
+    let mut out = tar.to_vec();
+    let mut header = 0usize;
+    loop {
+        let field = std::str::from_utf8(&tar[header + 124..header + 136]).unwrap();
+        let size =
+            usize::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8).unwrap();
+        let data = header + 512;
+        if size % 512 != 0 {
+            out[data + size..data + size + 6].copy_from_slice(b"secret");
+            return out;
+        }
+        header = data + size;
+    }
+}
+
 #[test]
 fn legacy_hidden_data_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -517,7 +535,9 @@ fn legacy_hidden_data_is_refused() {
     trailing.extend_from_slice(b"appended bytes");
     let mut two_members = legacy.clone();
     two_members.extend(gzip(b"a whole second archive"));
+    let in_padding = tar_with_bytes_in_padding(&tar);
     for (name, bytes, hidden) in [
+        ("in-padding", gzip(&in_padding), true),
         ("zero-padded", gzip(&zero_padded), false),
         ("after-end", gzip(&after_end), true),
         ("trailing", trailing, true),

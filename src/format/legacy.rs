@@ -338,6 +338,50 @@ impl LegacyPackage {
     }
 }
 
+/// What the gzip header carries beside the stream: an extra field and a
+/// comment, which no reader of the package sees (the packager writes
+/// neither). `None` when there is neither; never fails (the decoder judges
+/// the header itself).
+pub fn gzip_header_extras(bytes: &[u8]) -> Option<String> {
+    const FEXTRA: u8 = 0x04;
+    const FNAME: u8 = 0x08;
+    const FCOMMENT: u8 = 0x10;
+    let flags = *bytes.get(3)?;
+    let mut at = 10usize;
+    let mut extra = 0usize;
+    if flags & FEXTRA != 0 {
+        let len = bytes.get(10..12)?;
+        extra = u16::from_le_bytes([*len.first()?, *len.get(1)?]) as usize;
+        at = at.checked_add(2)?.checked_add(extra)?;
+    }
+    let nul_terminated = |from: usize| {
+        bytes
+            .get(from..)
+            .and_then(|rest| rest.iter().position(|&b| b == 0))
+    };
+    if flags & FNAME != 0 {
+        at = at.checked_add(nul_terminated(at)?)?.checked_add(1)?;
+    }
+    let comment = if flags & FCOMMENT != 0 {
+        nul_terminated(at)?
+    } else {
+        0
+    };
+    let mut parts = Vec::new();
+    if extra > 0 {
+        parts.push(format!("a {extra}-byte extra field"));
+    }
+    if comment > 0 {
+        parts.push(format!("a {comment}-byte comment"));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "the gzip header carries {}, which no reader of the package sees",
+            parts.join(" and ")
+        )
+    })
+}
+
 /// True when `bytes` starts with the gzip magic.
 pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&GZIP_MAGIC)

@@ -237,6 +237,7 @@ impl ExpertLoader {
                     path.display(),
                     path.display()
                 )];
+                warnings.extend(super::legacy::gzip_header_extras(&bytes));
                 let sidecar = super::legacy::sidecar_path(path);
                 if let Ok(text) = std::fs::read_to_string(&sidecar) {
                     let name = path

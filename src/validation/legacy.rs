@@ -34,6 +34,12 @@ pub(super) fn validate(
     let mut report = ValidationReport::new(label, FORMAT_LEGACY);
     // Mapped, not read: the compressed package never sits on the heap.
     let bytes = report.time("read", |_| crate::format::FileBytes::map(path))?;
+    if let Some(what) = crate::format::legacy::gzip_header_extras(&bytes) {
+        report.findings.push(
+            Finding::warning("legacy.gzip-header-data", what)
+                .hint("the legacy packager writes neither: ask where the package came from"),
+        );
+    }
     report.findings.push(
         Finding::warning(
             "legacy.deprecated",

@@ -30,6 +30,47 @@ struct Guarded<R> {
     cap: u64,
     fault: Rc<Cell<Fault>>,
     gzip_message: Rc<Cell<Option<String>>>,
+    padding: Rc<PaddingWatch>,
+}
+
+/// The padding after each member's data up to the next 512-byte block:
+/// the tar crate skips it unseen, so the bytes are checked here as they
+/// stream past. Writers fill it with zeros; anything else is a payload no
+/// reader of the package sees.
+#[derive(Default)]
+struct PaddingWatch {
+    /// `[start, end)` stream offsets still to pass, in stream order.
+    ranges: std::cell::RefCell<std::collections::VecDeque<(u64, u64)>>,
+    non_zero: Cell<u64>,
+}
+
+impl PaddingWatch {
+    fn expect_zeros(&self, start: u64, end: u64) {
+        if start < end {
+            self.ranges.borrow_mut().push_back((start, end));
+        }
+    }
+
+    /// `bytes` were read at stream offset `at`.
+    fn observe(&self, at: u64, bytes: &[u8]) {
+        let end = at.saturating_add(bytes.len() as u64);
+        let mut ranges = self.ranges.borrow_mut();
+        while let Some(&(lo, hi)) = ranges.front() {
+            if lo >= end {
+                break;
+            }
+            let from = lo.max(at).saturating_sub(at) as usize;
+            let to = hi.min(end).saturating_sub(at) as usize;
+            let seen = bytes.get(from..to).unwrap_or(&[]);
+            let count = seen.iter().filter(|&&b| b != 0).count() as u64;
+            self.non_zero.set(self.non_zero.get().saturating_add(count));
+            if hi <= end {
+                ranges.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
 }
 
 impl<R: Read> Read for Guarded<R> {
@@ -42,7 +83,9 @@ impl<R: Read> Read for Guarded<R> {
                 return Err(e);
             }
         };
-        let total = self.read.get().saturating_add(n as u64);
+        let at = self.read.get();
+        self.padding.observe(at, buf.get(..n).unwrap_or(&[]));
+        let total = at.saturating_add(n as u64);
         self.read.set(total);
         if total > self.cap {
             self.fault.set(Fault::Cap);
@@ -57,6 +100,7 @@ struct StreamState {
     cap: u64,
     fault: Rc<Cell<Fault>>,
     gzip_message: Rc<Cell<Option<String>>>,
+    padding: Rc<PaddingWatch>,
 }
 
 impl StreamState {
@@ -102,6 +146,7 @@ pub fn read_legacy(bytes: &[u8], limits: &LegacyLimits) -> Result<LegacyPackage,
         cap,
         fault: Rc::new(Cell::new(Fault::None)),
         gzip_message: Rc::new(Cell::new(None)),
+        padding: Rc::new(PaddingWatch::default()),
     };
     let guarded = Guarded {
         // The bufread decoder over the slice: what follows the gzip member
@@ -111,6 +156,7 @@ pub fn read_legacy(bytes: &[u8], limits: &LegacyLimits) -> Result<LegacyPackage,
         cap,
         fault: Rc::clone(&state.fault),
         gzip_message: Rc::clone(&state.gzip_message),
+        padding: Rc::clone(&state.padding),
     };
     let mut archive = Archive::new(guarded);
     let mut files = Vec::new();
@@ -168,6 +214,13 @@ pub fn read_legacy(bytes: &[u8], limits: &LegacyLimits) -> Result<LegacyPackage,
             .get(..n)
             .map_or(0, |b| b.iter().filter(|&&x| x != 0).count() as u64);
     }
+    let padding = state.padding.non_zero.get();
+    if padding > 0 {
+        return Err(LegacyError::HiddenData {
+            what: "non-zero bytes in the padding after a member's data",
+            bytes: padding,
+        });
+    }
     if after_end > 0 {
         return Err(LegacyError::HiddenData {
             what: "non-zero bytes after the tar end-of-archive blocks",
@@ -217,6 +270,10 @@ fn read_entry<R: Read>(
         .map(|e| e & !(TAR_BLOCK - 1))
         .ok_or_else(|| LegacyError::Tar(format!("entry {name:?}: size overflow")))?;
     *last_end = data_end;
+    let data_start = entry.raw_file_position();
+    state
+        .padding
+        .expect_zeros(data_start.saturating_add(size), data_end);
 
     match entry_type {
         EntryType::Directory | EntryType::XGlobalHeader => {

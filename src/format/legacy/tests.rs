@@ -531,3 +531,36 @@ fn no_panic_on_prefixes_and_bitflips() {
         let _ = read_legacy(&b, &limits());
     }
 }
+
+#[test]
+fn gzip_header_extras_are_named() {
+    use std::io::Write;
+    let make = |builder: flate2::GzBuilder| {
+        let mut enc = builder.write(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"payload").unwrap();
+        enc.finish().unwrap()
+    };
+    assert_eq!(
+        super::gzip_header_extras(&make(flate2::GzBuilder::new())),
+        None
+    );
+    assert_eq!(
+        super::gzip_header_extras(&make(flate2::GzBuilder::new().filename("a.tar"))),
+        None,
+        "a file name is what gzip writes"
+    );
+    let both = make(
+        flate2::GzBuilder::new()
+            .extra(vec![7u8; 100])
+            .filename("a.tar")
+            .comment("hidden words"),
+    );
+    assert_eq!(
+        super::gzip_header_extras(&both).as_deref(),
+        Some("the gzip header carries a 100-byte extra field and a 12-byte comment, which no reader of the package sees")
+    );
+    // Cut headers never panic.
+    for n in 0..both.len().min(140) {
+        let _ = super::gzip_header_extras(&both[..n]);
+    }
+}
