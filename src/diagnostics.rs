@@ -19,6 +19,29 @@ pub fn is_unprintable(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
+/// Pretty JSON safe to print: serde_json escapes C0 controls only, so
+/// DEL, C1 controls and bidi or zero-width characters from a file are
+/// written as `\uXXXX` escapes too (the same JSON, nothing for a terminal
+/// to act on).
+pub fn json_pretty(value: &serde_json::Value) -> String {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    if !text.chars().any(is_unprintable) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unprintable(c) && c != '\n' {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `s` with every unprintable character written as `\u{..}`, so text from a
 /// file (section names, messages quoting it) can never clear a screen, move
 /// the cursor or fake a line when printed. Borrowed when nothing changes.
@@ -271,6 +294,16 @@ pub fn make_strict(findings: &mut [Finding]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_pretty_escapes_what_serde_json_leaves_raw() {
+        let value = serde_json::json!({"name": "evil\u{202e}txt.exe\u{7f}\u{1b}", "ok": "é"});
+        let text = json_pretty(&value);
+        assert!(text.contains(r"evil\u202etxt.exe\u007f\u001b"), "{text}");
+        assert!(text.contains("é"), "printable text stays as it is");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, value, "the same JSON");
+    }
 
     #[test]
     fn finding_displays_code_location_and_hint() {

@@ -666,6 +666,16 @@ fn convert_legacy_to_binary_and_back() {
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("deprecated"), "binary input: {stderr}");
     assert_eq!(&std::fs::read(&back).unwrap()[..2], &[0x1f, 0x8b]);
+    // With its sidecar, so the package it writes verifies.
+    let sidecar = std::fs::read_to_string(dir.path().join("back.tar.gz.sha256")).unwrap();
+    assert!(sidecar.ends_with("  back.tar.gz\n"), "{sidecar}");
+    let (code, stdout, _) = run(&["--headless", "validate", s(&back), "--json"]);
+    assert_eq!(code, 0);
+    assert!(
+        !String::from_utf8_lossy(&stdout).contains("sidecar-missing"),
+        "{}",
+        String::from_utf8_lossy(&stdout)
+    );
     let mut original = tar_files(&legacy);
     let mut again = tar_files(&back);
     assert_eq!(again[0].0, "manifest.json");
@@ -805,6 +815,30 @@ fn extract_by_type_and_index_give_the_same_bytes() {
     assert_eq!(a, std::fs::read(&by_index).unwrap());
     // Uncompressed section: the decoded bytes are the stored bytes.
     assert!(a == demo_bytes()[offset as usize..end as usize]);
+}
+
+#[test]
+fn extract_to_dash_writes_the_bytes_to_stdout_and_the_summary_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("g.gbnf");
+    let (code, _, _) = run(&[
+        "--headless",
+        "extract",
+        DEMO,
+        "grammar.gbnf",
+        "-o",
+        s(&file),
+    ]);
+    assert_eq!(code, 0);
+    let (code, stdout, stderr) = run(&["--headless", "extract", DEMO, "grammar.gbnf", "-o", "-"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        std::fs::read(&file).unwrap(),
+        "the bytes, nothing else"
+    );
+    assert!(stderr.contains("bytes of grammar grammar.gbnf"), "{stderr}");
+    assert!(!root().join("-").exists(), "no file named -");
 }
 
 #[test]

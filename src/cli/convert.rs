@@ -153,6 +153,9 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
                 })
                 .collect();
             write_legacy(&files, output).map_err(Failure::error)?;
+            // A legacy package without its sidecar is unverified: write it,
+            // as the old packager (and `package --format tar.gz`) does.
+            super::keys::write_sidecar(output)?;
         }
         Target::Peft => loaded.contents.write_peft_dir(output)?,
     }

@@ -15,8 +15,45 @@ pub struct Args {
     pub file: PathBuf,
     /// Section name, `type:name`, or `#index`.
     pub section: String,
+    /// Where the bytes go; `-` writes them to stdout (the summary then
+    /// goes to stderr, so the data stays clean).
     #[arg(short, long)]
     pub output: PathBuf,
+}
+
+fn to_stdout(args: &Args) -> bool {
+    args.output.as_os_str() == "-"
+}
+
+/// Writes the bytes (atomically to a file, or to stdout for `-`), then the
+/// summary: `--json` or one line, to stderr when stdout holds the bytes.
+fn deliver(
+    args: &Args,
+    bytes: &[u8],
+    summary: serde_json::Value,
+    line: String,
+    json_out: bool,
+) -> Result<(), Failure> {
+    if to_stdout(args) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::error(format!("stdout: {e}")))?;
+        if json_out {
+            eprintln!("{summary}");
+        } else {
+            eprintln!("{line}");
+        }
+        return Ok(());
+    }
+    write_atomic(&args.output, bytes)?;
+    if json_out {
+        print_json(&summary);
+    } else {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// A legacy package's member, verified against its sidecar when there is one.
@@ -35,22 +72,16 @@ fn extract_legacy(args: &Args, json_out: bool) -> Result<(), Failure> {
     });
     let (_, (name, bytes)) =
         found.ok_or_else(|| Failure::error(FormatError::SectionNotFound(args.section.clone())))?;
-    write_atomic(&args.output, bytes)?;
     let kind = crate::validation::member_kind(name);
-    if json_out {
-        print_json(
-            &json!({"section": name, "type": kind.label(), "bytes": bytes.len(), "output": args.output.display().to_string(), "format": crate::validation::FORMAT_LEGACY}),
-        );
-    } else {
-        println!(
-            "{} bytes of {} {} written to {}",
-            bytes.len(),
-            kind.label(),
-            printable(name),
-            printable(&args.output.display().to_string())
-        );
-    }
-    Ok(())
+    let summary = json!({"section": name, "type": kind.label(), "bytes": bytes.len(), "output": args.output.display().to_string(), "format": crate::validation::FORMAT_LEGACY});
+    let line = format!(
+        "{} bytes of {} {} written to {}",
+        bytes.len(),
+        kind.label(),
+        printable(name),
+        printable(&args.output.display().to_string())
+    );
+    deliver(args, bytes, summary, line, json_out)
 }
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
@@ -68,19 +99,13 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     // Never hand out damaged bytes: check this section's digest first.
     reader.check_section(info.index)?;
     let bytes = reader.section(info.index)?;
-    write_atomic(&args.output, &bytes)?;
-    if json_out {
-        print_json(
-            &json!({"section": info.name, "type": info.kind.label(), "bytes": bytes.len(), "output": args.output.display().to_string()}),
-        );
-    } else {
-        println!(
-            "{} bytes of {} {} written to {}",
-            bytes.len(),
-            info.kind.label(),
-            printable(&info.name),
-            printable(&args.output.display().to_string())
-        );
-    }
-    Ok(())
+    let summary = json!({"section": info.name, "type": info.kind.label(), "bytes": bytes.len(), "output": args.output.display().to_string()});
+    let line = format!(
+        "{} bytes of {} {} written to {}",
+        bytes.len(),
+        info.kind.label(),
+        printable(&info.name),
+        printable(&args.output.display().to_string())
+    );
+    deliver(&args, &bytes, summary, line, json_out)
 }

@@ -168,10 +168,7 @@ impl From<crate::format::package::PackageError> for Failure {
 
 /// Prints a JSON value on stdout.
 pub(crate) fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into())
-    );
+    println!("{}", crate::diagnostics::json_pretty(value));
 }
 
 /// Opens the terminal UI on a file (as far as it parses) or the demo expert.

@@ -83,17 +83,10 @@ fn print_text(report: &ValidationReport) {
         None => println!("{}", printable(&report.file)),
     }
     if let Some(header) = &report.header {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(header).unwrap_or_default()
-        );
+        println!("{}", crate::diagnostics::json_pretty(header));
     }
     if let Some(manifest) = &report.manifest {
-        // serde_json escapes control characters in strings.
-        println!(
-            "{}",
-            serde_json::to_string_pretty(manifest).unwrap_or_default()
-        );
+        println!("{}", crate::diagnostics::json_pretty(manifest));
     }
     if let Some(sections) = &report.sections {
         print_sections(sections);
