@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::layout::MAGIC;
 use super::legacy::{is_gzip, read_legacy, LegacyLimits};
-use super::package::{ExpertContents, PackageError};
+use super::package::{ExpertContents, PackageError, ADAPTER_CONFIG, ADAPTER_WEIGHTS, MANIFEST};
 use super::reader::ExpertReader;
 
 /// Which reader an expert was opened with.
@@ -92,8 +92,10 @@ pub(crate) struct Flattened {
 /// Older packages nest files under `<model>/checkpoint-N/` (sometimes with
 /// the manifest at the root): every file is taken by its base name, the
 /// package's own lookup picking the copy (root, shared folder, latest
-/// checkpoint, or the only one). A name no rule settles is an error rather
-/// than a silent drop: a convert must never lose the adapter.
+/// checkpoint, or the only one). Copies no rule settles are kept under their
+/// full paths, except for the files that define the expert (manifest,
+/// adapter config and weights): those are an error rather than a guess, as
+/// a convert must never lose or swap the adapter.
 pub(crate) fn flatten(
     package: super::legacy::LegacyPackage,
 ) -> Result<Flattened, super::legacy::LegacyError> {
@@ -104,11 +106,18 @@ pub(crate) fn flatten(
             first_seen.push(base.to_string());
         }
     }
-    // Which path each base name resolves to.
+    // Which path each base name resolves to. Copies of a file that defines
+    // the expert must resolve to one; other files (two READMEs in two
+    // folders) are all kept, under their full paths.
+    let defining = [MANIFEST, ADAPTER_CONFIG, ADAPTER_WEIGHTS];
     let mut chosen: Vec<(String, String)> = Vec::with_capacity(first_seen.len());
+    let mut kept_whole: Vec<String> = Vec::new();
     for base in &first_seen {
         match package.get(base) {
             Some(file) => chosen.push((base.clone(), file.path.clone())),
+            None if !defining.contains(&base.as_str()) => {
+                kept_whole.extend(package.paths_named(base));
+            }
             None => {
                 return Err(super::legacy::LegacyError::AmbiguousFile {
                     name: base.clone(),
@@ -119,8 +128,13 @@ pub(crate) fn flatten(
     }
     let mut shadowed = Vec::new();
     let mut picked: Vec<Option<Vec<u8>>> = vec![None; first_seen.len()];
+    let mut whole = Vec::new();
     // The files are moved out (no copy: a package's bytes are held once).
     for file in package.files {
+        if kept_whole.contains(&file.path) {
+            whole.push((file.path, file.data));
+            continue;
+        }
         let base = file.basename().to_string();
         let Some(rank) = chosen.iter().position(|(b, _)| *b == base) else {
             continue;
@@ -137,11 +151,12 @@ pub(crate) fn flatten(
             shadowed.push(format!("{} is ignored: {used} is used", file.path));
         }
     }
-    let files = first_seen
+    let mut files: Vec<(String, Vec<u8>)> = first_seen
         .into_iter()
         .zip(picked)
         .filter_map(|(name, data)| data.map(|d| (name, d)))
         .collect();
+    files.extend(whole);
     Ok(Flattened { files, shadowed })
 }
 

@@ -292,6 +292,21 @@ fn two_copies_no_rule_settles_is_an_error() {
         }
         other => panic!("{:?}", other.map(|f| f.shadowed)),
     }
+    // Other files no rule settles are all kept, under their full paths.
+    let readmes = LegacyPackage {
+        files: vec![
+            LegacyFile::new("manifest.json", b"{}".to_vec()),
+            LegacyFile::new("docs/README.md", b"1".to_vec()),
+            LegacyFile::new("examples/README.md", b"2".to_vec()),
+        ],
+    };
+    let flat = crate::format::loader::flatten(readmes).unwrap();
+    let names: Vec<&str> = flat.files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["manifest.json", "docs/README.md", "examples/README.md"]
+    );
+    assert!(flat.shadowed.is_empty());
     // Two manifests in unnumbered folders: ambiguous, not "missing".
     let manifests = LegacyPackage {
         files: vec![
