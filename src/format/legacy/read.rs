@@ -261,6 +261,7 @@ fn read_entry<R: Read>(
             })
         }
     };
+    check_pax_records(entry, &name)?;
     let entry_type = entry.header().entry_type();
     let size = entry.size();
     let data_end = entry
@@ -352,6 +353,63 @@ fn read_entry<R: Read>(
     }
     *total = new_total;
     Ok(Some(LegacyFile { path, data, mode }))
+}
+
+/// PAX records a tar reader acts on (names, sizes, times, owners) and the
+/// extended attributes tar tools record; anything else (a `comment`, a
+/// vendor key) is carried past every reader of the package unseen.
+const PAX_KNOWN: [&str; 11] = [
+    "path",
+    "linkpath",
+    "size",
+    "mtime",
+    "atime",
+    "ctime",
+    "uid",
+    "gid",
+    "uname",
+    "gname",
+    "hdrcharset",
+];
+const PAX_KNOWN_PREFIXES: [&str; 3] = ["SCHILY.", "LIBARCHIVE.", "GNU.sparse."];
+/// More PAX bytes than any attribute set a tool writes for one member.
+const PAX_MAX_BYTES: u64 = 64 << 10;
+
+/// Refuses PAX records that smuggle data: unknown keys, or more bytes of
+/// known ones than an attribute set needs.
+fn check_pax_records<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    name: &str,
+) -> Result<(), LegacyError> {
+    let records = entry
+        .pax_extensions()
+        .map_err(|e| LegacyError::Tar(format!("entry {name:?}: PAX header: {e}")))?;
+    let Some(records) = records else {
+        return Ok(());
+    };
+    let mut bytes = 0u64;
+    for record in records {
+        let record =
+            record.map_err(|e| LegacyError::Tar(format!("entry {name:?}: PAX record: {e}")))?;
+        let value = record.value_bytes().len() as u64;
+        bytes = bytes.saturating_add(value);
+        let key = record.key().unwrap_or("");
+        let known =
+            PAX_KNOWN.contains(&key) || PAX_KNOWN_PREFIXES.iter().any(|p| key.starts_with(p));
+        if !known {
+            return Err(LegacyError::HiddenData {
+                what: "a PAX record of a key tar readers ignore (a comment, a vendor field)",
+                bytes: value,
+            });
+        }
+    }
+    if bytes > PAX_MAX_BYTES {
+        return Err(LegacyError::HiddenData {
+            what: "more PAX attribute bytes on one member than any tar tool writes",
+            bytes,
+        });
+    }
+    Ok(())
 }
 
 fn entry_kind(t: EntryType) -> String {

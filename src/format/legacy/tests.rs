@@ -579,3 +579,57 @@ fn gzip_header_extras_are_named() {
         let _ = super::gzip_header_extras(&both[..n]);
     }
 }
+
+/// A PAX record line: `"<len> key=value\n"`, the length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while format!("{len}{body}").len() != len {
+        len += 1;
+    }
+    format!("{len}{body}").into_bytes()
+}
+
+/// A package whose one member carries the given PAX records.
+fn with_pax(records: &[(&str, &str)]) -> Vec<u8> {
+    let data: Vec<u8> = records.iter().flat_map(|(k, v)| pax_record(k, v)).collect();
+    let mut tar = Vec::new();
+    let xh = raw_header(
+        b"PaxHeader/manifest.json",
+        EntryType::XHeader,
+        data.len() as u64,
+    );
+    tar.extend_from_slice(xh.as_bytes());
+    tar.extend_from_slice(&data);
+    pad(&mut tar);
+    let m = b"{}";
+    let mh = raw_header(b"manifest.json", EntryType::Regular, m.len() as u64);
+    tar.extend_from_slice(mh.as_bytes());
+    tar.extend_from_slice(m);
+    pad(&mut tar);
+    tar.extend_from_slice(&[0u8; 1024]);
+    gz(&tar)
+}
+
+#[test]
+fn pax_records_tools_write_pass_and_payloads_are_hidden_data() {
+    // What GNU tar, bsdtar on macOS and Python's tarfile write.
+    let usual = with_pax(&[
+        ("mtime", "1700000000.5"),
+        ("LIBARCHIVE.xattr.com.apple.provenance", "AQAAAAAAAAA"),
+        ("SCHILY.xattr.user.note", "x"),
+        ("uname", "ana"),
+    ]);
+    let pkg = read_legacy(&usual, &limits()).unwrap();
+    assert_eq!(pkg.manifest_bytes().unwrap(), b"{}");
+    let comment = with_pax(&[("comment", &"z".repeat(5000))]);
+    match read_legacy(&comment, &limits()) {
+        Err(LegacyError::HiddenData { bytes, .. }) => assert_eq!(bytes, 5000),
+        other => panic!("{other:?}"),
+    }
+    let bulky = with_pax(&[("SCHILY.xattr.user.blob", &"z".repeat(70_000))]);
+    assert!(matches!(
+        read_legacy(&bulky, &limits()),
+        Err(LegacyError::HiddenData { .. })
+    ));
+}
