@@ -326,6 +326,24 @@ impl LegacyPackage {
             .collect()
     }
 
+    /// The file indices by base name, in the order names first appear: one
+    /// pass, for callers that resolve every name (see [`pick_copy`]).
+    pub fn by_base_name(&self) -> Vec<(&str, Vec<usize>)> {
+        let mut slot: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        let mut out: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (i, f) in self.files.iter().enumerate() {
+            let base = f.basename();
+            let at = *slot.entry(base).or_insert_with(|| {
+                out.push((base, Vec::new()));
+                out.len() - 1
+            });
+            if let Some((_, list)) = out.get_mut(at) {
+                list.push(i);
+            }
+        }
+        out
+    }
+
     /// The folder every file sits in (e.g. `model/checkpoint-100`), if the
     /// files share one; `None` for flat packages.
     pub fn root_prefix(&self) -> Option<String> {
@@ -438,31 +456,47 @@ fn find_file(files: &[LegacyFile], name: &str) -> Option<usize> {
     if name.contains('/') {
         return None;
     }
-    if let Some(prefix) = common_prefix(files) {
+    let same: Vec<usize> = (0..files.len())
+        .filter(|&i| files.get(i).is_some_and(|f| f.basename() == name))
+        .collect();
+    pick_copy(files, name, &same, common_prefix(files).as_deref())
+}
+
+/// Which of `copies` (indices of the files whose base name is `name`) the
+/// package means: the one at the root, the one under the shared `prefix`,
+/// the one in the highest `checkpoint-N` folder, or the only one.
+pub(crate) fn pick_copy(
+    files: &[LegacyFile],
+    name: &str,
+    copies: &[usize],
+    prefix: Option<&str>,
+) -> Option<usize> {
+    let path_of = |i: usize| files.get(i).map(|f| f.path.as_str()).unwrap_or_default();
+    if let Some(&i) = copies.iter().find(|&&i| path_of(i) == name) {
+        return Some(i);
+    }
+    if let Some(prefix) = prefix {
         let want = format!("{prefix}/{name}");
-        if let Some(i) = files.iter().position(|f| f.path == want) {
+        if let Some(&i) = copies.iter().find(|&&i| path_of(i) == want) {
             return Some(i);
         }
     }
-    files
+    let latest = copies
         .iter()
-        .enumerate()
-        .filter(|(_, f)| f.basename() == name)
-        .filter_map(|(i, f)| parent(&f.path).and_then(checkpoint_number).map(|n| (n, i)))
-        .max_by_key(|&(n, i)| (n, std::cmp::Reverse(i)))
-        .map(|(_, i)| i)
-        .or_else(|| {
-            // The only file of that name, wherever it sits (`weights/…`
-            // beside a root manifest): unambiguous, so taken.
-            let mut same = files
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| f.basename() == name);
-            match (same.next(), same.next()) {
-                (Some((i, _)), None) => Some(i),
-                _ => None,
-            }
+        .filter_map(|&i| {
+            parent(path_of(i))
+                .and_then(checkpoint_number)
+                .map(|n| (n, i))
         })
+        .max_by_key(|&(n, i)| (n, std::cmp::Reverse(i)))
+        .map(|(_, i)| i);
+    match (latest, copies) {
+        (Some(i), _) => Some(i),
+        // The only file of that name, wherever it sits (`weights/…` beside
+        // a root manifest): unambiguous, so taken.
+        (None, [only]) => Some(*only),
+        (None, _) => None,
+    }
 }
 
 #[cfg(test)]

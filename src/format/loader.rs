@@ -99,64 +99,50 @@ pub(crate) struct Flattened {
 pub(crate) fn flatten(
     package: super::legacy::LegacyPackage,
 ) -> Result<Flattened, super::legacy::LegacyError> {
-    let mut first_seen: Vec<String> = Vec::new();
-    for file in &package.files {
-        let base = file.basename();
-        if !first_seen.iter().any(|b| b == base) {
-            first_seen.push(base.to_string());
-        }
-    }
-    // Which path each base name resolves to. Copies of a file that defines
-    // the expert must resolve to one; other files (two READMEs in two
-    // folders) are all kept, under their full paths.
+    // Copies of a file that defines the expert must resolve to one; other
+    // files (two READMEs in two folders) are all kept, under their full
+    // paths. One pass by base name: a 10,000-member archive stays linear.
     let defining = [MANIFEST, ADAPTER_CONFIG, ADAPTER_WEIGHTS];
-    let mut chosen: Vec<(String, String)> = Vec::with_capacity(first_seen.len());
-    let mut kept_whole: Vec<String> = Vec::new();
-    for base in &first_seen {
-        match package.get(base) {
-            Some(file) => chosen.push((base.clone(), file.path.clone())),
-            None if !defining.contains(&base.as_str()) => {
-                kept_whole.extend(package.paths_named(base));
+    let prefix = package.root_prefix();
+    // (name it is stored under, file index), in the order names first appear.
+    let mut take: Vec<(String, usize)> = Vec::new();
+    let mut shadowed = Vec::new();
+    for (base, copies) in package.by_base_name() {
+        match super::legacy::pick_copy(&package.files, base, &copies, prefix.as_deref()) {
+            Some(used) => {
+                take.push((base.to_string(), used));
+                let used_path = package
+                    .files
+                    .get(used)
+                    .map(|f| f.path.as_str())
+                    .unwrap_or_default();
+                for other in copies.iter().filter(|&&i| i != used) {
+                    if let Some(f) = package.files.get(*other) {
+                        shadowed.push(format!("{} is ignored: {used_path} is used", f.path));
+                    }
+                }
+            }
+            None if !defining.contains(&base) => {
+                for &i in &copies {
+                    if let Some(f) = package.files.get(i) {
+                        take.push((f.path.clone(), i));
+                    }
+                }
             }
             None => {
                 return Err(super::legacy::LegacyError::AmbiguousFile {
-                    name: base.clone(),
+                    name: base.to_string(),
                     paths: package.paths_named(base),
                 })
             }
         }
     }
-    let mut shadowed = Vec::new();
-    let mut picked: Vec<Option<Vec<u8>>> = vec![None; first_seen.len()];
-    let mut whole = Vec::new();
-    // The files are moved out (no copy: a package's bytes are held once).
-    for file in package.files {
-        if kept_whole.contains(&file.path) {
-            whole.push((file.path, file.data));
-            continue;
-        }
-        let base = file.basename().to_string();
-        let Some(rank) = chosen.iter().position(|(b, _)| *b == base) else {
-            continue;
-        };
-        let used = chosen
-            .get(rank)
-            .map(|(_, p)| p.as_str())
-            .unwrap_or_default();
-        if file.path == used {
-            if let Some(slot) = picked.get_mut(rank) {
-                *slot = Some(file.data);
-            }
-        } else {
-            shadowed.push(format!("{} is ignored: {used} is used", file.path));
-        }
-    }
-    let mut files: Vec<(String, Vec<u8>)> = first_seen
+    // The bytes are moved out (no copy: a package's bytes are held once).
+    let mut data: Vec<Option<Vec<u8>>> = package.files.into_iter().map(|f| Some(f.data)).collect();
+    let files = take
         .into_iter()
-        .zip(picked)
-        .filter_map(|(name, data)| data.map(|d| (name, d)))
+        .filter_map(|(name, i)| data.get_mut(i).and_then(Option::take).map(|d| (name, d)))
         .collect();
-    files.extend(whole);
     Ok(Flattened { files, shadowed })
 }
 
