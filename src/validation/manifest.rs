@@ -36,11 +36,14 @@ pub fn check_manifest(
             column,
             message,
         }) => {
-            findings.push(
-                Finding::error("manifest.json", message)
-                    .at(Location::section(section).line_col(line, column))
-                    .hint("manifest.json must be one JSON object with no duplicate keys"),
-            );
+            let hint = "manifest.json must be one JSON object with no duplicate keys";
+            findings.push(at_line(
+                "manifest.json",
+                message,
+                section,
+                (line, column),
+                hint,
+            ));
             None
         }
         Err(ManifestError::Type {
@@ -48,11 +51,14 @@ pub fn check_manifest(
             column,
             message,
         }) => {
-            findings.push(
-                Finding::error("manifest.type", message)
-                    .at(Location::section(section).line_col(line, column))
-                    .hint("the value is valid JSON but does not fit the field: see assets/manifest.schema.json"),
-            );
+            let hint = "the value is valid JSON but does not fit the field: see assets/manifest.schema.json";
+            findings.push(at_line(
+                "manifest.type",
+                message,
+                section,
+                (line, column),
+                hint,
+            ));
             None
         }
         Err(ManifestError::Schema(issues)) => {
@@ -71,6 +77,19 @@ pub fn check_manifest(
             None
         }
     }
+}
+
+/// An error finding at a line and column of the manifest.
+fn at_line(
+    code: &'static str,
+    message: String,
+    section: &str,
+    (line, column): (usize, usize),
+    hint: &str,
+) -> Finding {
+    Finding::error(code, message)
+        .at(Location::section(section).line_col(line, column))
+        .hint(hint)
 }
 
 /// Checks a GBNF grammar as llama.cpp would load it. Every problem is a
