@@ -105,6 +105,9 @@ impl AdapterWeights {
             crate::format::signing::admit(reader, policy)
                 .map_err(|e| RuntimeError::Untrusted(e.to_string()))?;
         }
+        if options.verify {
+            check_weight_sections(reader)?;
+        }
         let mut modules = Vec::new();
         let mut tensors = HashMap::new();
         let mut soft_prompt = None;
@@ -125,7 +128,7 @@ impl AdapterWeights {
                 info.index,
                 &options.device,
                 options.dtype,
-                options.verify,
+                false, // checked above, all at once
             )?;
             if section.table.source.as_deref() != Some(ADAPTER_WEIGHTS) {
                 continue; // OSD or other payloads: not adapter weights
@@ -269,4 +272,31 @@ fn osd_modules(
         out.push((module, tensor));
     }
     Ok(out)
+}
+
+/// Hashes every section the weights come from (tensors, soft prompts, OSD)
+/// against the TOC, on all cores at once: a checked load costs what
+/// `verify` costs, not one SHA-256 stream section by section. The first
+/// damaged section in file order is the error.
+fn check_weight_sections(reader: &ExpertReader) -> Result<()> {
+    use rayon::prelude::*;
+    let wanted: Vec<usize> = reader
+        .sections()
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.kind,
+                SectionType::Tensors | SectionType::SoftPrompt | SectionType::Osd
+            )
+        })
+        .map(|s| s.index)
+        .collect();
+    let results: Vec<std::result::Result<(), crate::format::FormatError>> = wanted
+        .par_iter()
+        .map(|&index| reader.check_section(index))
+        .collect();
+    match results.into_iter().find_map(std::result::Result::err) {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
