@@ -752,3 +752,49 @@ fn osd_experts_fuse_at_load() {
         "fused at load vs OsdModule::fuse_into: {worst:e}"
     );
 }
+
+/// A checked load hashes OSD sections too: one flipped byte in the OSD
+/// payload is a corruption error naming the section, not wrong weights.
+#[test]
+fn a_damaged_osd_section_is_refused_at_a_checked_load() {
+    use expertui::format::SectionType;
+    use expertui::osd::analysis::{Method, OsdParams};
+    use expertui::osd::expert::{write_compressed, AdapterAnalysis};
+    let dir = tempfile::tempdir().unwrap();
+    let contents = ExpertContents::from_adapter_dir(&fixtures().join("minilm-lora-r8")).unwrap();
+    let analysis =
+        AdapterAnalysis::from_adapter(contents.adapter.as_ref().unwrap(), None, 16).unwrap();
+    let params = OsdParams {
+        method: Method::Osd,
+        rank: 4,
+        sparsity: 0.5,
+        alpha: 1.0,
+        budget_bits: None,
+    };
+    let file = dir.path().join("osd.expert");
+    write_compressed(
+        &contents,
+        &analysis,
+        &params,
+        &file,
+        &PackageOptions::default(),
+    )
+    .unwrap();
+    let (offset, name) = {
+        let reader = expertui::format::ExpertReader::open(&file).unwrap();
+        let info = reader
+            .sections()
+            .iter()
+            .find(|s| s.kind == SectionType::Osd)
+            .expect("an OSD section");
+        (info.offset + info.stored_len / 2, info.name.clone())
+    };
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[offset as usize] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let err = AdapterWeights::open(&file, &LoadOptions::default())
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains(&name) && err.contains("is damaged"), "{err}");
+}
