@@ -19,6 +19,11 @@ pub fn is_unprintable(c: char) -> bool {
         || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
+/// [`is_unprintable`] without the line breaks and tabs text is made of.
+pub fn is_unprintable_inline(c: char) -> bool {
+    is_unprintable(c) && !matches!(c, '\n' | '\t' | '\r')
+}
+
 /// Pretty JSON safe to print: serde_json escapes C0 controls only, so
 /// DEL, C1 controls and bidi or zero-width characters from a file are
 /// written as `\uXXXX` escapes too (the same JSON, nothing for a terminal

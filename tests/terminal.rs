@@ -119,3 +119,38 @@ fn killing_the_ui_restores_the_terminal() {
         let _ = reader.join();
     }
 }
+
+/// `extract -o -` sends text to a terminal but refuses binary bytes there
+/// (escape sequences in a section could drive it), as curl does.
+#[test]
+fn extract_to_a_terminal_refuses_binary_bytes() {
+    let run = |section: &str| {
+        let (master, slave) = pty();
+        let status = Command::new(env!("CARGO_BIN_EXE_expertui"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "--headless",
+                "extract",
+                "assets/demo.expert",
+                section,
+                "-o",
+                "-",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        drop(slave);
+        drop(master);
+        (
+            status.status.code(),
+            String::from_utf8_lossy(&status.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run("grammar.gbnf");
+    assert_eq!(code, Some(0), "text goes to the terminal: {err}");
+    let (code, err) = run("layer.0");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("redirect stdout"), "{err}");
+}

@@ -35,8 +35,20 @@ fn deliver(
     json_out: bool,
 ) -> Result<(), Failure> {
     if to_stdout(args) {
-        use std::io::Write;
+        use std::io::{IsTerminal, Write};
         let mut out = std::io::stdout().lock();
+        // As curl does: bytes from a file can hold escape sequences that
+        // drive the terminal, so only text goes to one.
+        let unsafe_for_terminal = || {
+            std::str::from_utf8(bytes).map_or(true, |t| {
+                t.chars().any(crate::diagnostics::is_unprintable_inline)
+            })
+        };
+        if out.is_terminal() && unsafe_for_terminal() {
+            return Err(Failure::error(
+                "the section holds binary or control bytes: redirect stdout to a file or a pipe (`-o - > FILE`)",
+            ));
+        }
         out.write_all(bytes)
             .and_then(|()| out.flush())
             .map_err(|e| Failure::error(format!("stdout: {e}")))?;
