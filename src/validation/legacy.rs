@@ -90,38 +90,10 @@ pub(super) fn validate(
     if options.dump_metadata {
         report.manifest = manifest.as_ref().map(|(_, v)| v.clone());
     }
-    let files = match crate::format::loader::flatten(package) {
-        Ok(flat) => {
-            for note in flat.shadowed {
-                report
-                    .findings
-                    .push(Finding::warning("legacy.shadowed-file", note));
-            }
-            flat.files
-        }
-        Err(e) => {
-            report
-                .findings
-                .push(Finding::error(e.code(), e.to_string()));
-            return Ok(report);
-        }
+    let Some(files) = flatten_members(package, &mut report) else {
+        return Ok(report);
     };
-    // The caps a v2 reader applies: a text file over them would convert
-    // into a file nothing can open.
-    let limits = crate::format::ReaderLimits::default();
-    for (name, data) in &files {
-        let cap = limits.text_cap(classify_file(name));
-        if let Some(cap) = cap.filter(|&cap| data.len() as u64 > cap) {
-            report.findings.push(Finding::error(
-                "legacy.text-too-large",
-                format!(
-                    "{}: {} bytes, over the {cap}-byte limit for text (readers parse it whole)",
-                    printable(name),
-                    data.len()
-                ),
-            ));
-        }
-    }
+    check_text_caps(&files, &mut report.findings);
     report.time("grammar", |report| {
         for (name, data) in files
             .iter()
@@ -170,6 +142,57 @@ pub(super) fn validate(
                 .extend(super::base_model_findings(checked, base));
         });
     }
+    check_signature_policy(options, &mut report);
+    Ok(report)
+}
+
+/// The package's files by base name ([`flatten`](crate::format::loader::flatten)),
+/// skipped older copies as warnings; `None` (an error finding) when copies
+/// of a defining file cannot be told apart.
+fn flatten_members(
+    package: crate::format::legacy::LegacyPackage,
+    report: &mut ValidationReport,
+) -> Option<Vec<(String, Vec<u8>)>> {
+    match crate::format::loader::flatten(package) {
+        Ok(flat) => {
+            for note in flat.shadowed {
+                report
+                    .findings
+                    .push(Finding::warning("legacy.shadowed-file", note));
+            }
+            Some(flat.files)
+        }
+        Err(e) => {
+            report
+                .findings
+                .push(Finding::error(e.code(), e.to_string()));
+            None
+        }
+    }
+}
+
+/// The caps a v2 reader applies to text: a file over them would convert
+/// into a file nothing can open (the writers refuse it).
+fn check_text_caps(files: &[(String, Vec<u8>)], findings: &mut Vec<Finding>) {
+    let limits = crate::format::ReaderLimits::default();
+    for (name, data) in files {
+        let cap = limits.text_cap(classify_file(name));
+        if let Some(cap) = cap.filter(|&cap| data.len() as u64 > cap) {
+            findings.push(Finding::error(
+                "legacy.text-too-large",
+                format!(
+                    "{}: {} bytes, over the {cap}-byte limit for text (readers parse it whole)",
+                    printable(name),
+                    data.len()
+                ),
+            ));
+        }
+    }
+}
+
+/// A legacy package is never signed: an error only when the policy asks
+/// for a signature.
+fn check_signature_policy(options: &ValidateOptions<'_>, report: &mut ValidationReport) {
     let require = options.policy.is_some_and(Policy::requires_signature);
     report.signature = json!({ "state": "unsigned", "policy_ok": !require });
     if require {
@@ -182,7 +205,6 @@ pub(super) fn validate(
             .hint("convert it to .expert v2 and sign it"),
         );
     }
-    Ok(report)
 }
 
 /// The members as sections (`--list-sections`), the archive as the header

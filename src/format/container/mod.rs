@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod digests;
+pub mod file_bytes;
 pub mod layout;
 pub mod reader;
 pub mod shuffle;
