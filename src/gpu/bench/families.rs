@@ -163,6 +163,12 @@ pub(super) fn prepare(config: &BenchConfig, notes: &mut Vec<String>) -> Result<I
     })
 }
 
+/// Opens an expert and waits until its tensors are on the device.
+fn load_ready(path: &Path, options: &LoadOptions, device: &Device) -> Result<()> {
+    AdapterWeights::open(path, options)?;
+    sync(device)
+}
+
 fn cold_load(run: &mut Run<'_>) -> Result<()> {
     let Inputs {
         repeat,
@@ -173,15 +179,9 @@ fn cold_load(run: &mut Run<'_>) -> Result<()> {
         ref fast,
         ..
     } = *run.inputs;
-    let load_binary = || -> Result<()> {
-        AdapterWeights::open(binary, fast)?;
-        sync(device)
-    };
+    let load_binary = || load_ready(binary, fast, device);
     let load_st = || -> Result<()> { load_safetensors(st_path, device).map(|_| ()) };
-    let load_legacy = || -> Result<()> {
-        AdapterWeights::open(legacy_path, fast)?;
-        sync(device)
-    };
+    let load_legacy = || load_ready(legacy_path, fast, device);
     let mut resident = Vec::new();
     let mut cold = |path: &Path, load: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
         let mut out = Vec::new();
@@ -222,22 +222,13 @@ fn hot_load(run: &mut Run<'_>) -> Result<()> {
         ref verified,
         ..
     } = *run.inputs;
-    let load_binary = || -> Result<()> {
-        AdapterWeights::open(binary, fast)?;
-        sync(device)
-    };
+    let load_binary = || load_ready(binary, fast, device);
     let load_st = || -> Result<()> { load_safetensors(st_path, device).map(|_| ()) };
-    let load_legacy = || -> Result<()> {
-        AdapterWeights::open(legacy_path, fast)?;
-        sync(device)
-    };
+    let load_legacy = || load_ready(legacy_path, fast, device);
     let hot_bin = time_ms(repeat, load_binary)?;
     let hot_st = time_ms(repeat, load_st)?;
     let hot_legacy = time_ms(repeat, load_legacy)?;
-    let hot_verified = time_ms(repeat, || {
-        AdapterWeights::open(binary, verified)?;
-        sync(device)
-    })?;
+    let hot_verified = time_ms(repeat, || load_ready(binary, verified, device))?;
     let hot = Stats::of(&hot_bin);
     run.figures.push(
         Figure::new("hot_load", "hot load to ready tensors", "ms", "lower", hot)
