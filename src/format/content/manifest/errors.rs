@@ -85,34 +85,38 @@ pub enum ManifestError {
 }
 
 impl ManifestError {
-    /// A failure of the typed parse, after the value parsed and passed the
-    /// schema: a type error is told apart from broken JSON.
+    /// A failure of the typed parse, after the value parsed (duplicate keys
+    /// refused) and passed the schema: always a value that does not fit.
     pub(super) fn from_typed(e: serde_json::Error) -> Self {
-        match Self::from_json(e) {
-            Self::Json {
-                line,
-                column,
-                message,
-            } if !message.contains("duplicate key") => Self::Type {
-                line,
-                column,
-                message,
-            },
-            other => other,
+        let (line, column, message) = located(&e);
+        Self::Type {
+            line,
+            column,
+            message,
         }
     }
 
     pub(super) fn from_json(e: serde_json::Error) -> Self {
-        let (line, column) = (e.line(), e.column());
-        let full = e.to_string();
-        let suffix = format!(" at line {line} column {column}");
-        let message = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+        let (line, column, message) = located(&e);
         Self::Json {
             line,
             column,
             message,
         }
     }
+}
+
+/// serde_json's line, column and message (without its " at line …" tail,
+/// which the error's own display adds back).
+fn located(e: &serde_json::Error) -> (usize, usize, String) {
+    let (line, column) = (e.line(), e.column());
+    let full = e.to_string();
+    let suffix = format!(" at line {line} column {column}");
+    (
+        line,
+        column,
+        full.strip_suffix(&suffix).unwrap_or(&full).to_owned(),
+    )
 }
 
 /// Schema messages quote the offending value; keep a huge one from flooding a report.
