@@ -1,0 +1,95 @@
+//! The bytes of an input file, and the check that it is a regular file
+//! before it is opened.
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::format::error::{FormatError, Result};
+
+/// The bytes of a file: memory-mapped, embedded in the binary, or owned.
+/// Shared (`Arc`) so a viewer can keep showing the bytes of a file that
+/// failed to parse.
+pub enum FileBytes {
+    /// A read-only map; the open file is kept to notice truncation.
+    Map {
+        map: Mmap,
+        file: File,
+        path: PathBuf,
+    },
+    /// Bytes embedded in the binary.
+    Static(&'static [u8]),
+    /// Bytes owned in memory.
+    Owned(Vec<u8>),
+}
+
+/// Refuses inputs that are not regular files before they are opened: a
+/// folder gets a clear message instead of "No such device", and a FIFO,
+/// socket or device is never opened (opening a FIFO for reading blocks
+/// until a writer appears: `validate FIFO` would hang).
+pub fn check_input_file(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(|e| FormatError::io(path, e))?;
+    let what = if meta.is_dir() {
+        "is a folder, not an expert file"
+    } else if !meta.is_file() {
+        "is not a regular file (a FIFO, socket or device): refusing to read it"
+    } else {
+        return Ok(());
+    };
+    Err(FormatError::io(
+        path,
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, what),
+    ))
+}
+
+impl FileBytes {
+    /// Memory-maps `path` read-only.
+    pub fn map(path: &Path) -> Result<Self> {
+        check_input_file(path)?;
+        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        // SAFETY: the map is read-only. If another process truncates the file
+        // while it is mapped, reads past the new end fault (SIGBUS); expertui
+        // writes by rename, never in place, so its own writes cannot cause it.
+        // Long operations call `check_unchanged` first, and the binary turns
+        // a SIGBUS that still happens into a clean exit (`crate::sigbus::install_handler`).
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
+        Ok(Self::Map {
+            map,
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// For a mapped file: fails with [`FormatError::FileChanged`] when the
+    /// file's length is no longer the mapped length (someone truncated or
+    /// extended it in place), before any section byte is touched. One
+    /// `fstat`; a file replaced by rename keeps its old, still valid bytes.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let Self::Map { map, file, path } = self else {
+            return Ok(());
+        };
+        let now = file.metadata().map_err(|e| FormatError::io(path, e))?.len();
+        let mapped = map.len() as u64;
+        if now != mapped {
+            return Err(FormatError::FileChanged {
+                path: path.clone(),
+                mapped,
+                now,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Map { map, .. } => map,
+            Self::Static(s) => s,
+            Self::Owned(v) => v,
+        }
+    }
+}
