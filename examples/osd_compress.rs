@@ -17,21 +17,26 @@ use expertui::format::{ExpertReader, SectionType};
 use expertui::osd::analysis::{Method, OsdParams};
 use expertui::osd::delta::adapter_deltas;
 use expertui::osd::expert::{write_compressed, AdapterAnalysis};
+use expertui::osd::ValueDtype;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut positional = Vec::new();
     let mut params = OsdParams {
         method: Method::Osd,
         rank: 4,
-        sparsity: 0.75,
+        dtype: ValueDtype::Bf16,
         ..OsdParams::default()
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--rank" => params.rank = args.next().ok_or("--rank needs a value")?.parse()?,
-            "--sparsity" => {
-                params.sparsity = args.next().ok_or("--sparsity needs a value")?.parse()?
+            "--dtype" => {
+                let name = args.next().ok_or("--dtype needs a value")?;
+                params.dtype = ValueDtype::ALL
+                    .into_iter()
+                    .find(|d| d.name() == name)
+                    .ok_or("--dtype is f32, bf16 or f16")?;
             }
             _ => positional.push(PathBuf::from(arg)),
         }
@@ -85,17 +90,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 3. What the TUI shows while the sliders move: an estimate from the caches.
     let estimate = analysis.estimate(&params);
     println!(
-        "estimate at rank {} sparsity {}: {} bytes, relative error {:.4}",
-        params.rank,
-        params.sparsity,
-        estimate.bits.div_ceil(8),
-        estimate.rel_error
+        "estimate at rank {} in {}: {} bytes written, relative error {:.4}",
+        params.rank, params.dtype, estimate.bytes, estimate.rel_error
     );
 
     // 4. Compress exactly and write the expert: each layer's modules become
     //    one OSD section, their LoRA tensors are dropped, and the manifest
     //    gains an `osd` object.
-    let output = out_dir.join(format!("osd-r{}-s{}.expert", params.rank, params.sparsity));
+    let output = out_dir.join(format!("osd-r{}-{}.expert", params.rank, params.dtype));
     let (_, report) = write_compressed(
         &contents,
         &analysis,
@@ -104,13 +106,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &PackageOptions::default(),
     )?;
     println!(
-        "compressed {} modules: {} -> {} bytes of deltas ({:.2}x smaller), relative Frobenius error {:.4}, energy kept {:.4}",
-        report.modules,
-        report.original_bytes,
-        report.compressed_bytes,
-        report.original_bytes as f64 / report.compressed_bytes.max(1) as f64,
-        report.rel_error,
-        report.energy_kept
+        "compressed {} modules: {} -> {} bytes of tensors ({:.2}x smaller), relative Frobenius error {:.4} (measured)",
+        report.modules, report.original_bytes, report.tensor_bytes, report.ratio, report.rel_error
     );
     println!(
         "file sizes: plain {} bytes, OSD {} bytes ({:.1} % of plain)",

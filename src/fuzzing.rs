@@ -272,7 +272,7 @@ pub fn osd_module(data: &[u8]) {
 }
 
 fn exercise_module(m: &OsdModule) {
-    let _ = (m.method(), m.rank(), m.relaxed_rank(), m.budget_bits());
+    let _ = (m.method(), m.rank(), m.relaxed_rank(), m.budget_bytes());
     let _ = m.storage_bits();
     for csr in [Some(m.u()), Some(m.vt()), m.residual()]
         .into_iter()

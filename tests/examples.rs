@@ -102,12 +102,12 @@ fn osd_compress_writes_a_smaller_valid_expert() {
             out.path(),
             Path::new("--rank"),
             Path::new("4"),
-            Path::new("--sparsity"),
-            Path::new("0.75"),
+            Path::new("--dtype"),
+            Path::new("bf16"),
         ],
     );
     assert!(stdout.contains("compressed 12 modules"), "{stdout}");
-    let compressed = out.path().join("osd-r4-s0.75.expert");
+    let compressed = out.path().join("osd-r4-bf16.expert");
     let (reader, manifest) = validate(&compressed);
     assert!(reader.find_all(SectionType::Osd).count() > 0);
     // Every LoRA module went into OSD sections: no tensor section is left.

@@ -24,7 +24,7 @@ use expertui::format::{
 };
 use expertui::fuzzing;
 use expertui::osd::section::{encode_layer, OsdEntry};
-use expertui::osd::{dense_svd, Csr, Matrix, OsdModule};
+use expertui::osd::{dense_svd, Csr, Matrix, OsdModule, Selector, ValueDtype};
 
 type Harness = fn(&[u8]);
 
@@ -175,7 +175,8 @@ fn small_expert(path: &Path, osd: &[u8]) {
 fn osd_entry() -> OsdEntry {
     let m = Matrix::from_fn(6, 5, |i, j| ((i * 5 + j) as f32 * 0.37).sin());
     let svd = dense_svd(&m, 4).unwrap();
-    let osd = OsdModule::published(&svd, 2, 3, 200, None).unwrap();
+    let osd =
+        OsdModule::sparsified(&svd, 2, 3, 200, ValueDtype::F32, None, Selector::Damage).unwrap();
     OsdEntry {
         module: "encoder.layer.0.attention.self.query".into(),
         base_tensor: "encoder.layer.0.attention.self.query.weight".into(),

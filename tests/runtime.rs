@@ -663,8 +663,8 @@ fn bench_cli_reports_every_figure_as_json() {
     assert!(String::from_utf8_lossy(&run.get_output().stderr).contains("cold load"));
 }
 
-/// An OSD expert is fused at load: Δ reconstructed from its section, then
-/// W' = W + Δ. A rank-8 blend of the rank-8 LoRA fixture is exact, so the
+/// An OSD expert is fused at load: W' = W + U·Vt from its section. A rank-8
+/// TruncSVD of the rank-8 LoRA fixture is exact, so the
 /// fused weights must match PEFT's own merge; a rank-4 OSD expert must fuse
 /// to exactly W + its reconstruction.
 #[test]
@@ -676,11 +676,9 @@ fn osd_experts_fuse_at_load() {
     let analysis =
         AdapterAnalysis::from_adapter(contents.adapter.as_ref().unwrap(), None, 16).unwrap();
     let exact = OsdParams {
-        method: Method::Blend,
+        method: Method::Truncsvd,
         rank: 8,
-        sparsity: 0.0,
-        alpha: 1.0,
-        budget_bits: None,
+        ..OsdParams::default()
     };
     let file = dir.path().join("osd-exact.expert");
     write_compressed(
@@ -707,9 +705,7 @@ fn osd_experts_fuse_at_load() {
     let lossy = OsdParams {
         method: Method::Osd,
         rank: 4,
-        sparsity: 0.5,
-        alpha: 1.0,
-        budget_bits: None,
+        ..OsdParams::default()
     };
     let file = dir.path().join("osd-lossy.expert");
     write_compressed(
@@ -767,9 +763,7 @@ fn a_damaged_osd_section_is_refused_at_a_checked_load() {
     let params = OsdParams {
         method: Method::Osd,
         rank: 4,
-        sparsity: 0.5,
-        alpha: 1.0,
-        budget_bits: None,
+        ..OsdParams::default()
     };
     let file = dir.path().join("osd.expert");
     write_compressed(

@@ -292,6 +292,8 @@ fn small_terminal_does_not_panic() {
 #[test]
 fn osd_panel_sliders_follow_keys_and_mouse() {
     use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    use expertui::osd::analysis::Method;
+    use expertui::osd::ValueDtype;
     let mut app = demo();
     key(&mut app, KeyCode::Char('5'));
     let analysis = app.osd.analysis.clone().expect("analysis finished");
@@ -303,7 +305,7 @@ fn osd_panel_sliders_follow_keys_and_mouse() {
     assert_eq!(app.osd.params.rank, 6);
     let after = app.osd.estimate;
     assert!(
-        after.bits > before.bits && after.rel_error < before.rel_error,
+        after.bytes > before.bytes && after.rel_error < before.rel_error,
         "{before:?} -> {after:?}"
     );
     assert_eq!(
@@ -311,10 +313,18 @@ fn osd_panel_sliders_follow_keys_and_mouse() {
         analysis.estimate(&app.osd.params),
         "panel shows the library's estimate"
     );
-    key(&mut app, KeyCode::Char('+'));
-    assert!((app.osd.params.sparsity - 0.55).abs() < 1e-9);
+    // The dtype: bf16 halves the bytes at the same rank.
+    key(&mut app, KeyCode::Char('d'));
+    assert_eq!(app.osd.params.dtype, ValueDtype::Bf16);
+    assert!(app.osd.estimate.bytes * 2 < after.bytes + 12 * 400);
+    // The relaxation: auto, then c = 0.
+    key(&mut app, KeyCode::Char('c'));
+    assert_eq!(app.osd.params.relax, Some(0));
     let text = screen(&mut app);
-    assert!(text.contains("6 of 8") && text.contains("0.55"), "{text}");
+    assert!(
+        text.contains("6 of 8") && text.contains("bf16") && text.contains("c 0"),
+        "{text}"
+    );
     // Down selects a module: its own curve and estimate.
     key(&mut app, KeyCode::Down);
     assert_eq!(app.osd.target, 1);
@@ -322,32 +332,39 @@ fn osd_panel_sliders_follow_keys_and_mouse() {
         app.osd.estimate,
         analysis.modules[0].estimate(&app.osd.params)
     );
-    // A click on the sparsity bar sets it from the column.
+    // The methods in turn; a blend shows its sparsity, which keys and a
+    // click on its bar set.
+    key(&mut app, KeyCode::Char('m'));
+    assert_eq!(app.osd.params.method, Method::Magtrunc);
+    key(&mut app, KeyCode::Char('m'));
+    assert_eq!(app.osd.params.method, Method::LowrankSparse);
+    key(&mut app, KeyCode::Char('+'));
+    assert!((app.osd.params.sparsity - 0.02).abs() < 1e-9);
     let click = |column, row| MouseEvent {
         kind: MouseEventKind::Down(MouseButton::Left),
         column,
         row,
         modifiers: KeyModifiers::NONE,
     };
-    app.on_mouse(click(34 + 1 + 10 + 11, 1 + 3), 1);
+    app.on_mouse(click(34 + 1 + 10 + 11, 1 + 4), 1);
     assert!(
         (app.osd.params.sparsity - 0.5).abs() < 1e-9,
         "{}",
         app.osd.params.sparsity
     );
-    app.on_mouse(click(34 + 1 + 10 + 23, 1 + 2), 1);
+    app.on_mouse(click(34 + 1 + 10 + 23, 1 + 3), 1);
     assert_eq!(app.osd.params.rank, 8);
-    // Method toggle, then the tune grid with its Pareto front.
-    key(&mut app, KeyCode::Char('m'));
-    assert_eq!(
-        app.osd.params.method,
-        expertui::osd::analysis::Method::Blend
-    );
-    key(&mut app, KeyCode::Char('m'));
+    // The tune grid: baselines and both sparsified methods in every dtype,
+    // its measured Pareto front first.
     key(&mut app, KeyCode::Char('t'));
-    assert_eq!(app.osd.grid.len(), 12);
-    assert!(app.osd.grid.iter().any(|g| g.pareto));
-    assert!(screen(&mut app).contains("pareto"));
+    assert_eq!(app.osd.grid.len(), 3 + 3 * 3 * 4);
+    assert!(app.osd.grid.iter().any(|g| g.pareto && g.exact));
+    let text = screen(&mut app);
+    assert!(
+        text.contains("pareto") && text.contains("frontier"),
+        "{text}"
+    );
+    insta::assert_snapshot!("osd_panel_tuned", text);
 }
 
 #[test]

@@ -11,7 +11,11 @@ use crate::format::loader::ExpertLoader;
 use crate::format::package::{ExpertContents, PackageOptions};
 use crate::osd::analysis::{Method, OsdParams};
 use crate::osd::delta::{adapter_deltas, finetune_deltas, BaseWeights};
-use crate::osd::expert::{load_calibration, write_compressed, AdapterAnalysis, GridPoint};
+use crate::osd::expert::{
+    importance_source, load_calibration, write_compressed, AdapterAnalysis, CompressReport,
+};
+use crate::osd::frontier::{pick, tune};
+use crate::osd::precision::ValueDtype;
 use crate::plot::{write_chart, Chart, Series};
 
 #[derive(clap::Subcommand, Debug)]
@@ -56,16 +60,31 @@ pub struct CompressArgs {
     pub source: Source,
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Write the point with the smallest measured error whose file is at
+    /// most this many bytes, among every method and dtype (or those forced
+    /// by --method / --dtype).
+    #[arg(long)]
+    pub max_bytes: Option<u64>,
+    /// How modules are stored [default: osd, or every method with --max-bytes].
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// Precision of the stored values [default: f32, or every dtype with --max-bytes].
+    #[arg(long, value_enum)]
+    pub dtype: Option<ValueDtype>,
+    /// Rank r: of the dense factors, or of the TruncSVD whose bytes are the
+    /// osd/magtrunc budget.
     #[arg(long, default_value_t = 4)]
     pub rank: usize,
-    #[arg(long, default_value_t = 0.5)]
+    /// osd/magtrunc: relaxation c (k = r + c) [default: searched per module].
+    #[arg(long)]
+    pub relax: Option<usize>,
+    /// Blends: fraction of the n·d entries in the sparse part.
+    #[arg(long, default_value_t = 0.01)]
     pub sparsity: f64,
-    #[arg(long, value_enum, default_value = "osd")]
-    pub method: Method,
-    /// Blend weight α of the sparse correction.
+    /// Blends: weight α of the sparse part.
     #[arg(long, default_value_t = 1.0)]
     pub alpha: f32,
-    /// Budget per module in bytes (default: dense TruncSVD at --rank).
+    /// osd/magtrunc: budget per module in bytes (default: TruncSVD at --rank).
     #[arg(long)]
     pub budget_bytes: Option<u64>,
 }
@@ -74,12 +93,34 @@ pub struct CompressArgs {
 pub struct TuneArgs {
     #[command(flatten)]
     pub source: Source,
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6")]
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
     pub ranks: Vec<usize>,
-    #[arg(long, value_delimiter = ',', default_value = "0.25,0.5,0.75")]
-    pub sparsities: Vec<f64>,
-    #[arg(long, value_enum, default_value = "osd")]
-    pub method: Method,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "lora,truncsvd,osd,magtrunc"
+    )]
+    pub methods: Vec<Method>,
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "f32,bf16,f16"
+    )]
+    pub dtypes: Vec<ValueDtype>,
+    /// osd/magtrunc: fixed relaxation c [default: searched per module].
+    #[arg(long)]
+    pub relax: Option<usize>,
+    /// Blends: fraction of the n·d entries in the sparse part.
+    #[arg(long, default_value_t = 0.01)]
+    pub sparsity: f64,
+    /// Blends: weight α of the sparse part.
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    /// Measure every point (default: predict all, measure the Pareto front).
+    #[arg(long)]
+    pub exact: bool,
     #[arg(long)]
     pub plot: Option<PathBuf>,
 }
@@ -146,7 +187,7 @@ pub fn run(command: OsdCommand, json_out: bool) -> Result<(), Failure> {
     match command {
         OsdCommand::Analyze(args) => analyze(args, json_out),
         OsdCommand::Compress(args) => compress(args, json_out),
-        OsdCommand::Tune(args) => tune(args, json_out),
+        OsdCommand::Tune(args) => run_tune(args, json_out),
     }
 }
 
@@ -182,6 +223,7 @@ fn analyze(args: AnalyzeArgs, json_out: bool) -> Result<(), Failure> {
                 "energy": m.energy,
                 "rank_90": rank_for(&m.energy, 0.90),
                 "rank_99": rank_for(&m.energy, 0.99),
+                "components_computed": m.energy.len(),
             })
         })
         .collect();
@@ -192,7 +234,7 @@ fn analyze(args: AnalyzeArgs, json_out: bool) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<52} {:>11} {:>8} {:>8}  energy at rank 1..8",
+        "{:<52} {:>11} {:>8} {:>8}  share of ‖ΔW‖² at rank 1..8",
         "module", "shape", "r@90%", "r@99%"
     );
     for m in &analysis.modules {
@@ -202,24 +244,30 @@ fn analyze(args: AnalyzeArgs, json_out: bool) -> Result<(), Failure> {
             "{:<52} {:>11} {:>8} {:>8}  {}",
             short(&m.delta.module),
             format!("{n}x{d}"),
-            rank_for(&m.energy, 0.9),
-            rank_for(&m.energy, 0.99),
+            rank_text(&m.energy, 0.9),
+            rank_text(&m.energy, 0.99),
             curve.join(" ")
         );
     }
     let curve: Vec<String> = overall.iter().take(8).map(|e| format!("{e:.3}")).collect();
-    println!("overall energy at rank 1..8: {}", curve.join(" "));
+    println!("overall share of ‖ΔW‖² at rank 1..8: {}", curve.join(" "));
     if !analysis.skipped.is_empty() {
         println!("not low-rank deltas (skipped): {}", analysis.skipped.len());
     }
     Ok(())
 }
 
-fn rank_for(curve: &[f64], target: f64) -> usize {
+/// The smallest rank keeping `target` of ‖ΔW‖²; `None` when the computed
+/// components (at most `MAX_ANALYSED_RANK` for dense deltas) do not reach it.
+fn rank_for(curve: &[f64], target: f64) -> Option<usize> {
     curve
         .iter()
-        .position(|&e| e >= target)
-        .map_or(curve.len(), |i| i + 1)
+        .position(|&e| e >= target - 1e-9)
+        .map(|i| i + 1)
+}
+
+fn rank_text(curve: &[f64], target: f64) -> String {
+    rank_for(curve, target).map_or_else(|| format!(">{}", curve.len()), |r| r.to_string())
 }
 
 fn curve_points(curve: &[f64]) -> Vec<(f64, f64)> {
@@ -235,53 +283,164 @@ fn short(module: &str) -> String {
         .to_string()
 }
 
-fn params(
-    rank: usize,
-    sparsity: f64,
-    method: Method,
-    alpha: f32,
-    budget_bytes: Option<u64>,
-) -> OsdParams {
-    OsdParams {
-        method,
-        rank,
-        sparsity,
-        alpha,
-        budget_bits: budget_bytes.map(|b| b * 8),
-    }
-}
-
 fn compress(args: CompressArgs, json_out: bool) -> Result<(), Failure> {
     let (contents, analysis) = load(&args.source)?;
     let contents = match contents {
         Some(c) => c,
         None => finetune_contents(&analysis, args.rank),
     };
-    let p = params(
-        args.rank,
-        args.sparsity,
-        args.method,
-        args.alpha,
-        args.budget_bytes,
-    );
-    let (_, report) = write_compressed(
-        &contents,
-        &analysis,
-        &p,
-        &args.output,
-        &PackageOptions::default(),
-    )?;
+    let template = OsdParams {
+        method: args.method.unwrap_or(Method::Osd),
+        dtype: args.dtype.unwrap_or_default(),
+        rank: args.rank,
+        relax: args.relax,
+        sparsity: args.sparsity,
+        alpha: args.alpha,
+        budget_rank: None,
+        budget_bytes: args.budget_bytes,
+    };
+    let (report, finalists) = match args.max_bytes {
+        None => {
+            let (_, report) = write_compressed(
+                &contents,
+                &analysis,
+                &template,
+                &args.output,
+                &PackageOptions::default(),
+            )?;
+            (report, Vec::new())
+        }
+        Some(max) => {
+            let methods = args.method.map_or_else(
+                || {
+                    vec![
+                        Method::Lora,
+                        Method::Truncsvd,
+                        Method::Osd,
+                        Method::Magtrunc,
+                    ]
+                },
+                |m| vec![m],
+            );
+            let dtypes = args
+                .dtype
+                .map_or_else(|| ValueDtype::ALL.to_vec(), |d| vec![d]);
+            let fitted = write_within(
+                &contents,
+                &analysis,
+                &template,
+                &methods,
+                &dtypes,
+                max,
+                &args.output,
+            )?;
+            (fitted.0, fitted.1)
+        }
+    };
     if json_out {
-        print_json(&serde_json::to_value(&report).unwrap_or(Value::Null));
+        let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+        if let (Some(obj), Some(max)) = (value.as_object_mut(), args.max_bytes) {
+            obj.insert("max_bytes".into(), json!(max));
+            obj.insert("finalists".into(), json!(finalists));
+        }
+        print_json(&value);
     } else {
-        println!(
-            "{}: {} modules compressed ({:?}, rank {}, sparsity {}): {} → {} bytes ({:.1}×), relative error {:.4}, energy kept {:.4}; file {} bytes",
-            args.output.display(), report.modules, args.method, args.rank, args.sparsity, report.original_bytes,
-            report.compressed_bytes, report.original_bytes as f64 / report.compressed_bytes.max(1) as f64,
-            report.rel_error, report.energy_kept, report.file_bytes
-        );
+        for line in &finalists {
+            eprintln!("candidate {line}");
+        }
+        print_report(&args.output, &report);
     }
     Ok(())
+}
+
+fn print_report(output: &Path, report: &CompressReport) {
+    println!(
+        "{}: {} modules as {} {} (rank {}, k ≤ {}): tensors {} → {} bytes ({:.2}×), file {} bytes; relative error {:.4} (measured)",
+        output.display(),
+        report.modules,
+        report.method,
+        report.dtype,
+        report.rank,
+        report.relaxed_rank,
+        report.original_bytes,
+        report.tensor_bytes,
+        report.ratio,
+        report.file_bytes,
+        report.rel_error,
+    );
+    println!(
+        "  paper accounting (32-bit values, flat indices): {} bits = {} bytes; importance: {}",
+        report.paper_bits,
+        report.paper_bits.div_ceil(8),
+        report.importance
+    );
+    if !report.skipped.is_empty() {
+        println!("  kept as they were: {} modules", report.skipped.len());
+    }
+}
+
+/// Picks and writes the best point whose written file is at most `max`
+/// bytes: candidates are sized by their module bytes against the limit
+/// minus the rest of the file, which is measured by writing (to a temporary
+/// file beside the output) and corrected until the file fits.
+fn write_within(
+    contents: &ExpertContents,
+    analysis: &AdapterAnalysis,
+    template: &OsdParams,
+    methods: &[Method],
+    dtypes: &[ValueDtype],
+    max: u64,
+    output: &Path,
+) -> Result<(CompressReport, Vec<String>), Failure> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let temp = |what: &str| {
+        tempfile::Builder::new()
+            .prefix(".expertui-fit-")
+            .tempfile_in(&dir)
+            .map_err(|e| Failure::error(format!("{what}: {}: {e}", dir.display())))
+    };
+    let options = PackageOptions::default();
+    let mut limit = max;
+    let mut best: Option<(tempfile::NamedTempFile, CompressReport)> = None;
+    let mut lines = Vec::new();
+    for _ in 0..6 {
+        let Some(pick) = pick(analysis, limit, methods, dtypes, template).map_err(osd_failure)?
+        else {
+            break;
+        };
+        lines = pick
+            .finalists
+            .iter()
+            .map(|(p, e)| {
+                format!(
+                    "{} {} rank {}: {} bytes of modules, relative error {:.5}",
+                    p.method, p.dtype, p.rank, e.bytes, e.rel_error
+                )
+            })
+            .collect();
+        let file = temp("a temporary file to measure")?;
+        let (_, report) =
+            write_compressed(contents, analysis, &pick.params, file.path(), &options)?;
+        if report.file_bytes <= max {
+            best = Some((file, report));
+            break;
+        }
+        // The rest of the file (manifest, other sections, tables) is what
+        // the modules may not use.
+        let overshoot = report.file_bytes - max;
+        limit = limit.saturating_sub(overshoot.max(64));
+    }
+    let Some((file, report)) = best else {
+        return Err(Failure::invalid(format!(
+            "no method fits {max} bytes: the expert without its compressed modules is already close to that size (try a larger --max-bytes)"
+        )));
+    };
+    file.persist(output)
+        .map_err(|e| Failure::error(format!("{}: {e}", output.display())))?;
+    Ok((report, lines))
 }
 
 /// A manifest for a full fine-tune compressed without an adapter.
@@ -305,52 +464,79 @@ fn finetune_contents(analysis: &AdapterAnalysis, rank: usize) -> ExpertContents 
     }
 }
 
-fn tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
+fn run_tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
     let (_, analysis) = load(&args.source)?;
-    let original = analysis.original_bits().div_ceil(8);
-    let points = analysis
-        .grid(&args.ranks, &args.sparsities, args.method)
-        .map_err(osd_failure)?;
+    let original = analysis.original_bytes();
+    let template = OsdParams {
+        relax: args.relax,
+        sparsity: args.sparsity,
+        alpha: args.alpha,
+        ..OsdParams::default()
+    };
+    let points = tune(
+        &analysis,
+        &args.methods,
+        &args.dtypes,
+        &args.ranks,
+        &template,
+        args.exact,
+    )
+    .map_err(osd_failure)?;
     if let Some(path) = &args.plot {
-        let xy = |p: &GridPoint| (p.bytes as f64, p.rel_error);
-        let front = sorted(points.iter().filter(|p| p.pareto).map(xy).collect());
-        let all = sorted(points.iter().map(xy).collect());
+        let mut series = Vec::new();
+        for method in &args.methods {
+            for dtype in &args.dtypes {
+                let xy = sorted(
+                    points
+                        .iter()
+                        .filter(|p| p.method == *method && p.dtype == *dtype)
+                        .map(|p| (p.bytes as f64, p.rel_error))
+                        .collect(),
+                );
+                if !xy.is_empty() {
+                    series.push(Series {
+                        name: format!("{method} {dtype}"),
+                        points: xy,
+                    });
+                }
+            }
+        }
         let chart = Chart {
-            title: "OSD tuning: size vs error".into(),
-            x_label: "bytes".into(),
+            title: "error vs bytes written".into(),
+            x_label: "bytes of compressed modules".into(),
             y_label: "relative error".into(),
-            series: vec![
-                Series {
-                    name: "Pareto front".into(),
-                    points: front,
-                },
-                Series {
-                    name: "grid".into(),
-                    points: all,
-                },
-            ],
+            series,
         };
         write_chart(&chart, path).map_err(Failure::error)?;
     }
     if json_out {
-        print_json(&json!({ "original_bytes": original, "points": points }));
+        print_json(&json!({
+            "original_bytes": original,
+            "importance": importance_source(&analysis),
+            "points": points,
+        }));
         return Ok(());
     }
-    println!("original {original} bytes; method {:?}", args.method);
     println!(
-        "{:>5} {:>9} {:>10} {:>7} {:>9} {:>9} {:>9}  pareto",
-        "rank", "sparsity", "bytes", "ratio", "energy", "rel.err", "out.err"
+        "input: {original} bytes in {} modules; importance: {}",
+        analysis.modules.len(),
+        importance_source(&analysis)
+    );
+    println!(
+        "{:<15} {:>5} {:>5} {:>4} {:>11} {:>8} {:>10}  {:<9} pareto",
+        "method", "dtype", "rank", "k", "bytes", "ratio", "rel.err", "error is"
     );
     for p in &points {
         println!(
-            "{:>5} {:>9} {:>10} {:>6.2}x {:>9.4} {:>9.4} {:>9.4}  {}",
+            "{:<15} {:>5} {:>5} {:>4} {:>11} {:>7.2}x {:>10.5}  {:<9} {}",
+            p.method.name(),
+            p.dtype.name(),
             p.rank,
-            p.sparsity,
+            p.relaxed_rank,
             p.bytes,
-            p.compression,
-            p.energy_kept,
+            p.ratio,
             p.rel_error,
-            p.output_error,
+            if p.exact { "measured" } else { "predicted" },
             if p.pareto { "*" } else { "" }
         );
     }

@@ -2,11 +2,14 @@
 //! compact checked byte form.
 //!
 //! Layout (little-endian), 40-byte header then payload:
-//! `"OCSR"`, version u8 (1), flags u8 (bit 0: payload is zstd), row-length
-//! width u8, column-delta width u8 (each 1, 2 or 4), rows u64, cols u64,
-//! nnz u64, payload length u64. The raw payload is: `rows` row lengths (the
-//! row pointers, delta-encoded), `nnz` column deltas (the first index of a
-//! row absolute, the others the gap to the previous, ≥ 1), `nnz` f32 values.
+//! `"OCSR"`, version u8 (2; 1 is still read), flags u8 (bit 0: payload is
+//! zstd; bit 1: dense; bits 2–3: value dtype 0 f32, 1 bf16, 2 f16 — version 1
+//! knows bit 0 only), row-length width u8, column-delta width u8 (each 1, 2
+//! or 4; both 0 when dense), rows u64, cols u64, nnz u64, payload length u64.
+//! The raw payload of a sparse matrix is: `rows` row lengths (the row
+//! pointers, delta-encoded), `nnz` column deltas (the first index of a row
+//! absolute, the others the gap to the previous, ≥ 1), `nnz` values. A dense
+//! one (every entry kept, nnz = rows·cols) is the values alone, row-major.
 //! Each integer stream uses the smallest width that fits its largest value.
 //! Parsing validates every count against the bytes actually present before
 //! allocating, so hostile input yields an error, never a panic or a huge
@@ -14,11 +17,14 @@
 
 use std::io::Read;
 
+use super::precision::ValueDtype;
 use super::{Matrix, OsdError};
 
 const MAGIC: &[u8; 4] = b"OCSR";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const FLAG_ZSTD: u8 = 1;
+const FLAG_DENSE: u8 = 2;
+const DTYPE_SHIFT: u8 = 2;
 const HEADER_LEN: usize = 40;
 const ZSTD_LEVEL: i32 = 3;
 /// Most a compressed payload may expand (decoded bytes per stored byte)...
@@ -36,6 +42,8 @@ pub struct Csr {
     row_ptr: Vec<usize>,
     col_idx: Vec<u32>,
     values: Vec<f32>,
+    /// Precision the values are stored in (they hold exactly such values).
+    dtype: ValueDtype,
 }
 
 fn bad(detail: impl Into<String>) -> OsdError {
@@ -156,7 +164,82 @@ impl Csr {
             row_ptr,
             col_idx,
             values,
+            dtype: ValueDtype::F32,
         })
+    }
+
+    /// The same matrix with its values rounded to `dtype` (stored that way).
+    /// A value out of the dtype's range (f16 above 65 504) is an error.
+    pub fn rounded(mut self, dtype: ValueDtype) -> Result<Self, OsdError> {
+        dtype.round_slice(&mut self.values);
+        if self.values.iter().any(|v| !v.is_finite()) {
+            return Err(OsdError::param(
+                "dtype",
+                format!("a factor value exceeds the range of {dtype}"),
+            ));
+        }
+        self.dtype = dtype;
+        Ok(self)
+    }
+
+    /// Precision of the stored values.
+    pub fn dtype(&self) -> ValueDtype {
+        self.dtype
+    }
+
+    /// Every entry kept: stored as values only.
+    pub fn is_dense(&self) -> bool {
+        self.rows > 0 && self.cols > 0 && self.nnz() == self.rows * self.cols
+    }
+
+    /// The transpose (cols × rows), same values and dtype.
+    pub fn transpose(&self) -> Csr {
+        let mut count = vec![0usize; self.cols + 1];
+        for &j in &self.col_idx {
+            count[j as usize + 1] += 1;
+        }
+        for j in 0..self.cols {
+            count[j + 1] += count[j];
+        }
+        let row_ptr = count.clone();
+        let mut next = count;
+        let mut col_idx = vec![0u32; self.nnz()];
+        let mut values = vec![0f32; self.nnz()];
+        for i in 0..self.rows {
+            let (idx, val) = self.row(i);
+            for (&j, &v) in idx.iter().zip(val) {
+                let at = next[j as usize];
+                col_idx[at] = i as u32;
+                values[at] = v;
+                next[j as usize] += 1;
+            }
+        }
+        Csr {
+            rows: self.cols,
+            cols: self.rows,
+            row_ptr,
+            col_idx,
+            values,
+            dtype: self.dtype,
+        }
+    }
+
+    /// Bytes `to_bytes(false)` writes for a rows×cols matrix with `nnz`
+    /// entries: exact when cols ≤ 255 (OSD factors are stored with k
+    /// columns), an upper bound otherwise (index widths are taken at their
+    /// largest).
+    pub fn encoded_len(rows: usize, cols: usize, nnz: usize, dtype: ValueDtype) -> u64 {
+        let (rows, cols, nnz) = (rows as u64, cols as u64, nnz as u64);
+        let vb = dtype.bytes() as u64;
+        let payload = if rows > 0 && cols > 0 && nnz == rows.saturating_mul(cols) {
+            nnz.saturating_mul(vb)
+        } else {
+            let rw = u64::from(width_for(cols));
+            let cw = u64::from(width_for(cols.saturating_sub(1)));
+            rows.saturating_mul(rw)
+                .saturating_add(nnz.saturating_mul(cw + vb))
+        };
+        HEADER_LEN as u64 + payload
     }
 
     /// The entries of `m` where `keep` (row-major, same shape) is true.
@@ -224,23 +307,31 @@ impl Csr {
     /// Serializes; with `compress`, the payload is zstd'd when that is smaller.
     /// Deterministic: equal matrices give equal bytes.
     pub fn to_bytes(&self, compress: bool) -> Result<Vec<u8>, OsdError> {
-        let row_len = |i: usize| (self.row_ptr[i + 1] - self.row_ptr[i]) as u32;
-        let deltas: Vec<u32> = (0..self.rows)
-            .flat_map(|i| {
-                let idx = self.row(i).0;
-                (0..idx.len()).map(move |p| if p == 0 { idx[0] } else { idx[p] - idx[p - 1] })
-            })
-            .collect();
-        let rw = width_for((0..self.rows).map(row_len).max().map_or(0, u64::from));
-        let cw = width_for(deltas.iter().copied().max().map_or(0, u64::from));
-        let mut raw =
-            Vec::with_capacity(self.rows * usize::from(rw) + self.nnz() * (4 + usize::from(cw)));
-        (0..self.rows).for_each(|i| put(&mut raw, row_len(i), rw));
-        deltas.iter().for_each(|&dlt| put(&mut raw, dlt, cw));
+        let dense = self.is_dense();
+        let mut raw = Vec::with_capacity(self.rows * 2 + self.nnz() * (1 + self.dtype.bytes()));
+        let (rw, cw) = if dense {
+            (0, 0)
+        } else {
+            let row_len = |i: usize| (self.row_ptr[i + 1] - self.row_ptr[i]) as u32;
+            let deltas: Vec<u32> = (0..self.rows)
+                .flat_map(|i| {
+                    let idx = self.row(i).0;
+                    (0..idx.len()).map(move |p| if p == 0 { idx[0] } else { idx[p] - idx[p - 1] })
+                })
+                .collect();
+            let rw = width_for((0..self.rows).map(row_len).max().map_or(0, u64::from));
+            let cw = width_for(deltas.iter().copied().max().map_or(0, u64::from));
+            (0..self.rows).for_each(|i| put(&mut raw, row_len(i), rw));
+            deltas.iter().for_each(|&dlt| put(&mut raw, dlt, cw));
+            (rw, cw)
+        };
         self.values
             .iter()
-            .for_each(|v| raw.extend_from_slice(&v.to_le_bytes()));
-        let mut flags = 0;
+            .for_each(|&v| self.dtype.put(&mut raw, v));
+        let mut flags = self.dtype.code() << DTYPE_SHIFT;
+        if dense {
+            flags |= FLAG_DENSE;
+        }
         if compress {
             let packed = zstd::bulk::compress(&raw, ZSTD_LEVEL)
                 .map_err(|e| OsdError::Zstd(e.to_string()))?;
@@ -271,23 +362,40 @@ impl Csr {
             return Err(bad("bad magic"));
         }
         let (version, flags, rw, cw) = (c.u8()?, c.u8()?, c.u8()?, c.u8()?);
-        if version != VERSION {
-            return Err(bad(format!("unsupported version {version}")));
-        }
-        if flags & !FLAG_ZSTD != 0 || ![1, 2, 4].contains(&rw) || ![1, 2, 4].contains(&cw) {
+        let known = match version {
+            1 => FLAG_ZSTD,
+            2 => FLAG_ZSTD | FLAG_DENSE | (3 << DTYPE_SHIFT),
+            _ => return Err(bad(format!("unsupported version {version}"))),
+        };
+        let dense = flags & FLAG_DENSE != 0;
+        let dtype = ValueDtype::from_code((flags >> DTYPE_SHIFT) & 3);
+        let widths_ok = if dense {
+            (rw, cw) == (0, 0)
+        } else {
+            [1, 2, 4].contains(&rw) && [1, 2, 4].contains(&cw)
+        };
+        let (true, Some(dtype)) = (flags & !known == 0 && widths_ok, dtype) else {
             return Err(bad(format!("bad flags {flags} or widths {rw}/{cw}")));
-        }
+        };
         let rows = c.count("rows", u64::from(u32::MAX))?;
         let cols = c.count("cols", u64::from(u32::MAX))?;
         let nnz = c.count("nnz", (rows as u64).saturating_mul(cols as u64))?;
+        if dense && (nnz == 0 || nnz as u64 != (rows as u64) * (cols as u64)) {
+            return Err(bad(format!(
+                "a dense matrix of {rows}x{cols} declares {nnz} entries"
+            )));
+        }
         let stored = c.count("payload length", (buf.len() - c.pos()) as u64)?;
         let payload = c.take(stored)?;
-        let (rw, cw) = (usize::from(rw), usize::from(cw));
-        let raw_len = rows
-            .checked_mul(rw)
-            .zip(nnz.checked_mul(cw + 4))
-            .and_then(|(a, b)| a.checked_add(b))
-            .ok_or_else(|| bad("sizes overflow"))?;
+        let (rw, cw, vb) = (usize::from(rw), usize::from(cw), dtype.bytes());
+        let raw_len = if dense {
+            nnz.checked_mul(vb)
+        } else {
+            rows.checked_mul(rw)
+                .zip(nnz.checked_mul(cw + vb))
+                .and_then(|(a, b)| a.checked_add(b))
+        }
+        .ok_or_else(|| bad("sizes overflow"))?;
         // A compressed payload may expand only so far: a few kilobytes of
         // zstd can claim gigabytes of row lengths (and 8 bytes of row
         // pointer per row). Real CSR payloads (indices and f32 values)
@@ -322,6 +430,13 @@ impl Csr {
             )));
         }
         let mut p = Cursor::new(&raw, "CSR payload");
+        if dense {
+            let values = raw.chunks_exact(vb).map(|b| dtype.get(b)).collect();
+            let row_ptr = (0..=rows).map(|i| i * cols).collect();
+            let col_idx = (0..rows).flat_map(|_| 0..cols as u32).collect();
+            let csr = Self::from_parts(rows, cols, row_ptr, col_idx, values)?;
+            return Ok((Self { dtype, ..csr }, c.pos()));
+        }
         let mut row_ptr = Vec::with_capacity(rows + 1);
         row_ptr.push(0usize);
         for _ in 0..rows {
@@ -352,11 +467,13 @@ impl Csr {
                 prev = Some(col);
             }
         }
-        let values = (0..nnz).map(|_| p.f32()).collect::<Result<Vec<_>, _>>()?;
-        Ok((
-            Self::from_parts(rows, cols, row_ptr, col_idx, values)?,
-            c.pos(),
-        ))
+        let values = p
+            .take(nnz * vb)?
+            .chunks_exact(vb)
+            .map(|b| dtype.get(b))
+            .collect();
+        let csr = Self::from_parts(rows, cols, row_ptr, col_idx, values)?;
+        Ok((Self { dtype, ..csr }, c.pos()))
     }
 
     /// Parses bytes holding exactly one CSR.

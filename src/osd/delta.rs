@@ -9,6 +9,7 @@ use safetensors::SafeTensors;
 
 use super::error::OsdError;
 use super::matrix::Matrix;
+use super::precision::ValueDtype;
 use super::svd::{dense_svd, lora_svd, randomized_svd, Svd};
 use crate::format::peft::PeftAdapter;
 use crate::format::tensors::{ModuleInfo, ModuleKind, OwnedTensor};
@@ -38,6 +39,43 @@ pub struct ModuleDelta {
     pub fan_in_fan_out: bool,
     /// The delta itself.
     pub form: DeltaForm,
+    /// The module as the adapter stores it.
+    pub stored: Stored,
+}
+
+/// A module as its adapter stores it, to weigh "keep the adapter, cast it"
+/// against compression.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stored {
+    /// Values of its tensors (LoRA A and B, DoRA's magnitude too; n·d for a
+    /// dense delta).
+    pub values: u64,
+    /// Its rank (n.min(d) for a dense delta).
+    pub rank: usize,
+    /// Bytes its tensors take as stored (in their own dtype).
+    pub bytes: u64,
+    /// ‖ΔW − ΔW_cast‖² with its tensors rounded to f32, bf16, f16
+    /// (indexed by `analysis::dtype_index`); `None` for LoRA factors, whose
+    /// cast errors the analysis computes from the factors when asked.
+    pub cast_error2: Option<[f64; 3]>,
+}
+
+impl Stored {
+    /// A dense delta stored whole.
+    pub fn dense(m: &Matrix) -> Self {
+        let cast_error2 = crate::osd::precision::ValueDtype::ALL.map(|dt| {
+            m.data
+                .iter()
+                .map(|v| (f64::from(*v) - f64::from(dt.round(*v))).powi(2))
+                .sum()
+        });
+        Self {
+            values: m.data.len() as u64,
+            rank: m.rows.min(m.cols),
+            bytes: 4 * m.data.len() as u64,
+            cast_error2: Some(cast_error2),
+        }
+    }
 }
 
 impl ModuleDelta {
@@ -73,14 +111,10 @@ impl ModuleDelta {
         }
     }
 
-    /// Bits the delta takes as stored before OSD: the LoRA factors, or the
-    /// dense matrix, in f32.
-    pub fn original_bits(&self) -> u64 {
-        let (n, d) = self.shape();
-        match &self.form {
-            DeltaForm::LowRank { a, .. } => 32 * (a.rows * (n + d)) as u64,
-            DeltaForm::Dense(_) => 32 * (n * d) as u64,
-        }
+    /// Bytes the module takes as its adapter stores it (its tensors in
+    /// their own dtype; a dense delta as f32).
+    pub fn original_bytes(&self) -> u64 {
+        self.stored.bytes
     }
 }
 
@@ -147,6 +181,15 @@ fn matrix_of(adapter: &PeftAdapter, name: &str) -> Result<Matrix, OsdError> {
     Matrix::from_tensor(&tensor)
 }
 
+/// Bytes of a module's tensors as stored.
+fn tensor_bytes(adapter: &PeftAdapter, m: &ModuleInfo) -> u64 {
+    m.tensors
+        .values()
+        .filter_map(|name| adapter.tensors.iter().find(|t| &t.name == name))
+        .map(|t| t.byte_len())
+        .sum()
+}
+
 /// DoRA's merged delta: V = W + s·B·A, W' = (m / ‖V‖_row) · V, Δ = W' − W.
 fn dora_delta(w: &Matrix, lora: &Matrix, magnitude: &[f32]) -> Result<Matrix, OsdError> {
     if magnitude.len() != w.rows || lora.rows != w.rows || lora.cols != w.cols {
@@ -183,8 +226,8 @@ pub fn adapter_deltas(
     let mut out = Vec::new();
     let mut skipped = Vec::new();
     for m in &adapter.modules {
-        let delta = match module_delta(adapter, m, base)? {
-            Some(form) => form,
+        let (delta, stored) = match module_delta(adapter, m, base)? {
+            Some(found) => found,
             None => {
                 skipped.push(m.module.clone());
                 continue;
@@ -196,6 +239,7 @@ pub fn adapter_deltas(
             layer: m.layer,
             fan_in_fan_out: m.fan_in_fan_out,
             form: delta,
+            stored,
         });
     }
     Ok((out, skipped))
@@ -205,7 +249,7 @@ fn module_delta(
     adapter: &PeftAdapter,
     m: &ModuleInfo,
     base: Option<&BaseWeights>,
-) -> Result<Option<DeltaForm>, OsdError> {
+) -> Result<Option<(DeltaForm, Stored)>, OsdError> {
     let (Some(a_name), Some(b_name)) = (m.tensors.get("A"), m.tensors.get("B")) else {
         return Ok(None);
     };
@@ -213,7 +257,15 @@ fn module_delta(
     let a = matrix_of(adapter, a_name)?;
     let b = matrix_of(adapter, b_name)?;
     match m.kind {
-        ModuleKind::Lora => Ok(Some(DeltaForm::LowRank { a, b, scale })),
+        ModuleKind::Lora => {
+            let stored = Stored {
+                values: ((a.rows * a.cols) + (b.rows * b.cols)) as u64,
+                rank: a.rows,
+                bytes: tensor_bytes(adapter, m),
+                cast_error2: None,
+            };
+            Ok(Some((DeltaForm::LowRank { a, b, scale }, stored)))
+        }
         ModuleKind::Dora => {
             let (Some(base), Some(mag_name)) = (base, m.tensors.get("magnitude")) else {
                 return Ok(None);
@@ -236,9 +288,36 @@ fn module_delta(
                 .map_err(|e| OsdError::param("adapter", e.to_string()))?
                 .to_f32()
                 .unwrap_or_default();
-            let mut lora = b.matmul(&a)?;
-            lora.data.iter_mut().for_each(|v| *v *= scale);
-            Ok(Some(DeltaForm::Dense(dora_delta(&w, &lora, &magnitude)?)))
+            let dora = |dtype: ValueDtype| -> Result<Matrix, OsdError> {
+                let cast = |m: &Matrix| {
+                    let mut m = m.clone();
+                    dtype.round_slice(&mut m.data);
+                    m
+                };
+                let mut lora = cast(&b).matmul(&cast(&a))?;
+                lora.data.iter_mut().for_each(|v| *v *= scale);
+                let mut mag = magnitude.clone();
+                dtype.round_slice(&mut mag);
+                dora_delta(&w, &lora, &mag)
+            };
+            let delta = dora(ValueDtype::F32)?;
+            let mut cast_error2 = [0.0; 3];
+            for (slot, dt) in cast_error2.iter_mut().zip(ValueDtype::ALL).skip(1) {
+                let cast = dora(dt)?;
+                *slot = delta
+                    .data
+                    .iter()
+                    .zip(&cast.data)
+                    .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+                    .sum();
+            }
+            let stored = Stored {
+                values: ((a.rows * a.cols) + (b.rows * b.cols) + magnitude.len()) as u64,
+                rank: a.rows,
+                bytes: tensor_bytes(adapter, m),
+                cast_error2: Some(cast_error2),
+            };
+            Ok(Some((DeltaForm::Dense(delta), stored)))
         }
         ModuleKind::Ia3 | ModuleKind::LoraEmbedding | ModuleKind::Osd => Ok(None),
     }
@@ -273,6 +352,7 @@ pub fn finetune_deltas(
             module,
             base_tensor: name.clone(),
             fan_in_fan_out: false,
+            stored: Stored::dense(&delta),
             form: DeltaForm::Dense(delta),
         });
     }

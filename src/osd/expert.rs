@@ -6,9 +6,11 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::analysis::{aggregate, Estimate, ModuleAnalysis, OsdParams};
+use super::analysis::{aggregate, Estimate, Method, ModuleAnalysis, OsdParams};
 use super::delta::{adapter_deltas, BaseWeights, ModuleDelta};
 use super::error::OsdError;
+use super::module::OsdModule;
+use super::precision::ValueDtype;
 use super::section::{encode_layer, OsdEntry};
 use crate::format::package::{ExpertContents, PackageError, PackageOptions};
 use crate::format::peft::PeftAdapter;
@@ -68,6 +70,10 @@ impl AdapterAnalysis {
         calibration: Option<&Calibration>,
     ) -> Result<Self, OsdError> {
         use rayon::prelude::*;
+        // Modules are analysed in parallel; faer's own threads inside each
+        // small factorization would only contend with that split (2× slower
+        // on 2 cores), so faer runs sequentially within a module.
+        faer::set_global_parallelism(faer::Par::Seq);
         let modules = deltas
             .into_par_iter()
             .map(|d| {
@@ -92,14 +98,15 @@ impl AdapterAnalysis {
 
     /// Every module at point `p`, predicted from the caches.
     pub fn estimate(&self, p: &OsdParams) -> Estimate {
-        let per: Vec<(&ModuleAnalysis, Estimate)> =
-            self.modules.iter().map(|m| (m, m.estimate(p))).collect();
+        use rayon::prelude::*;
+        let estimates: Vec<Estimate> = self.modules.par_iter().map(|m| m.estimate(p)).collect();
+        let per: Vec<(&ModuleAnalysis, Estimate)> = self.modules.iter().zip(estimates).collect();
         aggregate(&per)
     }
 
-    /// Bits of the modules as they are stored now (LoRA factors or dense).
-    pub fn original_bits(&self) -> u64 {
-        self.modules.iter().map(|m| m.delta.original_bits()).sum()
+    /// Bytes of the modules' tensors as the input stores them.
+    pub fn original_bytes(&self) -> u64 {
+        self.modules.iter().map(|m| m.delta.original_bytes()).sum()
     }
 
     /// The whole-adapter energy-retention curve.
@@ -130,28 +137,80 @@ impl AdapterAnalysis {
     }
 }
 
-/// What `write_compressed` did.
+/// Which damage score chose the kept entries.
+pub fn importance_source(analysis: &AdapterAnalysis) -> &'static str {
+    if analysis.modules.iter().any(|m| m.calibration.is_some()) {
+        "activation-weighted damage (calibration inputs, diag(XᵀX))"
+    } else {
+        "data-free damage (exact single-entry Frobenius damage)"
+    }
+}
+
+/// What `write_compressed` did. Every size is bytes as written.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CompressReport {
+    /// How the modules are stored.
+    pub method: Method,
+    /// Precision of the stored values.
+    pub dtype: ValueDtype,
+    /// Rank r of the point (the TruncSVD rank whose bytes are the budget for osd/magtrunc).
+    pub rank: usize,
+    /// Largest relaxed rank k = r + c used.
+    pub relaxed_rank: usize,
     /// Modules compressed.
     pub modules: usize,
     /// Modules left as they were (IA³, embeddings, DoRA without a base).
     pub skipped: Vec<String>,
-    /// Bytes of the compressed modules before (LoRA factors or dense deltas).
+    /// Bytes of those modules' tensors in the input, as stored.
     pub original_bytes: u64,
-    /// Their bytes after, by the paper's bit accounting.
-    pub compressed_bytes: u64,
-    /// Relative Frobenius error ‖ΔW − Δ̂‖ / ‖ΔW‖, energy-weighted over modules.
+    /// Bytes of those modules as written (OSD payloads, or the cast tensors).
+    pub tensor_bytes: u64,
+    /// `original_bytes / tensor_bytes`.
+    pub ratio: f64,
+    /// The paper's bit count for the same modules (32-bit values), for
+    /// comparison with the paper; not a file size.
+    pub paper_bits: u64,
+    /// Relative Frobenius error ‖ΔW − Δ̂‖ / ‖ΔW‖ over all compressed
+    /// modules (energy-weighted), measured exactly.
     pub rel_error: f64,
-    /// Share of ‖ΔW‖² kept.
-    pub energy_kept: f64,
+    /// Which score chose the kept entries (osd).
+    pub importance: &'static str,
     /// Size of the written expert.
     pub file_bytes: u64,
 }
 
-/// Compresses every analysed module at `p` and writes the expert: the
-/// modules' tensors are replaced by OSD sections (one per layer); other
-/// modules, files and the manifest (with an `osd` entry added) stay.
+/// Every module compressed exactly at `p` (in parallel), with its estimate.
+pub fn compress_modules(
+    analysis: &AdapterAnalysis,
+    p: &OsdParams,
+) -> Result<Vec<(OsdModule, Estimate)>, OsdError> {
+    use rayon::prelude::*;
+    analysis
+        .modules
+        .par_iter()
+        .map(|m| m.compress(p, None))
+        .collect()
+}
+
+/// The exact outcome of a point over all modules: bytes as written and the
+/// measured error (`lora`: the cast tensors and their exact cast error).
+pub fn exact_outcome(analysis: &AdapterAnalysis, p: &OsdParams) -> Result<Estimate, OsdError> {
+    if p.method == Method::Lora {
+        return Ok(analysis.estimate(p));
+    }
+    let compressed = compress_modules(analysis, p)?;
+    let per: Vec<(&ModuleAnalysis, Estimate)> = analysis
+        .modules
+        .iter()
+        .zip(compressed.iter().map(|(_, e)| *e))
+        .collect();
+    Ok(aggregate(&per))
+}
+
+/// Writes the expert for point `p`: OSD sections replace the compressed
+/// modules' tensors (one section per layer), or, for `lora`, the adapter is
+/// kept with its tensors cast to the dtype. Other modules, files and the
+/// manifest (with an `osd` entry added) stay.
 pub fn write_compressed(
     contents: &ExpertContents,
     analysis: &AdapterAnalysis,
@@ -160,15 +219,40 @@ pub fn write_compressed(
     options: &PackageOptions,
 ) -> Result<(WriteSummary, CompressReport), PackageError> {
     let osd_err = |e: OsdError| PackageError::Invalid(format!("osd: {e}"));
-    use rayon::prelude::*;
-    let compressed = analysis
+    let original_bytes: u64 = analysis
         .modules
-        .par_iter()
-        .map(|m| m.compress(p, None).map(|(osd, est)| (m, osd, est)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(osd_err)?;
+        .iter()
+        .map(|m| m.delta.original_bytes())
+        .sum();
+    let report = |total: Estimate, file_bytes: u64| CompressReport {
+        method: p.method,
+        dtype: p.dtype,
+        rank: p.rank,
+        relaxed_rank: total.relaxed_rank,
+        modules: analysis.modules.len(),
+        skipped: analysis.skipped.clone(),
+        original_bytes,
+        tensor_bytes: total.bytes,
+        ratio: original_bytes as f64 / total.bytes.max(1) as f64,
+        paper_bits: total.paper_bits,
+        rel_error: total.rel_error,
+        importance: importance_source(analysis),
+        file_bytes,
+    };
+    if p.method == Method::Lora {
+        let mut cast = contents.clone();
+        let adapter = cast
+            .adapter
+            .as_mut()
+            .ok_or_else(|| PackageError::Invalid("lora needs an adapter to cast".into()))?;
+        adapter.convert_dtype(safetensors_dtype(p.dtype))?;
+        let summary = cast.write_binary_with(out, options, &mut |_, _| {}, &[])?;
+        let file_bytes = summary.file_size;
+        return Ok((summary, report(analysis.estimate(p), file_bytes)));
+    }
+    let compressed = compress_modules(analysis, p).map_err(osd_err)?;
     let mut layers: std::collections::BTreeMap<Option<u32>, Vec<OsdEntry>> = Default::default();
-    for (m, osd, _) in &compressed {
+    for (m, (osd, _)) in analysis.modules.iter().zip(&compressed) {
         layers.entry(m.delta.layer).or_default().push(OsdEntry {
             module: m.delta.module.clone(),
             base_tensor: m.delta.base_tensor.clone(),
@@ -184,12 +268,16 @@ pub fn write_compressed(
         };
         extra.push((spec, encode_layer(entries).map_err(osd_err)?));
     }
-    let estimates: Vec<(&ModuleAnalysis, Estimate)> =
-        compressed.iter().map(|(m, _, e)| (*m, *e)).collect();
-    let total = aggregate(&estimates);
-    let done: std::collections::HashSet<&str> = compressed
+    let estimates: Vec<(&ModuleAnalysis, Estimate)> = analysis
+        .modules
         .iter()
-        .map(|(m, _, _)| m.delta.module.as_str())
+        .zip(compressed.iter().map(|(_, e)| *e))
+        .collect();
+    let total = aggregate(&estimates);
+    let done: std::collections::HashSet<&str> = analysis
+        .modules
+        .iter()
+        .map(|m| m.delta.module.as_str())
         .collect();
     let mut reduced = contents.clone();
     if let Some(adapter) = &contents.adapter {
@@ -201,26 +289,30 @@ pub fn write_compressed(
             "osd".into(),
             json!({
                 "method": p.method,
+                "dtype": p.dtype,
                 "rank": p.rank,
-                "sparsity": p.sparsity,
-                "alpha": p.alpha,
+                "relaxed_rank": total.relaxed_rank,
+                "sparsity": p.method.has_sparse_part().then_some(p.sparsity),
+                "alpha": p.method.has_sparse_part().then_some(p.alpha),
                 "modules": compressed.len(),
                 "rel_error": total.rel_error,
+                "tensor_bytes": total.bytes,
             }),
         );
     }
     reduced.manifest = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     let summary = reduced.write_binary_with(out, options, &mut |_, _| {}, &extra)?;
-    let report = CompressReport {
-        modules: compressed.len(),
-        skipped: analysis.skipped.clone(),
-        original_bytes: analysis.original_bits().div_ceil(8),
-        compressed_bytes: total.bits.div_ceil(8),
-        rel_error: total.rel_error,
-        energy_kept: total.energy_kept,
-        file_bytes: summary.file_size,
-    };
-    Ok((summary, report))
+    let file_bytes = summary.file_size;
+    Ok((summary, report(total, file_bytes)))
+}
+
+/// The safetensors dtype of a value dtype.
+pub fn safetensors_dtype(dtype: ValueDtype) -> safetensors::Dtype {
+    match dtype {
+        ValueDtype::F32 => safetensors::Dtype::F32,
+        ValueDtype::Bf16 => safetensors::Dtype::BF16,
+        ValueDtype::F16 => safetensors::Dtype::F16,
+    }
 }
 
 /// The adapter minus the tensors and module entries of `done`.
@@ -252,94 +344,4 @@ fn without_modules(
         adapter.source_metadata.clone(),
         modules,
     )?)
-}
-
-/// One measured point of a tuning grid.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct GridPoint {
-    /// Rank r of the point.
-    pub rank: usize,
-    /// Sparsity of the point.
-    pub sparsity: f64,
-    /// Compressed bytes (paper accounting), all modules.
-    pub bytes: u64,
-    /// Original bytes over compressed bytes.
-    pub compression: f64,
-    /// Share of ‖ΔW‖² kept.
-    pub energy_kept: f64,
-    /// Relative Frobenius error.
-    pub rel_error: f64,
-    /// Relative error of the layer outputs on calibration inputs (synthetic
-    /// Gaussian inputs when none are given).
-    pub output_error: f64,
-    /// No other point is both smaller and more accurate.
-    pub pareto: bool,
-}
-
-impl AdapterAnalysis {
-    /// Compresses every module exactly at each (rank, sparsity) point.
-    pub fn grid(
-        &self,
-        ranks: &[usize],
-        sparsities: &[f64],
-        method: super::analysis::Method,
-    ) -> Result<Vec<GridPoint>, OsdError> {
-        use super::analysis::{output_error, synthetic_inputs};
-        let original = self.original_bits().div_ceil(8);
-        let mut points = Vec::new();
-        for &rank in ranks {
-            for &sparsity in sparsities {
-                let p = OsdParams {
-                    method,
-                    rank,
-                    sparsity,
-                    alpha: 1.0,
-                    budget_bits: None,
-                };
-                let (mut bits, mut err2, mut total, mut out_err2, mut out_total) =
-                    (0u64, 0.0, 0.0, 0.0, 0.0);
-                for m in &self.modules {
-                    let (module, est) = m.compress(&p, None)?;
-                    let delta = m.delta.dense()?;
-                    let x = m
-                        .calibration
-                        .clone()
-                        .unwrap_or_else(|| synthetic_inputs(64, delta.cols, 7));
-                    let reference = x.matmul(&delta.transpose())?.frobenius_norm().powi(2);
-                    let oe = output_error(&x, &delta, &module.reconstruct())?;
-                    bits += est.bits;
-                    err2 += est.rel_error.powi(2) * m.total;
-                    total += m.total;
-                    out_err2 += oe.powi(2) * reference;
-                    out_total += reference;
-                }
-                let rel = (err2 / total.max(f64::MIN_POSITIVE)).sqrt();
-                let bytes = bits.div_ceil(8);
-                points.push(GridPoint {
-                    rank,
-                    sparsity,
-                    bytes,
-                    compression: original as f64 / bytes.max(1) as f64,
-                    energy_kept: 1.0 - rel * rel,
-                    rel_error: rel,
-                    output_error: (out_err2 / out_total.max(f64::MIN_POSITIVE)).sqrt(),
-                    pareto: false,
-                });
-            }
-        }
-        mark_pareto(&mut points);
-        Ok(points)
-    }
-}
-
-/// Marks the points no other point beats on both size and error.
-pub fn mark_pareto(points: &mut [GridPoint]) {
-    let keys: Vec<(u64, f64)> = points.iter().map(|p| (p.bytes, p.rel_error)).collect();
-    for (i, point) in points.iter_mut().enumerate() {
-        let (b, e) = keys[i];
-        point.pareto = !keys
-            .iter()
-            .enumerate()
-            .any(|(j, &(b2, e2))| j != i && b2 <= b && e2 <= e && (b2 < b || e2 < e));
-    }
 }

@@ -17,13 +17,17 @@ mod csr;
 pub mod delta;
 mod energy;
 mod error;
+pub mod exact;
 pub mod expert;
+pub mod frontier;
 mod importance;
 mod matrix;
 mod module;
+pub mod precision;
 pub(crate) mod rng;
 pub mod section;
 mod svd;
+mod tables;
 
 pub use blend::sparse_residual;
 pub use budget::{ceil_log2, entry_bits, osd_bits, select_entries, trunc_svd_bits, Selection};
@@ -34,5 +38,6 @@ pub use importance::{
     fold_sqrt_sigma, input_second_moment, interleaved_importance, Factors, Importance,
 };
 pub use matrix::{relative_frobenius_error, Matrix};
-pub use module::{OsdMethod, OsdModule};
+pub use module::{dense_module_bytes, sparse_module_bytes, OsdMethod, OsdModule, Selector};
+pub use precision::ValueDtype;
 pub use svd::{dense_svd, lora_svd, randomized_svd, Svd};

@@ -145,7 +145,16 @@ mod tests {
     fn entry() -> OsdEntry {
         let m = Matrix::from_fn(12, 10, |i, j| ((i * 7 + j * 3) % 11) as f32 - 5.0);
         let svd = dense_svd(&m, 4).unwrap();
-        let osd = OsdModule::published(&svd, 2, 4, 2000, None).unwrap();
+        let osd = OsdModule::sparsified(
+            &svd,
+            2,
+            4,
+            400,
+            crate::osd::ValueDtype::Bf16,
+            None,
+            crate::osd::Selector::Damage,
+        )
+        .unwrap();
         OsdEntry {
             module: "layer.0.q".into(),
             base_tensor: "layer.0.q.weight".into(),

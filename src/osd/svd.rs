@@ -82,16 +82,20 @@ fn to32(m: MatRef<'_, f64>) -> Mat<f32> {
     Mat::from_fn(m.nrows(), m.ncols(), |i, j| m[(i, j)] as f32)
 }
 
-fn mul<T: faer::traits::ComplexField>(a: MatRef<'_, T>, b: MatRef<'_, T>) -> Mat<T> {
+pub(crate) fn mul<T: faer::traits::ComplexField>(a: MatRef<'_, T>, b: MatRef<'_, T>) -> Mat<T> {
     let mut out = Mat::<T>::zeros(a.nrows(), b.ncols());
-    faer::linalg::matmul::matmul(
-        out.as_mut(),
-        faer::Accum::Replace,
-        a,
-        b,
-        T::one_impl(),
-        Par::rayon(0),
-    );
+    // Small products (LoRA factors) run on this thread: the callers are
+    // already spread over modules, and a pool hop costs more than the work.
+    let flops = a
+        .nrows()
+        .saturating_mul(a.ncols())
+        .saturating_mul(b.ncols());
+    let par = if flops < 1 << 24 {
+        Par::Seq
+    } else {
+        Par::rayon(0)
+    };
+    faer::linalg::matmul::matmul(out.as_mut(), faer::Accum::Replace, a, b, T::one_impl(), par);
     out
 }
 

@@ -24,8 +24,9 @@ use crate::format::inspect::{Inspected, Opened};
 use crate::format::package::{ExpertContents, PackageOptions};
 use crate::format::ExpertReader;
 use crate::osd::analysis::{Estimate, Method, OsdParams};
-pub use crate::osd::expert::GridPoint;
 use crate::osd::expert::{write_compressed, AdapterAnalysis};
+pub use crate::osd::frontier::GridPoint;
+use crate::osd::precision::ValueDtype;
 
 /// Cells of a slider bar.
 const SLIDER_WIDTH: usize = 24;
@@ -107,10 +108,13 @@ impl OsdPanel {
         let max_rank = self.analysis.as_ref().map_or(1, |a| {
             a.modules.iter().map(|m| m.svd.rank()).max().unwrap_or(1)
         });
+        // Rows: border, method, dtype, rank, then a blend's sparsity.
         match row {
-            2 => self.adjust(|p| p.rank = (fraction * max_rank as f64).round().max(1.0) as usize),
-            // On the keys' 0.05 grid, as `-` and `+` step.
-            3 => self.adjust(|p| p.sparsity = (fraction * 20.0).round() / 20.0),
+            3 => self.adjust(|p| p.rank = (fraction * max_rank as f64).round().max(1.0) as usize),
+            // On the keys' 0.01 grid, as `-` and `+` step.
+            4 if self.params.method.has_sparse_part() => {
+                self.adjust(|p| p.sparsity = (fraction * 100.0).round() / 100.0)
+            }
             _ => {}
         }
     }
@@ -140,10 +144,10 @@ impl OsdPanel {
         }
     }
 
-    fn original_bits(&self) -> u64 {
+    fn original_bytes(&self) -> u64 {
         match (&self.analysis, self.target) {
-            (Some(a), 0) => a.original_bits(),
-            (Some(a), i) => a.modules.get(i - 1).map_or(0, |m| m.delta.original_bits()),
+            (Some(a), 0) => a.original_bytes(),
+            (Some(a), i) => a.modules.get(i - 1).map_or(0, |m| m.delta.original_bytes()),
             _ => 0,
         }
     }
@@ -188,15 +192,44 @@ pub fn analyse(doc: &Inspected) -> Result<AdapterAnalysis, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The default tune grid (worker thread).
-pub fn tune_grid(analysis: &AdapterAnalysis, method: Method) -> Vec<GridPoint> {
-    let sparsities: &[f64] = match method {
-        Method::Osd => &[0.25, 0.5, 0.75],
-        Method::Blend => &[0.01, 0.05, 0.1],
-    };
-    analysis
-        .grid(&[1, 2, 4, 6], sparsities, method)
-        .unwrap_or_default()
+/// Methods the panel's tune grid and method key cycle through.
+const PANEL_METHODS: [Method; 6] = Method::ALL;
+
+/// The default tune grid (worker thread): the plain baselines and both
+/// sparsified methods in every dtype, predicted, with the front measured.
+pub fn tune_grid(analysis: &AdapterAnalysis, template: &OsdParams) -> Vec<GridPoint> {
+    crate::osd::frontier::tune(
+        analysis,
+        &[
+            Method::Lora,
+            Method::Truncsvd,
+            Method::Osd,
+            Method::Magtrunc,
+        ],
+        &ValueDtype::ALL,
+        &[1, 2, 4, 8],
+        template,
+        false,
+    )
+    .unwrap_or_default()
+}
+
+/// The headless command that writes the same file as the panel's save.
+pub fn equivalent_command(p: &OsdParams, source: &str, out: &Path) -> String {
+    let mut cmd = format!(
+        "expertui --headless osd compress {source} -o {} --method {} --dtype {} --rank {}",
+        out.display(),
+        p.method,
+        p.dtype,
+        p.rank
+    );
+    if let (Some(c), true) = (p.relax, p.method.is_budgeted()) {
+        cmd.push_str(&format!(" --relax {c}"));
+    }
+    if p.method.has_sparse_part() {
+        cmd.push_str(&format!(" --sparsity {} --alpha {}", p.sparsity, p.alpha));
+    }
+    cmd
 }
 
 /// Writes the compressed expert and returns the message with the
@@ -212,15 +245,17 @@ pub fn save(
     let (_, report) = write_compressed(&contents, analysis, p, out, &PackageOptions::default())
         .map_err(|e| e.to_string())?;
     Ok(format!(
-        "saved {} ({} bytes); same as: expertui --headless osd compress {source} -o {} --rank {} --sparsity {} --method {}{}",
+        "saved {} ({} bytes, error {:.4}); same as: {}",
         out.display(),
         report.file_bytes,
-        out.display(),
-        p.rank,
-        p.sparsity,
-        match p.method { Method::Osd => "osd", Method::Blend => "blend" },
-        if p.method == Method::Blend { format!(" --alpha {}", p.alpha) } else { String::new() }
+        report.rel_error,
+        equivalent_command(p, source, out)
     ))
+}
+
+/// `x + by`, on the 0.01 grid, within [0, 0.95].
+fn step(x: f64, by: f64) -> f64 {
+    ((x + by) * 100.0).round().clamp(0.0, 95.0) / 100.0
 }
 
 /// A text slider: `name [=====|-----] value`.
@@ -243,6 +278,8 @@ pub enum OsdAction {
     SparsityDown,
     SparsityUp,
     ToggleMethod,
+    ToggleDtype,
+    CycleRelax,
     AlphaDown,
     AlphaUp,
     RunTune,
@@ -282,7 +319,7 @@ impl Panel for OsdPanel {
         },
         Binding {
             keys: "- +",
-            help: "sparsity −/+ 0.05",
+            help: "blends: sparsity −/+ 0.01",
             group: HelpGroup::Controls,
             action: OsdAction::SparsityDown,
             matches: |k| plain(k, KeyCode::Char('-')),
@@ -296,14 +333,28 @@ impl Panel for OsdPanel {
         },
         Binding {
             keys: "m",
-            help: "method osd/blend",
+            help: "method: lora, truncsvd, osd, magtrunc, blends",
             group: HelpGroup::Controls,
             action: OsdAction::ToggleMethod,
             matches: |k| plain(k, KeyCode::Char('m')),
         },
         Binding {
+            keys: "d",
+            help: "dtype f32/bf16/f16",
+            group: HelpGroup::Controls,
+            action: OsdAction::ToggleDtype,
+            matches: |k| plain(k, KeyCode::Char('d')),
+        },
+        Binding {
+            keys: "c",
+            help: "relaxation c: auto, 0, 1, 2, 4, 8",
+            group: HelpGroup::Controls,
+            action: OsdAction::CycleRelax,
+            matches: |k| plain(k, KeyCode::Char('c')),
+        },
+        Binding {
             keys: "a A",
-            help: "blend α −/+",
+            help: "blends: α −/+",
             group: HelpGroup::Controls,
             action: OsdAction::AlphaDown,
             matches: |k| plain(k, KeyCode::Char('a')),
@@ -361,7 +412,15 @@ impl Panel for OsdPanel {
         ])
         .areas(right);
         frame.render_widget(self.controls(analysis, theme), controls);
-        self.draw_curve(frame, chart_area, theme);
+        if self.grid.is_empty() {
+            self.draw_curve(frame, chart_area, theme);
+        } else {
+            let [curve, frontier] =
+                Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)])
+                    .areas(chart_area);
+            self.draw_curve(frame, curve, theme);
+            self.draw_frontier(frame, frontier, theme);
+        }
         frame.render_widget(self.grid_table(theme), grid_area);
     }
 
@@ -369,18 +428,30 @@ impl Panel for OsdPanel {
         match action {
             OsdAction::RankDown => self.adjust(|p| p.rank = p.rank.saturating_sub(1).max(1)),
             OsdAction::RankUp => self.adjust(|p| p.rank += 1),
-            OsdAction::SparsityDown => self.adjust(|p| p.sparsity = (p.sparsity - 0.05).max(0.0)),
-            OsdAction::SparsityUp => self.adjust(|p| p.sparsity = (p.sparsity + 0.05).min(0.95)),
+            OsdAction::SparsityDown => self.adjust(|p| p.sparsity = step(p.sparsity, -0.01)),
+            OsdAction::SparsityUp => self.adjust(|p| p.sparsity = step(p.sparsity, 0.01)),
             OsdAction::AlphaDown => self.adjust(|p| p.alpha = (p.alpha - 0.1).max(0.0)),
             OsdAction::AlphaUp => self.adjust(|p| p.alpha = (p.alpha + 0.1).min(1.0)),
             OsdAction::ToggleMethod => self.adjust(|p| {
-                p.method = match p.method {
-                    Method::Osd => Method::Blend,
-                    Method::Blend => Method::Osd,
-                };
-                // The blend's residual is only worth it when small.
-                if p.method == Method::Blend {
-                    p.sparsity = p.sparsity.min(0.2);
+                let at = PANEL_METHODS
+                    .iter()
+                    .position(|m| *m == p.method)
+                    .unwrap_or(0);
+                p.method = PANEL_METHODS[(at + 1) % PANEL_METHODS.len()];
+            }),
+            OsdAction::ToggleDtype => self.adjust(|p| {
+                let at = ValueDtype::ALL
+                    .iter()
+                    .position(|d| *d == p.dtype)
+                    .unwrap_or(0);
+                p.dtype = ValueDtype::ALL[(at + 1) % ValueDtype::ALL.len()];
+            }),
+            OsdAction::CycleRelax => self.adjust(|p| {
+                p.relax = match p.relax {
+                    None => Some(0),
+                    Some(c) if c >= 8 => None,
+                    Some(0) => Some(1),
+                    Some(c) => Some(c * 2),
                 }
             }),
             OsdAction::RunTune => self.start_tune(ctx),
@@ -463,9 +534,9 @@ impl OsdPanel {
             return;
         };
         self.tuning = true;
-        let (method, job) = (self.params.method, self.job);
+        let (template, job) = (self.params, self.job);
         ctx.jobs.spawn(move |reply| {
-            reply.send(OsdMessage::Tuned(job, tune_grid(&analysis, method)));
+            reply.send(OsdMessage::Tuned(job, tune_grid(&analysis, &template)));
         });
     }
 
@@ -553,16 +624,29 @@ impl OsdPanel {
             .max()
             .unwrap_or(1);
         let e = &self.estimate;
-        let original = self.original_bits().div_ceil(8);
-        let bytes = e.bits.div_ceil(8);
+        let original = self.original_bytes();
+        let bytes = e.bytes;
         let method = match p.method {
-            Method::Osd => "osd (published: sparse factors at relaxed rank)",
-            Method::Blend => "blend (low rank + sparse residual)",
+            Method::Lora => "lora (the adapter's own factors, cast)",
+            Method::Truncsvd => "truncsvd (dense rank-r factors)",
+            Method::Osd => "osd (published: sparse factors at k = r + c)",
+            Method::Magtrunc => "magtrunc (factors pruned by magnitude)",
+            Method::LowrankSparse => "lowrank-sparse (rank r + sparse residual)",
+            Method::MaskedBlend => "masked-blend ((1−α)Δ_r + αΔ_r⊙M)",
+        };
+        let relax = match (p.method.is_budgeted(), p.relax) {
+            (false, _) => String::new(),
+            (true, None) => "   c auto".into(),
+            (true, Some(c)) => format!("   c {c}"),
         };
         let mut text = vec![
             Line::from(vec![
                 Span::styled("method   ", theme.dim()),
                 Span::raw(method),
+            ]),
+            Line::from(vec![
+                Span::styled("dtype    ", theme.dim()),
+                Span::raw(format!("{}{relax}", p.dtype)),
             ]),
             Line::raw(slider(
                 "rank",
@@ -571,15 +655,15 @@ impl OsdPanel {
                 format!("{} of {max_rank}", p.rank),
                 SLIDER_WIDTH,
             )),
-            Line::raw(slider(
+        ];
+        if p.method.has_sparse_part() {
+            text.push(Line::raw(slider(
                 "sparsity",
                 p.sparsity,
                 1.0,
                 format!("{:.2}", p.sparsity),
                 SLIDER_WIDTH,
-            )),
-        ];
-        if p.method == Method::Blend {
+            )));
             text.push(Line::raw(slider(
                 "alpha",
                 f64::from(p.alpha),
@@ -595,12 +679,12 @@ impl OsdPanel {
             format!("{:.2}× larger", bytes as f64 / original.max(1) as f64)
         };
         text.push(Line::raw(format!(
-            "size     {bytes} B of {original} B ({ratio}), relaxed rank {}",
+            "size     {bytes} B written, of {original} B ({ratio}), k ≤ {}",
             e.relaxed_rank
         )));
         text.push(Line::raw(format!(
-            "energy   {:.4} kept   error {:.4} (relative Frobenius, estimated)",
-            e.energy_kept, e.rel_error
+            "error    {:.4} (relative Frobenius, predicted)   paper {} bits",
+            e.rel_error, e.paper_bits
         )));
         Paragraph::new(text).block(
             Block::default()
@@ -657,11 +741,74 @@ impl OsdPanel {
         frame.render_widget(chart, area);
     }
 
+    /// The tune grid's frontier: error against bytes written, one curve per
+    /// method (its best point at each size, over dtypes and ranks).
+    fn draw_frontier(&self, frame: &mut Frame, area: Rect, theme: Theme) {
+        let styles = [theme.ok(), theme.key(), theme.title(), theme.damaged()];
+        let mut curves: Vec<(Method, Vec<(f64, f64)>)> = Vec::new();
+        for method in Method::ALL {
+            let mut pts: Vec<(f64, f64)> = self
+                .grid
+                .iter()
+                .filter(|g| g.method == method)
+                .map(|g| (g.bytes as f64, g.rel_error))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // The lower envelope: a point counts if it beats every smaller one.
+            let mut best = f64::INFINITY;
+            pts.retain(|p| {
+                let keep = p.1 < best;
+                best = best.min(p.1);
+                keep
+            });
+            if !pts.is_empty() {
+                curves.push((method, pts));
+            }
+        }
+        let x_max = curves
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|q| q.0))
+            .fold(1.0f64, f64::max);
+        let datasets: Vec<Dataset> = curves
+            .iter()
+            .enumerate()
+            .map(|(i, (method, pts))| {
+                Dataset::default()
+                    .name(method.name())
+                    .marker(Marker::Braille)
+                    .graph_type(GraphType::Line)
+                    .style(styles[i % styles.len()])
+                    .data(pts)
+            })
+            .collect();
+        let chart = Chart::new(datasets)
+            .block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" frontier: error vs bytes written "),
+            )
+            .x_axis(
+                Axis::default()
+                    .title("bytes")
+                    .bounds([0.0, x_max])
+                    .labels(vec![Line::raw("0"), Line::raw(format!("{x_max:.0}"))]),
+            )
+            .y_axis(
+                Axis::default()
+                    .title("error")
+                    .bounds([0.0, 1.0])
+                    .labels(vec![Line::raw("0"), Line::raw("1")]),
+            );
+        frame.render_widget(chart, area);
+    }
+
     /// The tune grid with its Pareto front, or what to press for one.
     fn grid_table(&self, theme: Theme) -> Paragraph<'static> {
         let mut grid = Vec::new();
         if self.tuning {
-            grid.push(Line::raw("tuning (exact compression at every point)…"));
+            grid.push(Line::raw(
+                "tuning (every point predicted, the front measured)…",
+            ));
         } else if self.grid.is_empty() {
             grid.push(Line::from(Span::styled(
                 "t runs the tune grid; s saves; p exports the plot",
@@ -670,12 +817,16 @@ impl OsdPanel {
         } else {
             grid.push(Line::from(Span::styled(
                 format!(
-                    "{:>5} {:>8} {:>9} {:>7} {:>8} {:>8}",
-                    "rank", "sparsity", "bytes", "ratio", "error", "out.err"
+                    "{:<14} {:>5} {:>4} {:>10} {:>7} {:>8}",
+                    "method", "dtype", "rank", "bytes", "ratio", "error"
                 ),
                 theme.dim(),
             )));
-            for g in &self.grid {
+            // The front first (it is what to choose from), then the rest.
+            let mut shown: Vec<&GridPoint> = self.grid.iter().filter(|g| g.pareto).collect();
+            shown.sort_by_key(|g| g.bytes);
+            shown.extend(self.grid.iter().filter(|g| !g.pareto));
+            for g in shown {
                 let style = if g.pareto {
                     theme.ok()
                 } else {
@@ -683,14 +834,15 @@ impl OsdPanel {
                 };
                 grid.push(Line::from(Span::styled(
                     format!(
-                        "{:>5} {:>8.2} {:>9} {:>6.2}× {:>8.4} {:>8.4} {}",
+                        "{:<14} {:>5} {:>4} {:>10} {:>6.2}× {:>8.4} {}{}",
+                        g.method.name(),
+                        g.dtype.name(),
                         g.rank,
-                        g.sparsity,
                         g.bytes,
-                        g.compression,
+                        g.ratio,
                         g.rel_error,
-                        g.output_error,
-                        if g.pareto { "◆ pareto" } else { "" }
+                        if g.exact { "" } else { "~" },
+                        if g.pareto { " ◆ pareto" } else { "" }
                     ),
                     style,
                 )));
