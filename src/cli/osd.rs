@@ -406,7 +406,7 @@ fn write_within(
     let mut limit = max;
     let mut best: Option<(tempfile::NamedTempFile, CompressReport)> = None;
     let mut lines = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..12 {
         let Some(pick) = pick(analysis, limit, methods, dtypes, template).map_err(osd_failure)?
         else {
             break;
@@ -428,10 +428,14 @@ fn write_within(
             best = Some((file, report));
             break;
         }
-        // The rest of the file (manifest, other sections, tables) is what
-        // the modules may not use.
+        // The rest of the file (manifest, other sections, tables, padding)
+        // is what the modules may not use; ranks are discrete, so a limit
+        // that keeps picking the same point shrinks by at least 1 %.
+        let overhead = report.file_bytes.saturating_sub(report.tensor_bytes);
         let overshoot = report.file_bytes - max;
-        limit = limit.saturating_sub(overshoot.max(64));
+        limit = max
+            .saturating_sub(overhead)
+            .min(limit.saturating_sub(overshoot.max(limit / 100)));
     }
     let Some((file, report)) = best else {
         return Err(Failure::invalid(format!(
