@@ -792,3 +792,234 @@ fn a_damaged_osd_section_is_refused_at_a_checked_load() {
     let err = err.to_string();
     assert!(err.contains(&name) && err.contains("is damaged"), "{err}");
 }
+
+/// Writes the LoRA fixture compressed at `params`; returns the file and
+/// the compressor's report.
+fn osd_expert(
+    dir: &Path,
+    params: &expertui::osd::analysis::OsdParams,
+) -> (PathBuf, expertui::osd::expert::CompressReport) {
+    use expertui::osd::expert::{write_compressed, AdapterAnalysis};
+    let contents = ExpertContents::from_adapter_dir(&fixtures().join("minilm-lora-r8")).unwrap();
+    let analysis =
+        AdapterAnalysis::from_adapter(contents.adapter.as_ref().unwrap(), None, 16).unwrap();
+    let file = dir.join(format!("{:?}-{}.expert", params.method, params.dtype));
+    let (_, report) = write_compressed(
+        &contents,
+        &analysis,
+        params,
+        &file,
+        &PackageOptions::default(),
+    )
+    .unwrap();
+    (file, report)
+}
+
+/// W + Δ̂ for the layer-0 query weight, from the module as stored.
+fn expected_fuse(file: &Path, base: &HashMap<String, Tensor>) -> Vec<f32> {
+    let q = "encoder.layer.0.attention.self.query.weight";
+    let reader = ExpertReader::open(file).unwrap();
+    let section = reader
+        .find_all(expertui::format::SectionType::Osd)
+        .find(|s| s.layer == Some(0))
+        .unwrap();
+    let entries =
+        expertui::osd::section::decode_layer(&reader.section(section.index).unwrap()).unwrap();
+    let entry = entries.iter().find(|e| e.base_tensor == q).unwrap();
+    let (_, b) = tensor_to_bytes(&base[q]).unwrap();
+    let mut w = expertui::osd::Matrix::new(384, 384, f32s(&b)).unwrap();
+    entry.osd.fuse_into(&mut w).unwrap();
+    w.data
+}
+
+/// OSD experts stay factored: what a loaded expert holds is its stored
+/// bytes (≤ 1.1× the compressed tensors, here 1.0×), no dense delta; the
+/// host kernel and the candle path both give W + Δ̂, for the low-rank
+/// methods and for a blend's sparse part.
+#[test]
+fn osd_experts_load_factored_and_fuse_without_a_dense_delta() {
+    use expertui::osd::analysis::{Method, OsdParams};
+    use expertui::osd::ValueDtype;
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_map();
+    let q = "encoder.layer.0.attention.self.query.weight";
+    for params in [
+        OsdParams {
+            method: Method::Osd,
+            dtype: ValueDtype::Bf16,
+            rank: 3,
+            ..OsdParams::default()
+        },
+        OsdParams {
+            method: Method::LowrankSparse,
+            dtype: ValueDtype::F16,
+            rank: 2,
+            sparsity: 0.01,
+            alpha: 0.5,
+            ..OsdParams::default()
+        },
+    ] {
+        let (file, report) = osd_expert(dir.path(), &params);
+        let adapter = AdapterWeights::open(&file, &LoadOptions::default()).unwrap();
+        assert!(
+            adapter.tensors.is_empty(),
+            "no dense tensors for OSD modules"
+        );
+        assert_eq!(adapter.osd.len(), 12);
+        let held = adapter.bytes() as u64;
+        assert!(
+            held * 10 <= report.tensor_bytes * 11,
+            "{:?}: {held} bytes held for {} stored",
+            params.method,
+            report.tensor_bytes
+        );
+        let want = expected_fuse(&file, &base);
+        let (host, _) = fuse_into_map(&adapter, &base).unwrap();
+        let (_, got) = tensor_to_bytes(&host[q]).unwrap();
+        let worst = f32s(&got)
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-6, "{:?} host: {worst:e}", params.method);
+        let module = adapter.modules.iter().find(|m| m.base_tensor == q).unwrap();
+        let fused = fuse_module_candle(&adapter, module, &base[q], None).unwrap();
+        let (_, got) = tensor_to_bytes(&fused.weight).unwrap();
+        let worst = f32s(&got)
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-5, "{:?} candle: {worst:e}", params.method);
+    }
+}
+
+/// Streaming hands out OSD sections too, as ready factor tensors whose
+/// product is the module's delta.
+#[test]
+fn streaming_yields_osd_layers_as_factors() {
+    use expertui::osd::analysis::{Method, OsdParams};
+    let dir = tempfile::tempdir().unwrap();
+    let params = OsdParams {
+        method: Method::Truncsvd,
+        rank: 8,
+        ..OsdParams::default()
+    };
+    let (file, _) = osd_expert(dir.path(), &params);
+    let reader = ExpertReader::open(&file).unwrap();
+    let mut stream = LayerStream::new(&reader, LoadOptions::default());
+    assert_eq!(stream.total(), 6);
+    let first = stream.next().unwrap().unwrap();
+    assert_eq!(first.layer, Some(0));
+    let module = "encoder.layer.0.attention.self.query";
+    let info = first.modules().iter().find(|m| m.module == module).unwrap();
+    assert_eq!(info.kind, expertui::format::tensors::ModuleKind::Lora);
+    let b = first.get(&format!("{module}.osd.B")).unwrap();
+    let a = first.get(&format!("{module}.osd.A")).unwrap();
+    assert_eq!(
+        (b.dims(), a.dims()),
+        (&[384usize, 8][..], &[8usize, 384][..])
+    );
+    // A rank-8 TruncSVD of a rank-8 LoRA: B·A is PEFT's scaled delta.
+    let contents = ExpertContents::from_adapter_dir(&fixtures().join("minilm-lora-r8")).unwrap();
+    let lora = contents.adapter.as_ref().unwrap();
+    let (deltas, _) = expertui::osd::delta::adapter_deltas(lora, None).unwrap();
+    let delta = deltas
+        .iter()
+        .find(|d| d.module == module)
+        .unwrap()
+        .dense()
+        .unwrap();
+    let got: Vec<f32> = b
+        .matmul(a)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let worst = got
+        .iter()
+        .zip(&delta.data)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "{worst:e}");
+}
+
+/// `convert --to peft` writes an OSD expert's low-rank modules as LoRA
+/// factors that fuse to the same weights; a blend is refused with the way out.
+#[test]
+fn osd_experts_export_to_peft_and_blends_are_refused() {
+    use expertui::osd::analysis::{Method, OsdParams};
+    use expertui::osd::ValueDtype;
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_map();
+    let q = "encoder.layer.0.attention.self.query.weight";
+    let params = OsdParams {
+        method: Method::Osd,
+        dtype: ValueDtype::Bf16,
+        rank: 3,
+        ..OsdParams::default()
+    };
+    let (file, _) = osd_expert(dir.path(), &params);
+    let out = dir.path().join("peft");
+    let status = expertui()
+        .args(["convert"])
+        .arg(&file)
+        .args(["--to", "peft", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["use_dora"], false);
+    let exported = ExpertContents::from_adapter_dir(&out).unwrap();
+    let lora = exported.adapter.as_ref().unwrap();
+    assert_eq!(lora.modules.len(), 12);
+    assert!(lora.modules.iter().all(|m| m.scale == Some(1.0)));
+    assert!(lora
+        .tensors
+        .iter()
+        .all(|t| t.dtype == safetensors::Dtype::BF16));
+    let packaged = dir.path().join("peft.expert");
+    exported
+        .write_binary(&packaged, &PackageOptions::default(), &mut |_, _| {})
+        .unwrap();
+    let adapter = AdapterWeights::open(&packaged, &LoadOptions::default()).unwrap();
+    let (fused, _) = fuse_into_map(&adapter, &base).unwrap();
+    let (_, got) = tensor_to_bytes(&fused[q]).unwrap();
+    let want = expected_fuse(&file, &base);
+    let worst = f32s(&got)
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-6, "exported LoRA vs OSD fuse: {worst:e}");
+
+    let blend = OsdParams {
+        method: Method::LowrankSparse,
+        rank: 2,
+        ..OsdParams::default()
+    };
+    let (file, _) = osd_expert(dir.path(), &blend);
+    let status = expertui()
+        .args(["convert"])
+        .arg(&file)
+        .args(["--to", "peft", "-o"])
+        .arg(dir.path().join("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(stderr.contains("fuse"), "{stderr}");
+    assert!(!dir
+        .path()
+        .join("nope")
+        .join("adapter_model.safetensors")
+        .exists());
+}

@@ -157,7 +157,8 @@ pub fn convert_one(input: &Path, output: &Path, args: &Args) -> Result<Vec<Findi
             // as the old packager (and `package --format tar.gz`) does.
             super::keys::write_sidecar(output)?;
         }
-        Target::Peft => loaded.contents.write_peft_dir(output)?,
+        // OSD modules go out as LoRA factors (the blends are refused).
+        Target::Peft => crate::osd::export::as_lora(&loaded.contents)?.write_peft_dir(output)?,
     }
     Ok(findings)
 }

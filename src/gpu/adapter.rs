@@ -9,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::device_tensors::{load_section, raw_to_tensor, tensor_nbytes};
 use super::error::{Result, RuntimeError};
+use super::osd_runtime::{osd_modules, OsdResident};
 use crate::format::layout::SectionType;
 use crate::format::loader::{ExpertLoader, SourceFormat};
 use crate::format::package::{ExpertContents, ADAPTER_WEIGHTS};
@@ -61,6 +62,9 @@ pub struct AdapterWeights {
     pub modules: Vec<ModuleInfo>,
     /// Adapter tensors by their PEFT key.
     pub tensors: HashMap<String, Tensor>,
+    /// OSD modules by module name, kept as their stored bytes (decoded when
+    /// fused: see `osd_runtime`).
+    pub osd: HashMap<String, OsdResident>,
     /// Prompt tuning: `prompt_embeddings` [virtual tokens, dim].
     pub soft_prompt: Option<Tensor>,
     pub device: Device,
@@ -110,12 +114,13 @@ impl AdapterWeights {
         }
         let mut modules = Vec::new();
         let mut tensors = HashMap::new();
+        let mut osd = HashMap::new();
         let mut soft_prompt = None;
         for info in reader.sections() {
             if info.kind == SectionType::Osd {
                 let bytes = reader.section(info.index)?;
-                for (module, tensor) in osd_modules(&bytes, info.layer, &options.device)? {
-                    tensors.insert(osd_tensor_name(&module.module), tensor);
+                for (module, resident) in osd_modules(&bytes, info.layer)? {
+                    osd.insert(module.module.clone(), resident);
                     modules.push(module);
                 }
                 continue;
@@ -144,6 +149,7 @@ impl AdapterWeights {
         Ok(Self {
             modules,
             tensors,
+            osd,
             soft_prompt,
             device: options.device.clone(),
             format: SourceFormat::Binary,
@@ -172,6 +178,7 @@ impl AdapterWeights {
         Ok(Self {
             modules: adapter.modules.clone(),
             tensors,
+            osd: HashMap::new(),
             soft_prompt,
             device: options.device.clone(),
             format: SourceFormat::LegacyTarGz,
@@ -190,9 +197,17 @@ impl AdapterWeights {
             .ok_or_else(|| RuntimeError::module(&module.module, format!("tensor {name} missing")))
     }
 
-    /// Bytes of all tensors on the device.
+    /// Bytes of all tensors on the device, and of the OSD modules as stored.
     pub fn bytes(&self) -> usize {
-        self.tensors.values().map(tensor_nbytes).sum()
+        self.tensors.values().map(tensor_nbytes).sum::<usize>()
+            + self.osd.values().map(|m| m.payload.len()).sum::<usize>()
+    }
+
+    /// An OSD module's stored form.
+    pub fn osd_module(&self, module: &ModuleInfo) -> Result<&OsdResident> {
+        self.osd
+            .get(&module.module)
+            .ok_or_else(|| RuntimeError::module(&module.module, "OSD payload missing"))
     }
 
     /// The soft prompt as a tensor [virtual tokens, dim], if the expert has one.
@@ -214,64 +229,13 @@ impl AdapterWeights {
         Ok(Self {
             modules: self.modules.clone(),
             tensors,
+            osd: self.osd.clone(),
             soft_prompt,
             device: device.clone(),
             format: self.format,
             warnings: self.warnings.clone(),
         })
     }
-}
-
-/// Largest OSD delta (n·d elements, 1 GiB of f32) reconstructed at load.
-const MAX_OSD_ELEMENTS: usize = 1 << 28;
-
-/// Name under which an OSD module's reconstructed delta is kept.
-fn osd_tensor_name(module: &str) -> String {
-    format!("{module}.osd_delta")
-}
-
-/// Decodes an OSD section: each module's Δ = U Σ Vᵀ (+ sparse correction,
-/// blended) is reconstructed once, at load, as an [n, d] f32 tensor.
-fn osd_modules(
-    bytes: &[u8],
-    layer: Option<u32>,
-    device: &Device,
-) -> Result<Vec<(ModuleInfo, Tensor)>> {
-    let entries = crate::osd::section::decode_layer(bytes)
-        .map_err(|e| RuntimeError::Corrupt(format!("OSD section: {e}")))?;
-    let mut out = Vec::with_capacity(entries.len());
-    for entry in entries {
-        // A few bytes of OSD factors can describe a huge matrix: bound the
-        // dense reconstruction (the largest real linear layers are ~2^28).
-        let elements = entry.osd.n().saturating_mul(entry.osd.d());
-        if elements > MAX_OSD_ELEMENTS {
-            return Err(RuntimeError::Corrupt(format!(
-                "OSD module {}: {}×{} exceeds the {MAX_OSD_ELEMENTS}-element limit for a reconstructed delta",
-                entry.module,
-                entry.osd.n(),
-                entry.osd.d()
-            )));
-        }
-        let delta = entry.osd.reconstruct();
-        let tensor = Tensor::from_vec(delta.data, (delta.rows, delta.cols), device)?;
-        let module = ModuleInfo {
-            module: entry.module.clone(),
-            base_tensor: entry.base_tensor,
-            kind: crate::format::tensors::ModuleKind::Osd,
-            layer,
-            rank: Some(entry.osd.rank()),
-            alpha: None,
-            scale: Some(1.0),
-            use_rslora: false,
-            fan_in_fan_out: entry.fan_in_fan_out,
-            feedforward: false,
-            tensors: [("delta".to_string(), osd_tensor_name(&entry.module))]
-                .into_iter()
-                .collect(),
-        };
-        out.push((module, tensor));
-    }
-    Ok(out)
 }
 
 /// Hashes every section the weights come from (tensors, soft prompts, OSD)

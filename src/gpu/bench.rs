@@ -169,7 +169,10 @@ fn module_shape(adapter: &AdapterWeights, m: &ModuleInfo) -> Result<(usize, usiz
     let (out, inn) = match m.kind {
         ModuleKind::Lora | ModuleKind::Dora => (dims("B")?[0], dims("A")?[1]),
         ModuleKind::LoraEmbedding => (dims("embedding_A")?[1], dims("embedding_B")?[0]),
-        ModuleKind::Osd => (dims("delta")?[0], dims("delta")?[1]),
+        ModuleKind::Osd => {
+            let resident = adapter.osd_module(m)?;
+            (resident.n, resident.d)
+        }
         ModuleKind::Ia3 => {
             let l = dims("ia3")?;
             let n = l.iter().copied().max().unwrap_or(1);

@@ -263,7 +263,11 @@ pub fn load_section(
         verify_section(reader, info)?;
     }
     let bytes = reader.section(index)?;
-    let (tensors, table) = blob_to_tensors(&bytes, &info.name, device, want)?;
+    let (tensors, table) = if info.kind == crate::format::layout::SectionType::Osd {
+        super::osd_runtime::osd_section_tensors(&bytes, info.layer, device, want)?
+    } else {
+        blob_to_tensors(&bytes, &info.name, device, want)?
+    };
     let total = tensors.iter().map(|(_, t)| tensor_nbytes(t)).sum();
     Ok(SectionTensors {
         index,

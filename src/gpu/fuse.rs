@@ -87,12 +87,7 @@ pub fn delta_weight(
             ));
         }
         ModuleKind::Osd => {
-            let delta = f32_on(adapter.role(module, "delta")?, device)?;
-            return Ok(if module.fan_in_fan_out {
-                delta.t()?.contiguous()?
-            } else {
-                delta
-            });
+            return super::osd_runtime::osd_delta(adapter.osd_module(module)?, module, device);
         }
     };
     let (a, b) = (f32_on(a, device)?, f32_on(b, device)?);
@@ -118,17 +113,6 @@ pub fn fuse_module(
     weight: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Fused> {
-    if module.kind == ModuleKind::Osd {
-        // W' = W + Δ with Δ reconstructed at load: one add, any device.
-        let delta = delta_weight(adapter, module, weight.device())?;
-        let fused = (weight.to_dtype(candle_core::DType::F32)? + delta)
-            .map_err(|e| RuntimeError::module(&module.module, e))?
-            .to_dtype(weight.dtype())?;
-        return Ok(Fused {
-            weight: fused,
-            bias: None,
-        });
-    }
     if weight.device().is_cpu() && weight.rank() == 2 {
         fuse_module_host(adapter, module, weight, bias)
     } else {
@@ -240,10 +224,11 @@ pub fn fuse_module_host(
                 bias: None,
             })
         }
-        ModuleKind::Osd => Err(RuntimeError::module(
-            &module.module,
-            "OSD modules fuse through fuse_module",
-        )),
+        ModuleKind::Osd => Ok(Fused {
+            weight: super::osd_runtime::fuse_osd_host(adapter.osd_module(module)?, module, weight)?
+                .to_dtype(weight.dtype())?,
+            bias: None,
+        }),
         ModuleKind::Ia3 => fuse_ia3_host(adapter, module, weight, bias, (rows, cols)),
     }
 }
@@ -352,10 +337,9 @@ pub fn fuse_module_candle(
             (v.broadcast_mul(&factor)?, None)
         }
         ModuleKind::Osd => {
-            return Err(RuntimeError::module(
-                &module.module,
-                "OSD modules fuse through fuse_module",
-            ));
+            let delta = delta_weight(adapter, module, &device)?;
+            check_dims(module, "ΔW", delta.dims(), w.dims())?;
+            ((&w + delta)?, None)
         }
         ModuleKind::Ia3 => {
             let l = f32_on(adapter.role(module, "ia3")?, &device)?;

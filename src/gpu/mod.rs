@@ -14,6 +14,7 @@ pub mod error;
 pub mod fuse;
 pub mod fuse_cpu;
 pub mod manager;
+pub mod osd_runtime;
 pub mod stream;
 
 pub use adapter::{AdapterWeights, LoadOptions};

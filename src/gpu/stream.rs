@@ -20,7 +20,12 @@ pub fn stream_order(reader: &ExpertReader) -> Vec<usize> {
     let mut order: Vec<(i64, usize)> = reader
         .sections()
         .iter()
-        .filter(|s| matches!(s.kind, SectionType::Tensors | SectionType::SoftPrompt))
+        .filter(|s| {
+            matches!(
+                s.kind,
+                SectionType::Tensors | SectionType::SoftPrompt | SectionType::Osd
+            )
+        })
         .map(|s| (s.layer.map_or(i64::MAX, i64::from), s.index))
         .collect();
     order.sort();

@@ -19,6 +19,7 @@ mod energy;
 mod error;
 pub mod exact;
 pub mod expert;
+pub mod export;
 pub mod frontier;
 mod importance;
 mod matrix;

@@ -92,9 +92,64 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// One module of a section with its payload left encoded: what the runtime
+/// keeps resident (its memory is the bytes in the file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEntry {
+    pub module: String,
+    pub base_tensor: String,
+    pub fan_in_fan_out: bool,
+    /// The [`OsdModule`] bytes, validated when split.
+    pub payload: Vec<u8>,
+    /// Output and input dimensions and relaxed rank, from the payload.
+    pub n: usize,
+    pub d: usize,
+    pub k: usize,
+}
+
+/// Splits a section payload into its modules, each validated by a full
+/// parse and kept as bytes.
+pub fn split_layer(buf: &[u8]) -> Result<Vec<RawEntry>, OsdError> {
+    let mut out = Vec::new();
+    let mut c = Cursor { buf, at: 0 };
+    for_each_entry(&mut c, |module, base_tensor, flags, payload| {
+        let osd = OsdModule::from_bytes(payload)?;
+        out.push(RawEntry {
+            module,
+            base_tensor,
+            fan_in_fan_out: flags & 1 != 0,
+            payload: payload.to_vec(),
+            n: osd.n(),
+            d: osd.d(),
+            k: osd.relaxed_rank(),
+        });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// Decodes a section payload (checked: hostile bytes give an error, never a panic).
 pub fn decode_layer(buf: &[u8]) -> Result<Vec<OsdEntry>, OsdError> {
+    let mut out = Vec::new();
     let mut c = Cursor { buf, at: 0 };
+    for_each_entry(&mut c, |module, base_tensor, flags, payload| {
+        out.push(OsdEntry {
+            module,
+            base_tensor,
+            fan_in_fan_out: flags & 1 != 0,
+            osd: OsdModule::from_bytes(payload)?,
+        });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Walks the entries of a section payload, checking every length.
+fn for_each_entry(
+    c: &mut Cursor<'_>,
+    mut each: impl FnMut(String, String, u8, &[u8]) -> Result<(), OsdError>,
+) -> Result<(), OsdError> {
+    let total = c.buf.len();
     if c.take(4, "magic")? != MAGIC {
         return Err(OsdError::malformed("magic", "not an OSD section"));
     }
@@ -106,35 +161,29 @@ pub fn decode_layer(buf: &[u8]) -> Result<Vec<OsdEntry>, OsdError> {
         ));
     }
     let count = c.u32("count")? as usize;
-    // Each entry takes at least 13 bytes: bounds the allocation by the input.
-    if count > buf.len() / 13 {
+    // Each entry takes at least 13 bytes: bounds the work by the input.
+    if count > total / 13 {
         return Err(OsdError::malformed(
             "count",
-            format!("{count} entries cannot fit in {} bytes", buf.len()),
+            format!("{count} entries cannot fit in {total} bytes"),
         ));
     }
-    let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let module = c.text("module name")?;
         let base_tensor = c.text("base tensor")?;
         let flags = c.take(1, "flags")?[0];
         let len = usize::try_from(c.u64("payload length")?)
             .map_err(|_| OsdError::malformed("payload length", "too large"))?;
-        let osd = OsdModule::from_bytes(c.take(len, "payload")?)?;
-        out.push(OsdEntry {
-            module,
-            base_tensor,
-            fan_in_fan_out: flags & 1 != 0,
-            osd,
-        });
+        let payload = c.take(len, "payload")?;
+        each(module, base_tensor, flags, payload)?;
     }
-    if c.at != buf.len() {
+    if c.at != total {
         return Err(OsdError::malformed(
             "trailing bytes",
-            format!("{} after the last module", buf.len() - c.at),
+            format!("{} after the last module", total - c.at),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -108,6 +108,11 @@ pub(super) fn prepare(config: &BenchConfig, notes: &mut Vec<String>) -> Result<I
         ));
         (out, loaded.contents)
     };
+    // An OSD expert's anchors hold its modules as the LoRA factors they
+    // are (the same values, dense): what it would be without OSD.
+    let contents = crate::osd::export::as_lora(&contents).map_err(|e| {
+        RuntimeError::Invalid(format!("bench needs low-rank modules for its anchors: {e}"))
+    })?;
     let st_path = work.path().join("adapter_model.safetensors");
     let weights = contents
         .adapter_weights()?

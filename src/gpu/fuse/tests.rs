@@ -31,6 +31,7 @@ fn adapter(module: &ModuleInfo, tensors: Vec<(&str, Tensor)>) -> AdapterWeights 
             .into_iter()
             .map(|(r, t)| (format!("m.{r}"), t))
             .collect(),
+        osd: Default::default(),
         soft_prompt: None,
         device: Device::Cpu,
         format: SourceFormat::Binary,
