@@ -120,9 +120,13 @@ fn quality(report: &mut String) {
             }
             let auto = pick(&a, limit, &METHODS, &ValueDtype::ALL, &OsdParams::default()).unwrap();
             let auto = auto.map_or("nothing fits".into(), |p| {
+                let rank = match p.params.method {
+                    Method::Lora => String::new(),
+                    _ => format!(" r{}", p.params.rank),
+                };
                 format!(
-                    "**{:.4}** ({} {} r{})",
-                    p.outcome.rel_error, p.params.method, p.params.dtype, p.params.rank
+                    "**{:.4}** ({} {}{rank})",
+                    p.outcome.rel_error, p.params.method, p.params.dtype
                 )
             });
             report.push_str(&format!(

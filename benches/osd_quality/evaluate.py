@@ -14,9 +14,17 @@ Baseline rows (need only Python):
 Compressed rows (need `expertui osd compress --max-bytes`):
   reference size = file bytes of `osd compress --method lora --dtype f32`
   (the adapter as-is); for budgets ½, ¼, ⅛ of it, every method × dtype forced
-  and the automatic pick (no --method / --dtype): compress, export (convert to
-  PEFT, or fuse into the base weights when the CLI refuses a PEFT export),
-  evaluate.  Combos the CLI refuses are recorded as "n/a: <error text>".
+  and the automatic pick (no --method / --dtype): compress, then judge it with
+  PEFT itself: `convert --to peft` + `PeftModel.from_pretrained(base, dir)`
+  (low-rank methods: lora, truncsvd, osd, magtrunc).  Only when the CLI refuses
+  the export (the blends: lowrank-sparse, masked-blend, which have a sparse
+  part) is the expert fused into the base weights (`fuse`) and judged that way;
+  each row says which path judged it (judged_by).  PEFT-judged rows are also
+  fused, as a cross-check of the two paths.  A refused export of a low-rank
+  method, or a folder PEFT refuses, is flagged.  DoRA adapters are compressed
+  with --base <the base model's model.safetensors> (the merged DoRA delta);
+  the exported folder is a plain LoRA of that delta.
+  Combos the CLI refuses are recorded as "n/a: <error text>".
   If `osd compress --help` does not offer --max-bytes, the harness stops after
   the baseline rows and says so.
 
@@ -82,13 +90,19 @@ def snapshot_cli(work_root):
 
 def run_cli(args):
     """Run expertui; returns (ok, parsed JSON or None, error text)."""
+    ok, parsed, err, _ = run_cli_rc(args)
+    return ok, parsed, err
+
+
+def run_cli_rc(args):
+    """Run expertui; returns (ok, parsed JSON or None, error text, exit code)."""
     cmd = [expertui_path(), "--headless"] + args
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=CLI_TIMEOUT)
     except FileNotFoundError as e:
-        return False, None, f"cannot run {cmd[0]}: {e}"
+        return False, None, f"cannot run {cmd[0]}: {e}", None
     except subprocess.TimeoutExpired:
-        return False, None, f"timed out after {CLI_TIMEOUT}s: {' '.join(cmd)}"
+        return False, None, f"timed out after {CLI_TIMEOUT}s: {' '.join(cmd)}", None
     parsed = parse_json(p.stdout)
     if p.returncode != 0:
         err = (p.stderr.strip() or p.stdout.strip() or f"exit {p.returncode}")
@@ -96,8 +110,8 @@ def run_cli(args):
             err = err[err.rindex("error:"):]
         if parsed and isinstance(parsed, dict) and "error" in parsed:
             err = str(parsed["error"])
-        return False, parsed, one_line(err)
-    return True, parsed, ""
+        return False, parsed, one_line(err), p.returncode
+    return True, parsed, "", 0
 
 
 def parse_json(text):
@@ -241,29 +255,83 @@ def row(adapter, kind, **kw):
     return r
 
 
-def try_export_and_score(judge, expert, work, base_file):
-    """convert --to peft, else fuse; returns dict with export path and metrics."""
-    peft_dir = os.path.join(work, "peft")
-    shutil.rmtree(peft_dir, ignore_errors=True)
-    ok, _, err = run_cli(["convert", expert, "--to", "peft", "-o", peft_dir])
-    if ok:
-        try:
-            metrics, _ = judge.score(judge.peft_folder(peft_dir))
-            return dict(export="peft", **metrics)
-        except Exception as e:  # PEFT could not load what was exported
-            convert_err = f"PEFT load failed: {one_line(str(e))}"
-    else:
-        convert_err = err
+# Methods whose modules are low-rank factors: `convert --to peft` must export
+# them (a plain LoRA folder); the blends carry a sparse part and are refused.
+LOWRANK_METHODS = {"lora", "truncsvd", "osd", "magtrunc"}
+BLEND_METHODS = {"lowrank-sparse", "masked-blend"}
+
+
+def peft_folder_info(folder):
+    cfg = json.load(open(os.path.join(folder, "adapter_config.json")))
+    ranks = list((cfg.get("rank_pattern") or {}).values())
+    return {"peft_r": cfg.get("r"), "peft_use_dora": cfg.get("use_dora"),
+            "peft_rank_pattern_n": len(ranks),
+            "peft_adapter_bytes": os.path.getsize(os.path.join(folder, "adapter_model.safetensors"))}
+
+
+def fuse_and_score(judge, expert, work, base_file):
+    """`fuse` into the base weights, load_state_dict; returns (dict, logits or None)."""
     merged = os.path.join(work, "merged.safetensors")
+    if os.path.exists(merged):
+        os.remove(merged)
     ok, _, ferr = run_cli(["fuse", expert, "--base", base_file, "-o", merged])
     if not ok:
-        return {"export": "n/a", "error": f"n/a: convert: {convert_err}; fuse: {ferr}"}
+        return {"fuse_error": f"fuse: {ferr}"}, None
     try:
         model, info = judge.merged_file(merged)
     except Exception as e:
-        return {"export": "n/a", "error": f"n/a: fused file unusable: {one_line(str(e))}"}
-    metrics, _ = judge.score(model)
-    return dict(export="fuse", convert_refused=convert_err, **info, **metrics)
+        return {"fuse_error": f"fused file unusable: {one_line(str(e))}"}, None
+    metrics, lg = judge.score(model)
+    return dict(info, **metrics), lg
+
+
+def try_export_and_score(judge, expert, work, base_file, method):
+    """The judge is PEFT: `convert --to peft` + `PeftModel.from_pretrained`.
+
+    Only when the CLI refuses the export (expected for the blends, whose modules
+    have a sparse part) is the expert judged through `fuse`.  For PEFT-judged
+    rows the fused model is scored too, as a cross-check of the two paths
+    (fuse_agree / fuse_max_dlogit: how far apart their predictions are).
+    Returns a dict with judged_by = "peft" | "fuse" | "n/a" and the metrics.
+    """
+    peft_dir = os.path.join(work, "peft")
+    shutil.rmtree(peft_dir, ignore_errors=True)
+    ok, _, err, rc = run_cli_rc(["convert", expert, "--to", "peft", "-o", peft_dir])
+    out = {}
+    if ok:
+        out.update(peft_folder_info(peft_dir))
+        try:
+            model = judge.peft_folder(peft_dir)
+        except Exception as e:  # PEFT refused what was exported: a real failure
+            msg = f"PEFT refused the exported folder: {one_line(str(e))}"
+            print(f"    !! {msg}", flush=True)
+            out["peft_error"] = msg
+            out["flag"] = "PEFT REFUSED EXPORT"
+        else:
+            metrics, lg = judge.score(model)
+            out.update(judged_by="peft", **metrics)
+            fm, flg = fuse_and_score(judge, expert, work, base_file)
+            if flg is not None:
+                out["fuse_agree"] = (flg.argmax(-1) == lg.argmax(-1)).float().mean().item()
+                out["fuse_max_dlogit"] = (flg - lg).abs().max().item()
+                out["fuse_accuracy"] = fm["accuracy"]
+            else:
+                out["fuse_error"] = fm.get("fuse_error")
+            return out
+    else:
+        out["convert_refused"] = err
+        out["convert_rc"] = rc
+        if method in LOWRANK_METHODS:
+            out["flag"] = f"convert --to peft refused a {method} expert (exit {rc})"
+            print(f"    !! {out['flag']}: {err}", flush=True)
+    fm, _ = fuse_and_score(judge, expert, work, base_file)
+    if "fuse_error" in fm:
+        reasons = "; ".join(x for x in (out.get("peft_error") or out.get("convert_refused"),
+                                        fm["fuse_error"]) if x)
+        out.update(judged_by="n/a", error=f"n/a: {reasons}")
+        return out
+    out.update(judged_by="fuse", **fm)
+    return out
 
 
 def baseline_rows(judge, name, adapter_dir, work, base_file, is_dora):
@@ -355,7 +423,10 @@ def compressed_rows(judge, name, adapter_dir, work, base_file, is_dora, args, ad
                 print(f"  [{name}] {frac:g} {label}: {r['error'][:120]}", flush=True)
                 continue
             info = info or {}
-            r.update({k: info.get(k) for k in ("file_bytes", "method", "dtype", "rel_error")})
+            r.update({k: info.get(k) for k in ("file_bytes", "method", "dtype", "rel_error",
+                                                "rank", "relaxed_rank", "tensor_bytes")})
+            if info.get("skipped"):   # modules the CLI could not compress (e.g. no base tensor)
+                r["skipped"] = info["skipped"]
             if r.get("file_bytes") is None and os.path.exists(expert):
                 r["file_bytes"] = os.path.getsize(expert)
             disk = os.path.getsize(expert) if os.path.exists(expert) else None
@@ -363,11 +434,12 @@ def compressed_rows(judge, name, adapter_dir, work, base_file, is_dora, args, ad
             r["over_budget"] = max(r.get("file_bytes") or 0, disk or 0) > budget
             r["cli"] = info
             r["compress_s"] = round(time.time() - t0, 2)
-            r.update(try_export_and_score(judge, expert, work, base_file))
+            r.update(try_export_and_score(judge, expert, work, base_file,
+                                          r.get("method") or method))
             rows.append(r)
             print(f"  [{name}] {frac:g} {label}: bytes {r.get('file_bytes')} "
-                  f"rel_err {r.get('rel_error')} acc {r.get('accuracy', r.get('error'))}",
-                  flush=True)
+                  f"rel_err {r.get('rel_error')} acc {r.get('accuracy', r.get('error'))} "
+                  f"[{r.get('judged_by')}]", flush=True)
     return rows
 
 
@@ -402,8 +474,8 @@ def write_report(results, path_md):
          f"- versions: {', '.join(f'{k} {v}' for k, v in results['versions'].items())}", ""]
     for name, rows in results["adapters"].items():
         L += [f"## {name}", "",
-              "| row | budget | method | dtype | file bytes | rel_error | accuracy | nll | agree | kl | export / note |",
-              "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+              "| row | budget | method | dtype | rank | file bytes | rel_error | accuracy | nll | agree | kl | judged by / note |",
+              "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
         for r in rows:
             if r["row"] == "compressed":
                 label = "compressed"
@@ -414,17 +486,40 @@ def write_report(results, path_md):
                 dtype = r.get("dtype") or r["dtype_asked"]
                 if r["dtype_asked"] == "auto":
                     dtype = f"auto → {dtype}" if r.get("dtype") else "auto"
+                rank = ""
+                if r.get("rank") is not None:
+                    rank = str(r["rank"])
+                    if r.get("relaxed_rank") not in (None, r["rank"]):
+                        rank += f"→{r['relaxed_rank']}"
             else:
                 label, budget, method, dtype = r["row"], "", "", r.get("dtype", "")
-            note = r.get("error") or r.get("export") or r.get("note") or ""
+                rank = ""
+            note = r.get("error") or r.get("judged_by") or r.get("note") or ""
+            if r.get("judged_by") == "peft":
+                note = "PEFT"
+                if r.get("peft_rank_pattern_n"):
+                    note += f" (r={r.get('peft_r')}, {r['peft_rank_pattern_n']} in rank_pattern)"
+                if r.get("fuse_agree") is not None:
+                    note += (f"; fuse cross-check agree {r['fuse_agree']:.3f}, "
+                             f"max Δlogit {r['fuse_max_dlogit']:.1e}")
+                elif r.get("fuse_error"):
+                    note += f"; fuse cross-check failed: {r['fuse_error']}"
+            elif r.get("judged_by") == "fuse":
+                note = "fuse"
+                if r.get("tensors_changed") is not None:
+                    note += f" ({r['tensors_changed']} tensors changed)"
+                if r.get("convert_refused"):
+                    note += f"; convert --to peft refused (exit {r.get('convert_rc')})"
+            elif r.get("tensors_changed") is not None:
+                note = (note or "fuse") + f" ({r['tensors_changed']} tensors changed)"
+            if r.get("flag"):
+                note = f"**{r['flag']}**; " + note
+            if r.get("skipped"):
+                note = f"**skipped modules: {len(r['skipped'])}**; " + note
             if r.get("over_budget"):
                 note = f"OVER BUDGET ({r.get('disk_bytes')} bytes on disk); " + note
-            if r.get("tensors_changed") is not None:
-                note = (note or "fuse") + f" ({r['tensors_changed']} tensors changed)"
-            if r.get("convert_refused"):
-                note += "; convert --to peft refused (see json)"
             note = note.replace("|", "\\|")
-            L.append(f"| {label} | {budget} | {method} | {dtype} | {fmt(r.get('file_bytes'))} | "
+            L.append(f"| {label} | {budget} | {method} | {dtype} | {rank} | {fmt(r.get('file_bytes'))} | "
                      f"{fmt(r.get('rel_error'))} | {fmt(r.get('accuracy'))} | "
                      f"{fmt(r.get('nll'))} | {fmt(r.get('agree'))} | {fmt_kl(r.get('kl'))} | {note} |")
         L.append("")
