@@ -151,6 +151,10 @@ pub struct ModuleAnalysis {
     /// (activation-aware) and measure the layer-output error.
     pub calibration: Option<Matrix>,
     input_weight: Option<Vec<f32>>,
+    /// ∂L/∂W of a task loss (n×d) when given: OSD then keeps entries by the
+    /// paper's Taylor importance |weight × gradient| instead of the
+    /// data-free damage.
+    pub gradient: Option<Matrix>,
     /// Σ_{j<k} σ_j² for k = 0..=rank.
     head: Vec<f64>,
     tables: OnceLock<ColumnTables>,
@@ -206,11 +210,36 @@ impl ModuleAnalysis {
             total: total.max(f64::MIN_POSITIVE),
             calibration,
             input_weight,
+            gradient: None,
             head,
             tables: OnceLock::new(),
             cast_error2: OnceLock::new(),
             exact_norm2: OnceLock::new(),
         })
+    }
+
+    /// Adds the task-loss gradient ∂L/∂W (n×d; [in, out] is accepted for a
+    /// `fan_in_fan_out` module and transposed).
+    pub fn with_gradient(mut self, g: Matrix) -> Result<Self, OsdError> {
+        let (n, d) = self.shape();
+        let g = match (g.rows, g.cols) {
+            (r, c) if (r, c) == (n, d) => g,
+            (r, c) if (r, c) == (d, n) && self.delta.fan_in_fan_out => g.transpose(),
+            (r, c) => {
+                return Err(OsdError::shape(
+                    "gradient",
+                    format!(
+                        "{}: gradient is {r}×{c}, the module is {n}×{d}",
+                        self.delta.module
+                    ),
+                ))
+            }
+        };
+        if !g.is_finite() {
+            return Err(OsdError::NonFinite("gradient"));
+        }
+        self.gradient = Some(g);
+        Ok(self)
     }
 
     /// (rows, columns) of the module's ΔW.
@@ -394,15 +423,26 @@ impl ModuleAnalysis {
                     Method::Magtrunc => Selector::Magnitude,
                     _ => Selector::Damage,
                 };
-                OsdModule::sparsified(
-                    &self.svd,
-                    r.min(k),
-                    k,
-                    self.budget(p),
-                    p.dtype,
-                    input_weight,
-                    by,
-                )?
+                match (&self.gradient, by) {
+                    (Some(g), Selector::Damage) => OsdModule::sparsified_by(
+                        &self.svd,
+                        r.min(k),
+                        k,
+                        self.budget(p),
+                        p.dtype,
+                        super::OsdMethod::Published,
+                        |f| taylor_scores(f, g),
+                    )?,
+                    _ => OsdModule::sparsified(
+                        &self.svd,
+                        r.min(k),
+                        k,
+                        self.budget(p),
+                        p.dtype,
+                        input_weight,
+                        by,
+                    )?,
+                }
             }
             Method::LowrankSparse => OsdModule::low_rank_sparse(
                 &self.delta.dense()?,
@@ -430,6 +470,31 @@ impl ModuleAnalysis {
         };
         Ok((module, estimate))
     }
+}
+
+/// The paper's Taylor importance of factor entries: the first-order change
+/// of the task loss when an entry is zeroed, |Û[i,j]·(G·v̂_j)_i| and
+/// |V̂ᵀ[j,l]·(Gᵀ·û_j)_l| with G = ∂L/∂W.
+fn taylor_scores(
+    f: &super::importance::Factors,
+    g: &Matrix,
+) -> Result<(Vec<f64>, Vec<f64>), OsdError> {
+    let gv = g.matmul(&f.vt.transpose())?; // n×k
+    let gtu = g.transpose().matmul(&f.u)?; // d×k
+    let su =
+        f.u.data
+            .iter()
+            .zip(&gv.data)
+            .map(|(w, s)| (f64::from(*w) * f64::from(*s)).abs())
+            .collect();
+    let d = f.vt.cols;
+    let sv =
+        f.vt.data
+            .iter()
+            .enumerate()
+            .map(|(idx, w)| (f64::from(*w) * f64::from(gtu.get(idx % d, idx / d))).abs())
+            .collect();
+    Ok((su, sv))
 }
 
 /// Index of a dtype in `Stored::cast_error2`.

@@ -25,8 +25,11 @@ pub const MAX_ANALYSED_RANK: usize = 64;
 /// Calibration inputs X (m×d) by module or base tensor name.
 pub type Calibration = std::collections::HashMap<String, super::matrix::Matrix>;
 
-/// Reads calibration inputs: a safetensors file of 2-D float tensors named
-/// after the modules (or their base tensors), each [samples, in_features].
+/// Reads calibration data: a safetensors file of 2-D float tensors named
+/// after the modules (or their base tensors): inputs X [samples,
+/// in_features] under the name itself, and optionally the task-loss
+/// gradient ∂L/∂W [out, in] under `NAME.grad` (OSD then uses the paper's
+/// Taylor importance).
 pub fn load_calibration(path: &Path) -> Result<Calibration, OsdError> {
     let bytes = std::fs::read(path)
         .map_err(|e| OsdError::param("calibration", format!("{}: {e}", path.display())))?;
@@ -77,10 +80,19 @@ impl AdapterAnalysis {
         let modules = deltas
             .into_par_iter()
             .map(|d| {
-                let x = calibration
-                    .and_then(|c| c.get(&d.module).or_else(|| c.get(&d.base_tensor)))
-                    .cloned();
-                ModuleAnalysis::new(d, k_max, x)
+                let find = |suffix: &str| {
+                    calibration.and_then(|c| {
+                        c.get(&format!("{}{suffix}", d.module))
+                            .or_else(|| c.get(&format!("{}{suffix}", d.base_tensor)))
+                            .cloned()
+                    })
+                };
+                let (x, g) = (find(""), find(".grad"));
+                let analysis = ModuleAnalysis::new(d, k_max, x)?;
+                match g {
+                    Some(g) => analysis.with_gradient(g),
+                    None => Ok(analysis),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self { modules, skipped })
@@ -139,7 +151,9 @@ impl AdapterAnalysis {
 
 /// Which damage score chose the kept entries.
 pub fn importance_source(analysis: &AdapterAnalysis) -> &'static str {
-    if analysis.modules.iter().any(|m| m.calibration.is_some()) {
+    if analysis.modules.iter().any(|m| m.gradient.is_some()) {
+        "Taylor importance |weight × gradient| of the task loss (calibration gradients)"
+    } else if analysis.modules.iter().any(|m| m.calibration.is_some()) {
         "activation-weighted damage (calibration inputs, diag(XᵀX))"
     } else {
         "data-free damage (exact single-entry Frobenius damage)"

@@ -212,32 +212,53 @@ impl OsdModule {
         input_weight: Option<&[f32]>,
         by: Selector,
     ) -> Result<Self, OsdError> {
+        let method = match by {
+            Selector::Damage => OsdMethod::Published,
+            Selector::Magnitude => OsdMethod::MagTrunc,
+        };
+        Self::sparsified_by(svd, rank, relaxed_rank, budget_bytes, dtype, method, |f| {
+            Ok(match by {
+                Selector::Damage => {
+                    let imp = interleaved_importance(f, input_weight)?;
+                    (imp.u, imp.vt)
+                }
+                Selector::Magnitude => {
+                    let abs = |m: &Matrix| m.data.iter().map(|v| f64::from(v.abs())).collect();
+                    (abs(&f.u), abs(&f.vt))
+                }
+            })
+        })
+    }
+
+    /// Sparsified factors kept by any per-entry score (`scores` gets the
+    /// Σ-folded factors and returns scores laid out like them): OSD's
+    /// damage, magnitude, or the paper's Taylor importance with gradients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sparsified_by(
+        svd: &Svd,
+        rank: usize,
+        relaxed_rank: usize,
+        budget_bytes: u64,
+        dtype: ValueDtype,
+        method: OsdMethod,
+        scores: impl FnOnce(&Factors) -> Result<(Vec<f64>, Vec<f64>), OsdError>,
+    ) -> Result<Self, OsdError> {
         let f = Self::factors(svd, relaxed_rank)?;
         let (n, d, k) = (svd.u.rows, svd.vt.cols, relaxed_rank);
         let fixed = sparse_module_bytes(n, d, k, 0, dtype);
         let per_entry = index_bytes(k) + dtype.bytes() as u64;
         let count =
             usize::try_from(budget_bytes.saturating_sub(fixed) / per_entry).unwrap_or(usize::MAX);
-        let (keep_u, keep_vt) = match by {
-            Selector::Damage => {
-                let imp = interleaved_importance(&f, input_weight)?;
-                top_entries(&imp.u, &imp.vt, count)
-            }
-            Selector::Magnitude => {
-                let abs = |m: &Matrix| {
-                    m.data
-                        .iter()
-                        .map(|v| f64::from(v.abs()))
-                        .collect::<Vec<_>>()
-                };
-                top_entries(&abs(&f.u), &abs(&f.vt), count)
-            }
-        };
+        let (su, sv) = scores(&f)?;
+        if su.len() != f.u.data.len() || sv.len() != f.vt.data.len() {
+            return Err(OsdError::shape(
+                "sparsified_by",
+                "scores do not match the factors",
+            ));
+        }
+        let (keep_u, keep_vt) = top_entries(&su, &sv, count);
         Self::validated(Self {
-            method: match by {
-                Selector::Damage => OsdMethod::Published,
-                Selector::Magnitude => OsdMethod::MagTrunc,
-            },
+            method,
             dtype,
             n,
             d,
