@@ -400,7 +400,11 @@ fn calibration_lowers_the_output_error_on_its_inputs() {
     let plain = AdapterAnalysis::from_deltas(deltas.clone(), skipped.clone(), 16).unwrap();
     let aware =
         AdapterAnalysis::from_deltas_calibrated(deltas, skipped, 16, Some(&calibration)).unwrap();
-    let p = point(Method::Osd, ValueDtype::F32, 2);
+    // A fixed relaxation (k = 5): the scores decide which entries stay.
+    let p = OsdParams {
+        relax: Some(3),
+        ..point(Method::Osd, ValueDtype::F32, 2)
+    };
     let pick = |a: &AdapterAnalysis| {
         let m = a.modules.iter().find(|m| m.delta.module == module).unwrap();
         let (osd, _) = m.compress(&p, None).unwrap();
@@ -543,7 +547,11 @@ fn taylor_importance_uses_calibration_gradients() {
     assert!(importance_source(&taylor).contains("Taylor"));
     assert!(importance_source(&plain).contains("data-free"));
     let grad = &calibration[&format!("{module}.grad")];
-    let p = point(Method::Osd, ValueDtype::F32, 2);
+    // A fixed relaxation (k = 5): the scores decide which entries stay.
+    let p = OsdParams {
+        relax: Some(3),
+        ..point(Method::Osd, ValueDtype::F32, 2)
+    };
     let loss_change = |a: &AdapterAnalysis| {
         let m = a.modules.iter().find(|m| m.delta.module == module).unwrap();
         let (osd, _) = m.compress(&p, None).unwrap();

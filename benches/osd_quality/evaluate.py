@@ -399,6 +399,26 @@ def compressed_rows(judge, name, adapter_dir, work, base_file, is_dora, args, ad
         print(f"  [{name}] reference size: {ref_note}", flush=True)
     rows.append(row(name, "reference size", file_bytes=ref_bytes, note=ref_note))
 
+    # The adapter's own tensors cast to bf16 / f16 as an expert (no budget): what
+    # the "adapter cast" baseline costs in the .expert format, judged like the rest.
+    for dt in ("bf16", "f16"):
+        expert = os.path.join(work, f"cast-{dt}.expert")
+        ok, info, err = run_cli(["osd", "compress", adapter_dir, "-o", expert,
+                                 "--method", "lora", "--dtype", dt, "--json"] + extra)
+        r = row(name, f"adapter cast to {dt} as an expert (--method lora, no budget)",
+                method_asked="lora", dtype_asked=dt)
+        if not ok:
+            r["error"] = f"n/a: {err}"
+        else:
+            info = info or {}
+            r.update({k: info.get(k) for k in ("file_bytes", "method", "dtype", "rel_error",
+                                                "rank", "relaxed_rank", "tensor_bytes")})
+            r["cli"] = info
+            r.update(try_export_and_score(judge, expert, work, base_file, "lora"))
+        rows.append(r)
+        print(f"  [{name}] {r['row']}: bytes {r.get('file_bytes')} rel_err {r.get('rel_error')} "
+              f"acc {r.get('accuracy', r.get('error'))} [{r.get('judged_by')}]", flush=True)
+
     combos = [(m, d) for m in args.methods for d in args.dtypes] + [(None, None)]
     for frac in args.budgets:
         budget = int(ref_bytes * frac)
@@ -492,8 +512,8 @@ def write_report(results, path_md):
                     if r.get("relaxed_rank") not in (None, r["rank"]):
                         rank += f"→{r['relaxed_rank']}"
             else:
-                label, budget, method, dtype = r["row"], "", "", r.get("dtype", "")
-                rank = ""
+                label, budget, method, dtype = r["row"], "", r.get("method") or "", r.get("dtype", "")
+                rank = "" if r.get("rank") is None else str(r["rank"])
             note = r.get("error") or r.get("judged_by") or r.get("note") or ""
             if r.get("judged_by") == "peft":
                 note = "PEFT"

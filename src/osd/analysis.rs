@@ -302,6 +302,12 @@ impl ModuleAnalysis {
     /// Predicted error² and entries of a budgeted point at relaxed rank k.
     fn budgeted_at(&self, p: &OsdParams, k: usize, budget: u64) -> (f64, u64) {
         let (n, d) = self.shape();
+        let q = 2.0 * p.dtype.rounding_variance();
+        if budget >= dense_module_bytes(n, d, k, p.dtype) {
+            // Whole factors (see `OsdModule::sparsified_by`).
+            let head = self.head[k.min(self.rank())];
+            return (self.tail(k) + q * head, ((n + d) * k) as u64);
+        }
         let per_entry = 1 + p.dtype.bytes() as u64;
         let fixed = sparse_module_bytes(n, d, k, 0, p.dtype);
         let entries = budget.saturating_sub(fixed) / per_entry;
@@ -310,7 +316,6 @@ impl ModuleAnalysis {
             _ => Ranking::Damage,
         };
         let kept = self.tables().keep(k, entries, ranking);
-        let q = 2.0 * p.dtype.rounding_variance();
         let err2 =
             self.tail(k) + (self.head[k.min(self.rank())] - kept.energy).max(0.0) + q * kept.energy;
         (err2, kept.entries)
@@ -362,7 +367,11 @@ impl ModuleAnalysis {
                 let budget = self.budget(p);
                 let k = self.relaxed_rank(p);
                 let (err2, entries) = self.budgeted_at(p, k, budget);
-                let bytes = sparse_module_bytes(n, d, k, entries, p.dtype);
+                let bytes = if entries == ((n + d) * k) as u64 {
+                    dense_module_bytes(n, d, k, p.dtype)
+                } else {
+                    sparse_module_bytes(n, d, k, entries, p.dtype)
+                };
                 let index_bits = u64::from(super::budget::ceil_log2(((n.max(d)) * k) as u64));
                 (bytes, entries * (32 + index_bits), err2, k)
             }

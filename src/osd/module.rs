@@ -256,7 +256,13 @@ impl OsdModule {
                 "scores do not match the factors",
             ));
         }
-        let (keep_u, keep_vt) = top_entries(&su, &sv, count);
+        // A budget that pays for the dense factors keeps them whole (stored
+        // without indices): at c = 0 this is TruncSVD, never worse.
+        let (keep_u, keep_vt) = if budget_bytes >= dense_module_bytes(n, d, k, dtype) {
+            (vec![true; su.len()], vec![true; sv.len()])
+        } else {
+            top_entries(&su, &sv, count)
+        };
         Self::validated(Self {
             method,
             dtype,
