@@ -406,6 +406,7 @@ fn write_within(
     let mut limit = max;
     let mut best: Option<(tempfile::NamedTempFile, CompressReport)> = None;
     let mut lines = Vec::new();
+    let mut overhead = None;
     for _ in 0..12 {
         let Some(pick) = pick(analysis, limit, methods, dtypes, template).map_err(osd_failure)?
         else {
@@ -431,15 +432,24 @@ fn write_within(
         // The rest of the file (manifest, other sections, tables, padding)
         // is what the modules may not use; ranks are discrete, so a limit
         // that keeps picking the same point shrinks by at least 1 %.
-        let overhead = report.file_bytes.saturating_sub(report.tensor_bytes);
+        let rest = report.file_bytes.saturating_sub(report.tensor_bytes);
+        overhead = Some(rest);
         let overshoot = report.file_bytes - max;
         limit = max
-            .saturating_sub(overhead)
+            .saturating_sub(rest)
             .min(limit.saturating_sub(overshoot.max(limit / 100)));
     }
     let Some((file, report)) = best else {
+        let allowed: Vec<String> = methods
+            .iter()
+            .flat_map(|m| dtypes.iter().map(move |d| format!("{m} {d}")))
+            .collect();
+        let rest = overhead.map_or_else(String::new, |o| {
+            format!(" (the rest of the file takes {o} bytes)")
+        });
         return Err(Failure::invalid(format!(
-            "no method fits {max} bytes: the expert without its compressed modules is already close to that size (try a larger --max-bytes)"
+            "nothing fits {max} bytes: no point of {} leaves its modules within the limit{rest}; try a larger --max-bytes or allow more methods and dtypes",
+            allowed.join(", ")
         )));
     };
     file.persist(output)
