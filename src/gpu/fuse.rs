@@ -337,6 +337,8 @@ pub fn fuse_module_candle(
             (v.broadcast_mul(&factor)?, None)
         }
         ModuleKind::Osd => {
+            let (rows, cols) = w.dims2()?;
+            adapter.osd_module(module)?.check_fits(module, rows, cols)?;
             let delta = delta_weight(adapter, module, &device)?;
             check_dims(module, "ΔW", delta.dims(), w.dims())?;
             ((&w + delta)?, None)

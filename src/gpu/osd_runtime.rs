@@ -30,6 +30,29 @@ pub struct OsdResident {
 }
 
 impl OsdResident {
+    /// The base weight's shape this module applies to: [n, d], or [d, n]
+    /// when the base stores it transposed (`fan_in_fan_out`).
+    pub fn base_shape(&self, fan_in_fan_out: bool) -> (usize, usize) {
+        if fan_in_fan_out {
+            (self.d, self.n)
+        } else {
+            (self.n, self.d)
+        }
+    }
+
+    /// Fails unless the module fits a base weight of `rows`×`cols`: checked
+    /// before anything is decoded or allocated for the fuse.
+    pub fn check_fits(&self, module: &ModuleInfo, rows: usize, cols: usize) -> Result<()> {
+        let (r, c) = self.base_shape(module.fan_in_fan_out);
+        if (r, c) != (rows, cols) {
+            return Err(RuntimeError::module(
+                &module.module,
+                format!("OSD delta {r}×{c} does not fit the base weight {rows}×{cols}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The module, decoded (checked again: the bytes were validated at load,
     /// so this only fails on a bug).
     pub fn decode(&self, module: &str) -> Result<OsdModule> {
@@ -146,19 +169,6 @@ fn factors(osd: &OsdModule, fan_in_fan_out: bool) -> Factors {
     }
 }
 
-fn check_shape(module: &ModuleInfo, f: &Factors, rows: usize, cols: usize) -> Result<()> {
-    if (f.rows, f.cols) != (rows, cols) {
-        return Err(RuntimeError::module(
-            &module.module,
-            format!(
-                "OSD delta {}×{} does not fit the base weight {rows}×{cols}",
-                f.rows, f.cols
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// W' = W + Δ̂ on the host: one pass over W, a block of rows at a time, the
 /// low-rank part through the LoRA kernel.
 pub fn fuse_osd_host(
@@ -167,8 +177,8 @@ pub fn fuse_osd_host(
     weight: &Tensor,
 ) -> Result<Tensor> {
     let (rows, cols) = weight.dims2()?;
+    resident.check_fits(module, rows, cols)?;
     let f = factors(&resident.decode(&module.module)?, module.fan_in_fan_out);
-    check_shape(module, &f, rows, cols)?;
     let add = |r0: usize, out: &mut [f32]| {
         let n = out.len() / cols.max(1);
         add_product(out, &f.p[r0 * f.k..(r0 + n) * f.k], &f.q, f.k);

@@ -628,8 +628,9 @@ impl OsdModule {
         let (vt, budget_bytes) = if version == 1 {
             (second, budget.div_ceil(8))
         } else {
-            // V is d×k: checked before the transpose allocates k+1 pointers.
-            if (second.rows(), second.cols()) != (d, relaxed_rank) {
+            // V is d×k, and k ≤ min(n, d): checked before the transpose
+            // allocates k + 1 pointers (a hostile k could ask for 2³²).
+            if (second.rows(), second.cols()) != (d, relaxed_rank) || relaxed_rank > n.min(d) {
                 return Err(malformed("V's shape disagrees with d, k"));
             }
             (second.transpose(), budget)
@@ -752,6 +753,31 @@ mod tests {
         assert!(patch(24, &0u64.to_le_bytes()).is_err()); // rank 0
         assert!(patch(48, &2.0f32.to_le_bytes()).is_err()); // alpha > 1
         assert!(patch(52, &u64::MAX.to_le_bytes()).is_err()); // section length
+    }
+
+    /// A module claiming a relaxed rank of 2³¹ with empty factors of that
+    /// width is refused before anything k-sized is allocated.
+    #[test]
+    fn a_huge_claimed_rank_is_refused_before_allocation() {
+        let k = 1usize << 31;
+        let empty =
+            |rows: usize| Csr::from_parts(rows, k, vec![0; rows + 1], vec![], vec![]).unwrap();
+        let mut b = Vec::new();
+        b.extend_from_slice(b"OSDM");
+        b.extend_from_slice(&2u16.to_le_bytes());
+        b.extend_from_slice(&[0, 0]);
+        for v in [8u64, 6, 1, k as u64, 100] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b.extend_from_slice(&0f32.to_le_bytes());
+        for csr in [empty(8), empty(6)] {
+            let bytes = csr.to_bytes(false).unwrap();
+            b.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            b.extend_from_slice(&bytes);
+        }
+        b.push(0);
+        let err = OsdModule::from_bytes(&b).unwrap_err().to_string();
+        assert!(err.contains("V's shape"), "{err}");
     }
 
     /// A version-1 module (0.4: f32, Vt stored as is, budget in bits, zstd
