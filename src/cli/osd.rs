@@ -435,9 +435,14 @@ fn write_within(
         let rest = report.file_bytes.saturating_sub(report.tensor_bytes);
         overhead = Some(rest);
         let overshoot = report.file_bytes - max;
-        limit = max
-            .saturating_sub(rest)
-            .min(limit.saturating_sub(overshoot.max(limit / 100)));
+        // First the limit the measured rest leaves; only when that makes no
+        // progress (the same point again) shrink by the overshoot or 1 %.
+        let next = max.saturating_sub(rest);
+        limit = if next < limit {
+            next
+        } else {
+            limit.saturating_sub(overshoot.max(limit / 100))
+        };
     }
     let Some((file, report)) = best else {
         let allowed: Vec<String> = methods

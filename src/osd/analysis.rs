@@ -318,7 +318,10 @@ impl ModuleAnalysis {
         let kept = self.tables().keep(k, entries, ranking);
         let err2 =
             self.tail(k) + (self.head[k.min(self.rank())] - kept.energy).max(0.0) + q * kept.energy;
-        (err2, kept.entries)
+        // The module keeps exactly what the budget pays for (the tables'
+        // threshold can stop a few entries short): predict those bytes.
+        let all = ((n + d) * k.min(self.rank())) as u64;
+        (err2, entries.min(all).max(kept.entries))
     }
 
     /// The relaxed rank with the smallest predicted error for a budgeted point.

@@ -241,7 +241,11 @@ pub fn write_compressed(
     let report = |total: Estimate, file_bytes: u64| CompressReport {
         method: p.method,
         dtype: p.dtype,
-        rank: p.rank,
+        // `lora` keeps the adapter's own rank.
+        rank: match p.method {
+            Method::Lora => total.relaxed_rank,
+            _ => p.rank,
+        },
         relaxed_rank: total.relaxed_rank,
         modules: analysis.modules.len(),
         skipped: analysis.skipped.clone(),

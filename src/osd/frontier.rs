@@ -241,23 +241,13 @@ pub fn pick(
         .iter()
         .flat_map(|&m| dtypes.iter().map(move |&d| (m, d)))
         .collect();
-    // bf16 and f16 take the same bytes: one search serves both.
-    let mut fitted: Vec<((Method, usize), Option<OsdParams>)> = Vec::new();
-    for &(method, dtype) in &pairs {
-        let key = (method, dtype.bytes());
-        if !fitted.iter().any(|(k, _)| *k == key) {
-            fitted.push((key, best_fitting(analysis, method, dtype, limit, template)));
-        }
-    }
     let finalists: Vec<(OsdParams, Estimate)> = pairs
         .par_iter()
         .map(
             |&(method, dtype)| -> Result<Option<(OsdParams, Estimate)>, OsdError> {
-                let fit = fitted
-                    .iter()
-                    .find(|(k, _)| *k == (method, dtype.bytes()))
-                    .and_then(|(_, p)| *p);
-                let Some(mut p) = fit.map(|p| OsdParams { dtype, ..p }) else {
+                // Each dtype its own search: the relaxed ranks chosen depend on
+                // the rounding, so one dtype's budget under-fills another's.
+                let Some(mut p) = best_fitting(analysis, method, dtype, limit, template) else {
                     return Ok(None);
                 };
                 for _ in 0..8 {
