@@ -54,6 +54,20 @@ pub struct AnalyzeArgs {
     pub plot: Option<PathBuf>,
 }
 
+/// The parameters of a point besides method, dtype and rank.
+#[derive(clap::Args, Debug)]
+pub struct Shape {
+    /// osd/magtrunc: relaxation c (k = r + c) [default: searched per module].
+    #[arg(long)]
+    pub relax: Option<usize>,
+    /// Blends: fraction of the n·d entries in the sparse part.
+    #[arg(long, default_value_t = 0.01)]
+    pub sparsity: f64,
+    /// Blends: weight α of the sparse part.
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct CompressArgs {
     #[command(flatten)]
@@ -75,15 +89,8 @@ pub struct CompressArgs {
     /// osd/magtrunc budget.
     #[arg(long, default_value_t = 4)]
     pub rank: usize,
-    /// osd/magtrunc: relaxation c (k = r + c) [default: searched per module].
-    #[arg(long)]
-    pub relax: Option<usize>,
-    /// Blends: fraction of the n·d entries in the sparse part.
-    #[arg(long, default_value_t = 0.01)]
-    pub sparsity: f64,
-    /// Blends: weight α of the sparse part.
-    #[arg(long, default_value_t = 1.0)]
-    pub alpha: f32,
+    #[command(flatten)]
+    pub shape: Shape,
     /// osd/magtrunc: budget per module in bytes (default: TruncSVD at --rank).
     #[arg(long)]
     pub budget_bytes: Option<u64>,
@@ -109,15 +116,8 @@ pub struct TuneArgs {
         default_value = "f32,bf16,f16"
     )]
     pub dtypes: Vec<ValueDtype>,
-    /// osd/magtrunc: fixed relaxation c [default: searched per module].
-    #[arg(long)]
-    pub relax: Option<usize>,
-    /// Blends: fraction of the n·d entries in the sparse part.
-    #[arg(long, default_value_t = 0.01)]
-    pub sparsity: f64,
-    /// Blends: weight α of the sparse part.
-    #[arg(long, default_value_t = 1.0)]
-    pub alpha: f32,
+    #[command(flatten)]
+    pub shape: Shape,
     /// Measure every point (default: predict all, measure the Pareto front).
     #[arg(long)]
     pub exact: bool,
@@ -293,9 +293,9 @@ fn compress(args: CompressArgs, json_out: bool) -> Result<(), Failure> {
         method: args.method.unwrap_or(Method::Osd),
         dtype: args.dtype.unwrap_or_default(),
         rank: args.rank,
-        relax: args.relax,
-        sparsity: args.sparsity,
-        alpha: args.alpha,
+        relax: args.shape.relax,
+        sparsity: args.shape.sparsity,
+        alpha: args.shape.alpha,
         budget_rank: None,
         budget_bytes: args.budget_bytes,
     };
@@ -487,9 +487,9 @@ fn run_tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
     let (_, analysis) = load(&args.source)?;
     let original = analysis.original_bytes();
     let template = OsdParams {
-        relax: args.relax,
-        sparsity: args.sparsity,
-        alpha: args.alpha,
+        relax: args.shape.relax,
+        sparsity: args.shape.sparsity,
+        alpha: args.shape.alpha,
         ..OsdParams::default()
     };
     let points = tune(

@@ -111,21 +111,7 @@ struct Factors {
 
 fn factors(osd: &OsdModule, fan_in_fan_out: bool) -> Factors {
     let (n, d, k) = (osd.n(), osd.d(), osd.relaxed_rank());
-    let lambda = osd.low_rank_weight();
-    let mut u = vec![0f32; n * k];
-    for i in 0..n {
-        let (idx, val) = osd.u().row(i);
-        for (&j, &v) in idx.iter().zip(val) {
-            u[i * k + j as usize] = lambda * v;
-        }
-    }
-    let mut vt = vec![0f32; k * d];
-    for j in 0..k {
-        let (idx, val) = osd.vt().row(j);
-        for (&l, &v) in idx.iter().zip(val) {
-            vt[j * d + l as usize] = v;
-        }
-    }
+    let (u, vt) = osd.dense_factors();
     let alpha = osd.sparse_weight();
     let mut sparse = Vec::new();
     if let Some(s) = osd.residual().filter(|_| alpha != 0.0) {

@@ -49,15 +49,7 @@ fn factors(module: &str, osd: &OsdModule) -> Result<(OwnedTensor, OwnedTensor), 
         )));
     }
     let (n, d, k) = (osd.n(), osd.d(), osd.relaxed_rank());
-    let lambda = osd.low_rank_weight();
-    let mut b = vec![0f32; n * k];
-    for i in 0..n {
-        let (idx, val) = osd.u().row(i);
-        for (&j, &v) in idx.iter().zip(val) {
-            b[i * k + j as usize] = lambda * v;
-        }
-    }
-    let a = osd.vt().to_dense().data;
+    let (b, a) = osd.dense_factors();
     let dtype = super::expert::safetensors_dtype(osd.dtype());
     Ok((
         tensor(format!("{PREFIX}{module}.lora_A.weight"), k, d, a, dtype)?,

@@ -451,6 +451,21 @@ impl OsdModule {
         }
     }
 
+    /// The low-rank part as dense row-major factors `(λ·U [n, k], Vt [k, d])`
+    /// (transient: for a fuse or an export).
+    pub fn dense_factors(&self) -> (Vec<f32>, Vec<f32>) {
+        let (n, k) = (self.n, self.relaxed_rank);
+        let lambda = self.low_rank_weight();
+        let mut u = vec![0f32; n * k];
+        for i in 0..n {
+            let (idx, val) = self.u.row(i);
+            for (&j, &v) in idx.iter().zip(val) {
+                u[i * k + j as usize] = lambda * v;
+            }
+        }
+        (u, self.vt.to_dense().data)
+    }
+
     /// Storage by the paper's accounting (32-bit values plus ⌈log₂⌉-bit flat
     /// indices, see `budget`): shown beside the real bytes, never instead.
     pub fn storage_bits(&self) -> u64 {
