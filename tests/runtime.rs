@@ -634,11 +634,18 @@ fn bench_cli_reports_every_figure_as_json() {
             .all(|a| a["value"]["median"].is_number() && !a["ratio"].is_null()));
     }
     let cold = figures.iter().find(|f| f["key"] == "cold_load").unwrap();
+    let labels: Vec<&str> = cold["anchors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["label"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        cold["anchors"].as_array().unwrap().len(),
-        2,
-        "safetensors and legacy"
+        labels.len(),
+        3,
+        "the cold file read, safetensors and legacy: {labels:?}"
     );
+    assert!(labels[0].contains("plain read"), "{labels:?}");
     // The text table names each figure beside its anchor; --plot writes
     // one bar per (figure, anchor).
     let plot = dir.path().join("bench.svg");
