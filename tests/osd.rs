@@ -570,3 +570,28 @@ fn taylor_importance_uses_calibration_gradients() {
         "first-order loss change with Taylor {with:.3e} vs data-free {without:.3e}"
     );
 }
+
+/// Nothing low-rank to compress (IA³; DoRA without its base): a clear
+/// error that says why, and no file.
+#[test]
+fn nothing_to_compress_is_an_error_not_an_empty_expert() {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture_name, hint) in [("minilm-ia3", "IA³"), ("minilm-dora-r8", "--base")] {
+        let out = dir.path().join(format!("{fixture_name}.expert"));
+        let output = Command::cargo_bin("expertui")
+            .unwrap()
+            .args(["--headless", "osd", "compress"])
+            .arg(fixture(fixture_name))
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(3), "{fixture_name}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("nothing to compress") && stderr.contains(hint),
+            "{stderr}"
+        );
+        assert!(!out.exists());
+    }
+}

@@ -191,6 +191,23 @@ pub fn run(command: OsdCommand, json_out: bool) -> Result<(), Failure> {
     }
 }
 
+/// `compress` and `tune` need at least one low-rank delta: say why there is
+/// none instead of writing an expert that compressed nothing.
+fn require_modules(analysis: &AdapterAnalysis, source: &Source) -> Result<(), Failure> {
+    if !analysis.modules.is_empty() {
+        return Ok(());
+    }
+    let hint = if source.base.is_none() {
+        "DoRA modules need the base weights (--base W); "
+    } else {
+        ""
+    };
+    Err(Failure::invalid(format!(
+        "nothing to compress: no module is a low-rank delta here ({} kept as they are). {hint}IA³, LoRA on embeddings and prompt tuning are not low-rank additive deltas",
+        analysis.skipped.len()
+    )))
+}
+
 fn analyze(args: AnalyzeArgs, json_out: bool) -> Result<(), Failure> {
     let (_, analysis) = load(&args.source)?;
     let overall = analysis.overall_energy();
@@ -285,6 +302,7 @@ fn short(module: &str) -> String {
 
 fn compress(args: CompressArgs, json_out: bool) -> Result<(), Failure> {
     let (contents, analysis) = load(&args.source)?;
+    require_modules(&analysis, &args.source)?;
     let contents = match contents {
         Some(c) => c,
         None => finetune_contents(&analysis, args.rank),
@@ -485,6 +503,7 @@ fn finetune_contents(analysis: &AdapterAnalysis, rank: usize) -> ExpertContents 
 
 fn run_tune(args: TuneArgs, json_out: bool) -> Result<(), Failure> {
     let (_, analysis) = load(&args.source)?;
+    require_modules(&analysis, &args.source)?;
     let original = analysis.original_bytes();
     let template = OsdParams {
         relax: args.shape.relax,
