@@ -210,6 +210,12 @@ fn dora_needs_the_base_and_uses_it() {
         .find(|m| m.delta.module.ends_with("layer.0.attention.self.query"))
         .unwrap();
     assert!(q.energy[7] < 0.9999, "energy at rank 8: {}", q.energy[7]);
+    // A 384-wide dense delta keeps its whole spectrum: r@99 % is a real
+    // rank past the 16 components analysed, not a cap.
+    assert_eq!(q.energy.len(), 384);
+    let r99 = q.energy.iter().position(|e| *e >= 0.99).unwrap() + 1;
+    assert!(r99 > 16 && r99 < 384, "r@99 % = {r99}");
+    assert!((q.energy.last().unwrap() - 1.0).abs() < 1e-6);
 }
 
 #[test]

@@ -185,7 +185,20 @@ impl ModuleAnalysis {
             }
             None => None,
         };
-        let svd = delta.svd(k_max)?;
+        // A small dense delta gets an exact, complete SVD anyway: keep every
+        // singular value for the energy curve (r@99 % can lie past k_max)
+        // and the factors up to k_max.
+        let full = match &delta.form {
+            DeltaForm::Dense(m) if m.rows.min(m.cols) <= super::delta::RANDOMIZED_ABOVE => {
+                Some(delta.svd(usize::MAX)?)
+            }
+            _ => None,
+        };
+        let svd = match &full {
+            Some(f) => f.truncated(k_max),
+            None => delta.svd(k_max)?,
+        };
+        let spectrum: &[f32] = full.as_ref().map_or(&svd.s, |f| &f.s);
         let head: Vec<f64> = std::iter::once(0.0)
             .chain(svd.s.iter().scan(0.0f64, |acc, s| {
                 *acc += f64::from(*s).powi(2);
@@ -200,9 +213,9 @@ impl ModuleAnalysis {
             DeltaForm::Dense(m) => m.data.iter().map(|v| f64::from(*v).powi(2)).sum(),
         };
         // Shares of the whole ‖ΔW‖², not of the components computed.
-        let computed = head.last().copied().unwrap_or(0.0);
+        let computed: f64 = spectrum.iter().map(|s| f64::from(*s).powi(2)).sum();
         let scale = computed / total.max(computed).max(f64::MIN_POSITIVE);
-        let energy: Vec<f64> = energy_curve(&svd.s).iter().map(|e| e * scale).collect();
+        let energy: Vec<f64> = energy_curve(spectrum).iter().map(|e| e * scale).collect();
         Ok(Self {
             delta,
             svd,

@@ -15,7 +15,7 @@ use crate::format::peft::PeftAdapter;
 use crate::format::tensors::{ModuleInfo, ModuleKind, OwnedTensor};
 
 /// Dense deltas larger than this (in min(n, d)) use the randomized SVD.
-const RANDOMIZED_ABOVE: usize = 512;
+pub(crate) const RANDOMIZED_ABOVE: usize = 512;
 
 /// The delta of one module, in the cheapest exact form available.
 #[derive(Debug, Clone)]
