@@ -102,28 +102,41 @@ impl SectionCheck {
 /// must already have passed the structure checks (ranges inside `data`).
 /// `padding_start[i]` is where the padding before section `i` begins.
 pub fn verify_sections(data: &[u8], toc: &[TocEntry], padding_start: &[u64]) -> Vec<SectionCheck> {
-    // Big sections first, so one large section does not finish last on its own.
+    // One SHA-256 stream cannot be split, so the work is split by bytes:
+    // sections, largest first, each to the thread with the fewest bytes so
+    // far (longest-processing-time first), one batch per thread. Threads
+    // then finish within one small section of each other, where splitting
+    // by section count left a core idle behind one large section.
+    let threads = rayon::current_num_threads().max(1);
     let mut order: Vec<usize> = (0..toc.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(toc[i].stored_len.get()));
-    let mut checks: Vec<SectionCheck> = order
+    let mut batches: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); threads];
+    for index in order {
+        if let Some(batch) = batches.iter_mut().min_by_key(|b| b.0) {
+            batch.0 = batch.0.saturating_add(toc[index].stored_len.get());
+            batch.1.push(index);
+        }
+    }
+    let check = |index: usize| {
+        let entry = &toc[index];
+        let offset = entry.offset.get();
+        let end = offset.saturating_add(entry.stored_len.get());
+        let bytes = slice(data, offset, end);
+        let pad_from = padding_start.get(index).copied().unwrap_or(offset);
+        let clean_padding = slice(data, pad_from, offset).iter().all(|&b| b == 0);
+        SectionCheck {
+            index,
+            name: entry.name_str().unwrap_or("?").to_string(),
+            offset,
+            end,
+            expected: entry.sha256,
+            actual: Sha256::digest(bytes).into(),
+            clean_padding,
+        }
+    };
+    let mut checks: Vec<SectionCheck> = batches
         .into_par_iter()
-        .map(|index| {
-            let entry = &toc[index];
-            let offset = entry.offset.get();
-            let end = offset.saturating_add(entry.stored_len.get());
-            let bytes = slice(data, offset, end);
-            let pad_from = padding_start.get(index).copied().unwrap_or(offset);
-            let clean_padding = slice(data, pad_from, offset).iter().all(|&b| b == 0);
-            SectionCheck {
-                index,
-                name: entry.name_str().unwrap_or("?").to_string(),
-                offset,
-                end,
-                expected: entry.sha256,
-                actual: Sha256::digest(bytes).into(),
-                clean_padding,
-            }
-        })
+        .flat_map_iter(|(_, batch)| batch.into_iter().map(check))
         .collect();
     checks.sort_by_key(|c| c.index);
     checks
