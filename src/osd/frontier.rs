@@ -226,6 +226,39 @@ fn best_fitting(
     }
 }
 
+/// The best-fitting point of one method × dtype, built and measured; a
+/// point whose measured bytes overshoot its prediction is shrunk. `None`
+/// when nothing fits, or when the dtype cannot hold the values (f16 past
+/// 65 504; f32 failing is a real error). Each dtype searches on its own:
+/// the relaxed ranks chosen depend on the rounding.
+fn measured_fit(
+    analysis: &AdapterAnalysis,
+    method: Method,
+    dtype: ValueDtype,
+    limit: u64,
+    template: &OsdParams,
+) -> Result<Option<(OsdParams, Estimate)>, OsdError> {
+    let Some(mut p) = best_fitting(analysis, method, dtype, limit, template) else {
+        return Ok(None);
+    };
+    for _ in 0..8 {
+        let e = match exact_outcome(analysis, &p) {
+            Ok(e) => e,
+            Err(_) if dtype != ValueDtype::F32 => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if e.bytes <= limit {
+            return Ok(Some((p, e)));
+        }
+        match p.budget_rank {
+            Some(rho) => p.budget_rank = Some(rho * 0.97),
+            None if p.rank > 1 => p.rank -= 1,
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// Finds, for each method × dtype, the point that best fills `limit` bytes
 /// of compressed modules, measures each exactly (shrinking a point whose
 /// measured bytes overshoot its prediction), and returns the one with the
@@ -243,33 +276,7 @@ pub fn pick(
         .collect();
     let finalists: Vec<(OsdParams, Estimate)> = pairs
         .par_iter()
-        .map(
-            |&(method, dtype)| -> Result<Option<(OsdParams, Estimate)>, OsdError> {
-                // Each dtype its own search: the relaxed ranks chosen depend on
-                // the rounding, so one dtype's budget under-fills another's.
-                let Some(mut p) = best_fitting(analysis, method, dtype, limit, template) else {
-                    return Ok(None);
-                };
-                for _ in 0..8 {
-                    // A dtype that cannot hold the values (f16 past 65 504) is
-                    // not a candidate; f32 failing is a real error.
-                    let e = match exact_outcome(analysis, &p) {
-                        Ok(e) => e,
-                        Err(_) if dtype != ValueDtype::F32 => return Ok(None),
-                        Err(e) => return Err(e),
-                    };
-                    if e.bytes <= limit {
-                        return Ok(Some((p, e)));
-                    }
-                    match (p.budget_rank, p.method) {
-                        (Some(rho), _) => p.budget_rank = Some(rho * 0.97),
-                        (None, _) if p.rank > 1 => p.rank -= 1,
-                        _ => return Ok(None),
-                    }
-                }
-                Ok(None)
-            },
-        )
+        .map(|&(method, dtype)| measured_fit(analysis, method, dtype, limit, template))
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .flatten()
