@@ -10,9 +10,8 @@ use std::sync::Arc;
 use crossterm::event::KeyCode;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
-use ratatui::symbols::Marker;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph};
+use ratatui::widgets::{Block, Borders, Paragraph};
 use ratatui::Frame;
 
 use crate::app::context::Context;
@@ -27,6 +26,9 @@ use crate::osd::analysis::{Estimate, Method, OsdParams};
 use crate::osd::expert::{write_compressed, AdapterAnalysis};
 pub use crate::osd::frontier::GridPoint;
 use crate::osd::precision::ValueDtype;
+
+mod charts;
+use charts::{draw_curve, draw_frontier};
 
 /// Cells of a slider bar.
 const SLIDER_WIDTH: usize = 24;
@@ -413,13 +415,13 @@ impl Panel for OsdPanel {
         .areas(right);
         frame.render_widget(self.controls(analysis, theme), controls);
         if self.grid.is_empty() {
-            self.draw_curve(frame, chart_area, theme);
+            draw_curve(frame, chart_area, &self.curve(), self.params.rank, theme);
         } else {
             let [curve, frontier] =
                 Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)])
                     .areas(chart_area);
-            self.draw_curve(frame, curve, theme);
-            self.draw_frontier(frame, frontier, theme);
+            draw_curve(frame, curve, &self.curve(), self.params.rank, theme);
+            draw_frontier(frame, frontier, &self.grid, theme);
         }
         frame.render_widget(self.grid_table(theme), grid_area);
     }
@@ -691,115 +693,6 @@ impl OsdPanel {
                 .borders(Borders::ALL)
                 .title(Span::styled(" OSD tuning ", theme.title())),
         )
-    }
-
-    /// The energy-retention curve with the chosen rank marked.
-    fn draw_curve(&self, frame: &mut Frame, area: Rect, theme: Theme) {
-        let p = &self.params;
-        let curve = self.curve();
-        let points: Vec<(f64, f64)> = std::iter::once((0.0, 0.0))
-            .chain(curve.iter().enumerate().map(|(i, v)| ((i + 1) as f64, *v)))
-            .collect();
-        let x_max = curve.len().max(1) as f64;
-        let at_rank = curve.get(p.rank.saturating_sub(1)).copied().unwrap_or(0.0);
-        let marker = vec![(p.rank as f64, 0.0), (p.rank as f64, at_rank)];
-        let datasets = vec![
-            Dataset::default()
-                .name("energy retained")
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(theme.ok())
-                .data(&points),
-            Dataset::default()
-                .name(format!("rank {}", p.rank))
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(theme.key())
-                .data(&marker),
-        ];
-        let chart = Chart::new(datasets)
-            .block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(" energy-retention curve "),
-            )
-            .x_axis(
-                Axis::default()
-                    .title("rank")
-                    .bounds([0.0, x_max])
-                    .labels(vec![
-                        Line::raw("0"),
-                        Line::raw(format!("{}", x_max as usize)),
-                    ]),
-            )
-            .y_axis(
-                Axis::default()
-                    .title("energy")
-                    .bounds([0.0, 1.0])
-                    .labels(vec![Line::raw("0"), Line::raw("0.5"), Line::raw("1")]),
-            );
-        frame.render_widget(chart, area);
-    }
-
-    /// The tune grid's frontier: error against bytes written, one curve per
-    /// method (its best point at each size, over dtypes and ranks).
-    fn draw_frontier(&self, frame: &mut Frame, area: Rect, theme: Theme) {
-        let styles = [theme.ok(), theme.key(), theme.title(), theme.damaged()];
-        let mut curves: Vec<(Method, Vec<(f64, f64)>)> = Vec::new();
-        for method in Method::ALL {
-            let mut pts: Vec<(f64, f64)> = self
-                .grid
-                .iter()
-                .filter(|g| g.method == method)
-                .map(|g| (g.bytes as f64, g.rel_error))
-                .collect();
-            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // The lower envelope: a point counts if it beats every smaller one.
-            let mut best = f64::INFINITY;
-            pts.retain(|p| {
-                let keep = p.1 < best;
-                best = best.min(p.1);
-                keep
-            });
-            if !pts.is_empty() {
-                curves.push((method, pts));
-            }
-        }
-        let x_max = curves
-            .iter()
-            .flat_map(|(_, p)| p.iter().map(|q| q.0))
-            .fold(1.0f64, f64::max);
-        let datasets: Vec<Dataset> = curves
-            .iter()
-            .enumerate()
-            .map(|(i, (method, pts))| {
-                Dataset::default()
-                    .name(method.name())
-                    .marker(Marker::Braille)
-                    .graph_type(GraphType::Line)
-                    .style(styles[i % styles.len()])
-                    .data(pts)
-            })
-            .collect();
-        let chart = Chart::new(datasets)
-            .block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(" frontier: error vs bytes written "),
-            )
-            .x_axis(
-                Axis::default()
-                    .title("bytes")
-                    .bounds([0.0, x_max])
-                    .labels(vec![Line::raw("0"), Line::raw(format!("{x_max:.0}"))]),
-            )
-            .y_axis(
-                Axis::default()
-                    .title("error")
-                    .bounds([0.0, 1.0])
-                    .labels(vec![Line::raw("0"), Line::raw("1")]),
-            );
-        frame.render_widget(chart, area);
     }
 
     /// The tune grid with its Pareto front, or what to press for one.
