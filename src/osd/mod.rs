@@ -1,14 +1,18 @@
-//! Optimal Singular Damage (Alipour & Amiri, arXiv 2511.02681): compression of
-//! weight deltas `ΔW = W_f − W_p` as sparsified truncated SVD factors.
+//! Compression of weight deltas `ΔW` (LoRA, DoRA, fine-tunes) in the fewest
+//! bytes written: the adapter cast, TruncSVD, Optimal Singular Damage
+//! (Alipour & Amiri, arXiv 2511.02681: sparsified factors at a relaxed rank
+//! k = r + c), MagTruncSVD and two low-rank + sparse variants, each in f32,
+//! bf16 or f16.
 //!
 //! Pipeline: an SVD of the delta ([`dense_svd`], [`randomized_svd`], or
-//! [`lora_svd`] straight from LoRA factors) at a relaxed rank k = r + c;
-//! Σ folded into both factors ([`fold_sqrt_sigma`]); per-entry damage scores
-//! ([`interleaved_importance`]); entries kept within a bit budget
-//! ([`select_entries`]); the result stored as an [`OsdModule`] (CSR factors,
-//! checked bytes) that reconstructs Δ̂ or fuses it into a base weight. A
-//! low-rank + sparse blend ([`OsdModule::blend`]) is the alternative method;
-//! [`energy_curve`] and friends guide rank choice. No UI dependencies.
+//! [`lora_svd`] straight from LoRA factors); Σ folded into both factors
+//! ([`fold_sqrt_sigma`]); per-entry scores ([`interleaved_importance`], or
+//! magnitude, or Taylor with gradients); the entries a byte budget pays
+//! for, stored as an [`OsdModule`] (CSR factors in one dtype, exact
+//! `encoded_len`) that reconstructs Δ̂ or fuses it into a base weight.
+//! `analysis` predicts any point from cached tables, `exact` measures it,
+//! `frontier` tunes and picks under a byte limit, `export` turns low-rank
+//! modules back into LoRA factors. No UI dependencies.
 
 pub mod analysis;
 mod blend;
@@ -31,7 +35,7 @@ mod svd;
 mod tables;
 
 pub use blend::sparse_residual;
-pub use budget::{ceil_log2, entry_bits, osd_bits, select_entries, trunc_svd_bits, Selection};
+pub use budget::{ceil_log2, entry_bits, osd_bits, trunc_svd_bits};
 pub use csr::Csr;
 pub use energy::{aggregate_curve, energy_curve, rank_for_retention, total_energy};
 pub use error::OsdError;
