@@ -1028,3 +1028,60 @@ fn completions_and_man_page_come_from_clap() {
     let (code, _, _) = run(&["completions", "tcsh"]);
     assert_eq!(code, 2, "unknown shell is a usage error");
 }
+
+/// `validate --recursive`: every `*.expert` below a folder (nested, a
+/// legacy package among them), one JSON line each and a summary, symbolic
+/// links not followed, the worst exit code; a damaged section is found
+/// with `--verify-integrity` and named.
+#[test]
+fn validate_recursive_reports_a_folder_of_experts() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("team/a");
+    std::fs::create_dir_all(&nested).unwrap();
+    demo_copy(dir.path(), "one.expert", |_| {});
+    demo_copy(&nested, "two.expert", |_| {});
+    legacy_copy(&nested);
+    let (_, offset, _) = demo_section("layer.0");
+    demo_copy(&nested, "damaged.expert", |b| {
+        b[offset as usize + 100] ^= 0xff
+    });
+    std::fs::write(dir.path().join("notes.txt"), b"not an expert").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("team/loop")).unwrap();
+    let root_dir = s(dir.path());
+
+    let (code, stdout, _) = run(&["--headless", "validate", "--recursive", root_dir, "--json"]);
+    assert_eq!(
+        code, 0,
+        "without --verify-integrity every header, TOC and manifest is sound"
+    );
+    let docs = json_docs(&stdout);
+    assert_eq!(docs.len(), 5, "4 experts and the summary");
+    let summary = &docs[4]["summary"];
+    assert_eq!(summary["files"], 4);
+    assert_eq!(summary["valid"], 4);
+    assert!(summary["experts_per_second"].as_f64().unwrap() > 0.0);
+    assert!(docs[..4].iter().any(|d| d["format"] == "legacy-tar.gz"));
+
+    let (code, stdout, stderr) = run(&[
+        "--headless",
+        "validate",
+        "--recursive",
+        root_dir,
+        "--verify-integrity",
+    ]);
+    assert_eq!(code, 3, "{stderr}");
+    let text = String::from_utf8_lossy(&stdout);
+    let bad: Vec<&str> = text.lines().filter(|l| l.contains("INVALID")).collect();
+    assert_eq!(bad.len(), 1, "{text}");
+    assert!(
+        bad[0].contains("damaged.expert") && bad[0].contains("layer.0"),
+        "{text}"
+    );
+    assert!(stderr.contains("4 experts: 3 valid, 1 invalid"), "{stderr}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = run(&["--headless", "validate", "-r", s(empty.path()), "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(json(&stdout)["summary"]["files"], 0);
+}

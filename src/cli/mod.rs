@@ -18,6 +18,7 @@ mod report;
 mod revoke;
 mod sign;
 mod validate;
+mod validate_tree;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

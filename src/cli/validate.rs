@@ -11,8 +11,16 @@ use crate::validation::{validate_path, ValidateOptions, ValidationReport};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// An .expert v2 file or a legacy tar.gz package.
+    /// An .expert v2 file or a legacy tar.gz package (a folder with --recursive).
     pub file: PathBuf,
+    /// Validate every `*.expert` below the folder FILE: one line per file
+    /// (a JSON object per line with --json), a summary, and the worst exit
+    /// code (3 if any is invalid, else 1 if any could not be read).
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    /// With --recursive: how many experts to validate at once [default: the cores].
+    #[arg(long, requires = "recursive")]
+    pub jobs: Option<usize>,
     /// Hash every section (in parallel) and compare with the TOC; compare the
     /// adapter's size and SHA-256 with the manifest.
     #[arg(long)]
@@ -48,6 +56,12 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         dump_metadata: args.dump_metadata,
         time: args.time,
     };
+    if args.recursive {
+        let jobs = args
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        return super::validate_tree::run(&args.file, &options, jobs, json_out);
+    }
     let report = validate_path(&args.file, &options)?;
     if json_out {
         print_json(&serde_json::to_value(&report).unwrap_or_default());
