@@ -601,3 +601,54 @@ fn nothing_to_compress_is_an_error_not_an_empty_expert() {
         assert!(!out.exists());
     }
 }
+
+/// Hostile module bytes: thousands of random edits and cuts of real
+/// version-2 modules (every method and dtype) are errors or valid modules
+/// that round-trip, never a panic (the fuzz harness's checks).
+#[test]
+fn mutated_module_bytes_never_panic() {
+    use expertui::osd::expert::compress_modules;
+    let (_, analysis) = lora();
+    let mut seeds = Vec::new();
+    for method in [
+        Method::Osd,
+        Method::Truncsvd,
+        Method::Magtrunc,
+        Method::LowrankSparse,
+        Method::MaskedBlend,
+    ] {
+        for dtype in ValueDtype::ALL {
+            let p = OsdParams {
+                method,
+                dtype,
+                rank: 2,
+                sparsity: 0.001,
+                ..OsdParams::default()
+            };
+            let modules = compress_modules(&analysis, &p).unwrap();
+            seeds.push(modules[0].0.to_bytes().unwrap());
+        }
+    }
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for round in 0..3000usize {
+        let mut b = seeds[round % seeds.len()].clone();
+        for _ in 0..1 + next() % 6 {
+            // Mostly the headers, where the counts and shapes live.
+            let span = if next() % 2 == 0 { 200 } else { b.len() };
+            let at = next() as usize % b.len().min(span);
+            b[at] = next() as u8;
+        }
+        if next() % 16 == 0 {
+            let cut = next() as usize % b.len();
+            b.truncate(cut);
+        }
+        expertui::fuzzing::osd_module(&b);
+        expertui::fuzzing::csr(&b[(next() as usize % 120).min(b.len())..]);
+    }
+}
