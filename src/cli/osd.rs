@@ -12,9 +12,10 @@ use crate::format::package::{ExpertContents, PackageOptions};
 use crate::osd::analysis::{Method, OsdParams};
 use crate::osd::delta::{adapter_deltas, finetune_deltas, BaseWeights};
 use crate::osd::expert::{
-    importance_source, load_calibration, write_compressed, AdapterAnalysis, CompressReport,
+    importance_source, load_calibration, write_compressed, write_within_limit, AdapterAnalysis,
+    CompressReport,
 };
-use crate::osd::frontier::{pick, tune};
+use crate::osd::frontier::tune;
 use crate::osd::precision::ValueDtype;
 use crate::plot::{write_chart, Chart, Series};
 
@@ -343,16 +344,25 @@ fn compress(args: CompressArgs, json_out: bool) -> Result<(), Failure> {
             let dtypes = args
                 .dtype
                 .map_or_else(|| ValueDtype::ALL.to_vec(), |d| vec![d]);
-            let fitted = write_within(
+            let (report, finalists) = write_within_limit(
                 &contents,
                 &analysis,
                 &template,
-                &methods,
-                &dtypes,
+                (&methods, &dtypes),
                 max,
                 &args.output,
+                &PackageOptions::default(),
             )?;
-            (fitted.0, fitted.1)
+            let lines = finalists
+                .iter()
+                .map(|(p, e)| {
+                    format!(
+                        "{} {} rank {}: {} bytes of modules, relative error {:.5}",
+                        p.method, p.dtype, p.rank, e.bytes, e.rel_error
+                    )
+                })
+                .collect();
+            (report, lines)
         }
     };
     if json_out {
@@ -395,89 +405,6 @@ fn print_report(output: &Path, report: &CompressReport) {
     if !report.skipped.is_empty() {
         println!("  kept as they were: {} modules", report.skipped.len());
     }
-}
-
-/// Picks and writes the best point whose written file is at most `max`
-/// bytes: candidates are sized by their module bytes against the limit
-/// minus the rest of the file, which is measured by writing (to a temporary
-/// file beside the output) and corrected until the file fits.
-fn write_within(
-    contents: &ExpertContents,
-    analysis: &AdapterAnalysis,
-    template: &OsdParams,
-    methods: &[Method],
-    dtypes: &[ValueDtype],
-    max: u64,
-    output: &Path,
-) -> Result<(CompressReport, Vec<String>), Failure> {
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let temp = |what: &str| {
-        tempfile::Builder::new()
-            .prefix(".expertui-fit-")
-            .tempfile_in(&dir)
-            .map_err(|e| Failure::error(format!("{what}: {}: {e}", dir.display())))
-    };
-    let options = PackageOptions::default();
-    let mut limit = max;
-    let mut best: Option<(tempfile::NamedTempFile, CompressReport)> = None;
-    let mut lines = Vec::new();
-    let mut overhead = None;
-    for _ in 0..12 {
-        let Some(pick) = pick(analysis, limit, methods, dtypes, template).map_err(osd_failure)?
-        else {
-            break;
-        };
-        lines = pick
-            .finalists
-            .iter()
-            .map(|(p, e)| {
-                format!(
-                    "{} {} rank {}: {} bytes of modules, relative error {:.5}",
-                    p.method, p.dtype, p.rank, e.bytes, e.rel_error
-                )
-            })
-            .collect();
-        let file = temp("a temporary file to measure")?;
-        let (_, report) =
-            write_compressed(contents, analysis, &pick.params, file.path(), &options)?;
-        if report.file_bytes <= max {
-            best = Some((file, report));
-            break;
-        }
-        // The rest of the file (manifest, other sections, tables, padding)
-        // is what the modules may not use; ranks are discrete, so a limit
-        // that keeps picking the same point shrinks by at least 1 %.
-        let rest = report.file_bytes.saturating_sub(report.tensor_bytes);
-        overhead = Some(rest);
-        let overshoot = report.file_bytes - max;
-        // First the limit the measured rest leaves; only when that makes no
-        // progress (the same point again) shrink by the overshoot or 1 %.
-        let next = max.saturating_sub(rest);
-        limit = if next < limit {
-            next
-        } else {
-            limit.saturating_sub(overshoot.max(limit / 100))
-        };
-    }
-    let Some((file, report)) = best else {
-        let allowed: Vec<String> = methods
-            .iter()
-            .flat_map(|m| dtypes.iter().map(move |d| format!("{m} {d}")))
-            .collect();
-        let rest = overhead.map_or_else(String::new, |o| {
-            format!(" (the rest of the file takes {o} bytes)")
-        });
-        return Err(Failure::invalid(format!(
-            "nothing fits {max} bytes: no point of {} leaves its modules within the limit{rest}; try a larger --max-bytes or allow more methods and dtypes",
-            allowed.join(", ")
-        )));
-    };
-    file.persist(output)
-        .map_err(|e| Failure::error(format!("{}: {e}", output.display())))?;
-    Ok((report, lines))
 }
 
 /// A manifest for a full fine-tune compressed without an adapter.

@@ -16,15 +16,31 @@ use crate::validation::{validate_path, ValidateOptions};
 /// deep; a deeper tree is more likely a mistake or a trap).
 const MAX_DEPTH: usize = 32;
 
-/// Every regular file named `*.expert` below `root`, sorted. Symbolic links
-/// are not followed, so a link cannot loop the walk or lead outside it.
-pub fn expert_files(root: &Path) -> Result<Vec<PathBuf>, Failure> {
+/// A folder that could not be read, and why.
+pub type Unreadable = (PathBuf, String);
+
+/// Every regular file named `*.expert` below `root`, sorted, and the
+/// folders below it that could not be read (each becomes an unreadable
+/// line; only `root` itself failing stops the run). Symbolic links are not
+/// followed, so a link cannot loop the walk or lead outside it.
+pub fn expert_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<Unreadable>), Failure> {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0usize)];
     while let Some((dir, depth)) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| {
-            Failure::error(format!("{}: {e}", printable(&dir.display().to_string())))
-        })?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if depth == 0 => {
+                return Err(Failure::error(format!(
+                    "{}: {e}",
+                    printable(&dir.display().to_string())
+                )))
+            }
+            Err(e) => {
+                unreadable.push((dir, e.to_string()));
+                continue;
+            }
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(kind) = entry.file_type() else {
@@ -38,7 +54,8 @@ pub fn expert_files(root: &Path) -> Result<Vec<PathBuf>, Failure> {
         }
     }
     out.sort();
-    Ok(out)
+    unreadable.sort();
+    Ok((out, unreadable))
 }
 
 /// One file's outcome.
@@ -75,14 +92,18 @@ pub fn run(
     jobs: usize,
     json_out: bool,
 ) -> Result<(), Failure> {
-    let files = expert_files(root)?;
+    let (files, unreadable_dirs) = expert_files(root)?;
     let started = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()
         .map_err(|e| Failure::error(format!("thread pool: {e}")))?;
-    let outcomes: Vec<Outcome> =
+    let mut outcomes: Vec<Outcome> =
         pool.install(|| files.par_iter().map(|p| check(p, options)).collect());
+    outcomes.extend(unreadable_dirs.into_iter().map(|(dir, e)| Outcome {
+        code: EXIT_ERROR,
+        line: json!({ "file": dir.display().to_string(), "valid": false, "error": e }),
+    }));
     let seconds = started.elapsed().as_secs_f64();
     let (mut valid, mut invalid, mut unreadable) = (0usize, 0usize, 0usize);
     for o in &outcomes {

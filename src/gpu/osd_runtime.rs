@@ -12,10 +12,11 @@ use crate::format::tensors::{ModuleInfo, ModuleKind};
 use crate::osd::section::split_layer;
 use crate::osd::OsdModule;
 
-/// Largest base weight (n·d elements) an OSD module may claim: the largest
-/// real linear layers are ~2^28; a few bytes of factors must not describe
-/// more.
-const MAX_OSD_ELEMENTS: usize = 1 << 30;
+/// Largest n·d an OSD module may claim (2²⁸, 1 GiB of f32): the largest
+/// real linear layers are below it, and every dense buffer built from a
+/// module (factors for a fuse or a stream, a blend's sparse part) is at
+/// most this many values, whatever few bytes describe it.
+const MAX_OSD_ELEMENTS: usize = 1 << 28;
 
 /// One OSD module as stored.
 #[derive(Debug, Clone, PartialEq)]

@@ -363,3 +363,70 @@ fn without_modules(
         modules,
     )?)
 }
+
+/// Picks and writes the point with the smallest measured error whose
+/// written file is at most `max` bytes, among `methods` × `dtypes`
+/// (`frontier::pick`). Candidates are sized by their module bytes against
+/// the limit minus the rest of the file, which is measured by writing to a
+/// temporary file beside `out` and corrected until the file fits; only a
+/// fitting file is renamed to `out`. Returns the report and the measured
+/// finalists of the last pick.
+#[allow(clippy::type_complexity)]
+pub fn write_within_limit(
+    contents: &ExpertContents,
+    analysis: &AdapterAnalysis,
+    template: &OsdParams,
+    (methods, dtypes): (&[Method], &[ValueDtype]),
+    max: u64,
+    out: &Path,
+    options: &PackageOptions,
+) -> Result<(CompressReport, Vec<(OsdParams, Estimate)>), PackageError> {
+    let osd_err = |e: OsdError| PackageError::Invalid(format!("osd: {e}"));
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let mut limit = max;
+    let mut rest_of_file = None;
+    for _ in 0..12 {
+        let Some(pick) =
+            super::frontier::pick(analysis, limit, methods, dtypes, template).map_err(osd_err)?
+        else {
+            break;
+        };
+        let file = tempfile::Builder::new()
+            .prefix(".expertui-fit-")
+            .tempfile_in(&dir)
+            .map_err(|e| PackageError::io(&dir, e))?;
+        let (_, report) = write_compressed(contents, analysis, &pick.params, file.path(), options)?;
+        if report.file_bytes <= max {
+            file.persist(out)
+                .map_err(|e| PackageError::io(out, e.error))?;
+            return Ok((report, pick.finalists));
+        }
+        // The rest of the file (manifest, other sections, tables, padding)
+        // is what the modules may not use: first the limit it leaves; only
+        // when that makes no progress (ranks are discrete: the same point
+        // again) shrink by the overshoot or 1 %.
+        let rest = report.file_bytes.saturating_sub(report.tensor_bytes);
+        rest_of_file = Some(rest);
+        let overshoot = report.file_bytes - max;
+        let next = max.saturating_sub(rest);
+        limit = if next < limit {
+            next
+        } else {
+            limit.saturating_sub(overshoot.max(limit / 100))
+        };
+    }
+    let allowed: Vec<String> = methods
+        .iter()
+        .flat_map(|m| dtypes.iter().map(move |d| format!("{m} {d}")))
+        .collect();
+    let rest = rest_of_file.map_or_else(String::new, |o| {
+        format!(" (the rest of the file takes {o} bytes)")
+    });
+    Err(PackageError::Invalid(format!(
+        "nothing fits {max} bytes: no point of {} leaves its modules within the limit{rest}; try a larger --max-bytes or allow more methods and dtypes",
+        allowed.join(", ")
+    )))
+}

@@ -67,7 +67,8 @@ pub enum ModuleKind {
     Ia3,
     /// LoRA on an embedding table.
     LoraEmbedding,
-    /// An OSD-compressed delta (reconstructed at load, then added).
+    /// An OSD-compressed delta (kept as its stored bytes; its factors are
+    /// added into the base weight when fused).
     Osd,
 }
 
