@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{fmt, machine, measure, write_adapter_dir, Rng};
+use common::{fmt, machine, measure, write_adapter_dir};
 
 use expertui::format::package::{ExpertContents, PackageOptions};
-use expertui::format::tensors::OwnedTensor;
 use expertui::gpu::{AdapterWeights, LoadOptions};
 use expertui::osd::analysis::{Method, OsdParams};
 use expertui::osd::delta::{adapter_deltas, BaseWeights};
@@ -141,40 +140,7 @@ fn quality(report: &mut String) {
 
 /// A Qwen3-0.6B-shaped LoRA r = 12 with Gaussian factors (full rank 12).
 fn qwen_lora(dir: &Path) -> u64 {
-    let mut rng = Rng(0x05D_5EED);
-    let modules = [
-        ("self_attn.q_proj", 2048, 1024),
-        ("self_attn.k_proj", 1024, 1024),
-        ("self_attn.v_proj", 1024, 1024),
-        ("self_attn.o_proj", 1024, 2048),
-        ("mlp.up_proj", 3072, 1024),
-        ("mlp.down_proj", 1024, 3072),
-    ];
-    let mut tensors = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, rng: &mut Rng| {
-        // Box–Muller on xorshift: independent Gaussians, so B·A has rank 12.
-        let data: Vec<u8> = (0..shape.iter().product::<usize>())
-            .flat_map(|_| {
-                let u1 = ((rng.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-                let u2 = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
-                let g = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-                ((g * 0.02) as f32).to_le_bytes()
-            })
-            .collect();
-        tensors.push(OwnedTensor {
-            name,
-            dtype: safetensors::Dtype::F32,
-            shape,
-            data,
-        });
-    };
-    for layer in 0..28 {
-        for (module, out, inn) in modules {
-            let base = format!("base_model.model.model.layers.{layer}.{module}");
-            push(format!("{base}.lora_A.weight"), vec![12, inn], &mut rng);
-            push(format!("{base}.lora_B.weight"), vec![out, 12], &mut rng);
-        }
-    }
+    let tensors = common::qwen_lora_gaussian(28);
     write_adapter_dir(dir, &tensors, &common::qwen_config(false))
 }
 

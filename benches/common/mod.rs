@@ -59,6 +59,14 @@ impl Rng {
         (s - 2.0) * 0.02
     }
 
+    /// A Gaussian value (Box–Muller), scaled like LoRA weights.
+    pub fn gaussian_weight(&mut self) -> f32 {
+        let u1 = ((self.next() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        let g = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        (g * 0.02) as f32
+    }
+
     /// `n` weights as little-endian f32 bytes.
     pub fn weights(&mut self, n: usize) -> Vec<u8> {
         (0..n).flat_map(|_| self.weight().to_le_bytes()).collect()
@@ -69,7 +77,21 @@ impl Rng {
 /// about 25.8 MB in 504 tensors with DoRA, like the real expert-sql
 /// package); DoRA adds the magnitude vectors.
 pub fn qwen_adapter(layers: usize, dora: bool) -> Vec<OwnedTensor> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    qwen_tensors(layers, dora, Rng(0x9E37_79B9_7F4A_7C15), Rng::weight)
+}
+
+/// The LoRA of [`qwen_adapter`] with independent Gaussian factors, so every
+/// module's B·A has full rank 12 (OSD's speed depends on the rank).
+pub fn qwen_lora_gaussian(layers: usize) -> Vec<OwnedTensor> {
+    qwen_tensors(layers, false, Rng(0x05D_5EED), Rng::gaussian_weight)
+}
+
+fn qwen_tensors(
+    layers: usize,
+    dora: bool,
+    mut rng: Rng,
+    value: fn(&mut Rng) -> f32,
+) -> Vec<OwnedTensor> {
     let r = 12;
     let modules = [
         ("self_attn.q_proj", 2048, 1024),
@@ -81,7 +103,9 @@ pub fn qwen_adapter(layers: usize, dora: bool) -> Vec<OwnedTensor> {
     ];
     let mut out = Vec::new();
     let mut tensor = |name: String, shape: Vec<usize>, rng: &mut Rng| {
-        let data = rng.weights(shape.iter().product());
+        let data = (0..shape.iter().product::<usize>())
+            .flat_map(|_| value(rng).to_le_bytes())
+            .collect();
         out.push(OwnedTensor {
             name,
             dtype: Dtype::F32,
