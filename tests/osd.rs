@@ -365,25 +365,24 @@ fn convert_keeps_osd_sections_and_refuses_forms_that_cannot_hold_them() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("OSD"));
 }
 
-/// Activation-aware importance: with calibration inputs that use only some
-/// input features, the compressed module keeps what those inputs see, so
-/// its output error on them is lower than without calibration.
-#[test]
-fn calibration_lowers_the_output_error_on_its_inputs() {
+/// A calibration file holding one f32 tensor `name` of `shape`: values in
+/// [−0.5, 0.5) (xorshift from `seed`) where `active(row, col)`, else 0.
+fn one_tensor_file(
+    dir: &std::path::Path,
+    name: &str,
+    (rows, cols): (usize, usize),
+    seed: u64,
+    active: impl Fn(usize, usize) -> bool,
+) -> std::path::PathBuf {
     use expertui::format::tensors::{encode_tensor_blob, OwnedTensor};
-    use expertui::osd::analysis::output_error;
-    use expertui::osd::expert::load_calibration;
-    let dir = tempfile::tempdir().unwrap();
-    let module = "encoder.layer.0.attention.self.query";
-    // 64 samples over 384 features, only the first 48 active.
-    let mut state = 0x1234_5678_9abc_def1u64;
-    let mut data = Vec::new();
-    for _ in 0..64 {
-        for j in 0..384 {
+    let mut state = seed;
+    let mut data = Vec::with_capacity(rows * cols * 4);
+    for i in 0..rows {
+        for j in 0..cols {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let v = if j < 48 {
+            let v = if active(i, j) {
                 ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
             } else {
                 0.0
@@ -391,14 +390,38 @@ fn calibration_lowers_the_output_error_on_its_inputs() {
             data.extend_from_slice(&v.to_le_bytes());
         }
     }
-    let x = OwnedTensor {
-        name: module.into(),
+    let tensor = OwnedTensor {
+        name: name.into(),
         dtype: safetensors::Dtype::F32,
-        shape: vec![64, 384],
+        shape: vec![rows, cols],
         data,
     };
-    let path = dir.path().join("calibration.safetensors");
-    std::fs::write(&path, encode_tensor_blob(&[x], Default::default()).unwrap()).unwrap();
+    let path = dir.join("calibration.safetensors");
+    std::fs::write(
+        &path,
+        encode_tensor_blob(&[tensor], Default::default()).unwrap(),
+    )
+    .unwrap();
+    path
+}
+
+/// Activation-aware importance: with calibration inputs that use only some
+/// input features, the compressed module keeps what those inputs see, so
+/// its output error on them is lower than without calibration.
+#[test]
+fn calibration_lowers_the_output_error_on_its_inputs() {
+    use expertui::osd::analysis::output_error;
+    use expertui::osd::expert::load_calibration;
+    let dir = tempfile::tempdir().unwrap();
+    let module = "encoder.layer.0.attention.self.query";
+    // 64 samples over 384 features, only the first 48 active.
+    let path = one_tensor_file(
+        dir.path(),
+        module,
+        (64, 384),
+        0x1234_5678_9abc_def1,
+        |_, j| j < 48,
+    );
     let calibration = load_calibration(&path).unwrap();
     let contents = ExpertContents::from_adapter_dir(&fixture("minilm-lora-r8")).unwrap();
     let adapter = contents.adapter.as_ref().unwrap();
@@ -515,34 +538,18 @@ fn dora_sizes_are_its_tensors() {
 /// names the score used.
 #[test]
 fn taylor_importance_uses_calibration_gradients() {
-    use expertui::format::tensors::{encode_tensor_blob, OwnedTensor};
     use expertui::osd::expert::{importance_source, load_calibration};
     let dir = tempfile::tempdir().unwrap();
     let module = "encoder.layer.0.attention.self.query";
     // A gradient that cares about a few output rows only.
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut data = Vec::new();
-    for i in 0..384 {
-        for _ in 0..384 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let v = if i % 16 == 0 {
-                ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-            } else {
-                0.0
-            };
-            data.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    let g = OwnedTensor {
-        name: format!("{module}.grad"),
-        dtype: safetensors::Dtype::F32,
-        shape: vec![384, 384],
-        data,
-    };
-    let path = dir.path().join("grad.safetensors");
-    std::fs::write(&path, encode_tensor_blob(&[g], Default::default()).unwrap()).unwrap();
+    let name = format!("{module}.grad");
+    let path = one_tensor_file(
+        dir.path(),
+        &name,
+        (384, 384),
+        0x9e37_79b9_7f4a_7c15,
+        |i, _| i % 16 == 0,
+    );
     let calibration = load_calibration(&path).unwrap();
     let contents = ExpertContents::from_adapter_dir(&fixture("minilm-lora-r8")).unwrap();
     let adapter = contents.adapter.as_ref().unwrap();
