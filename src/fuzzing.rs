@@ -33,6 +33,7 @@ use crate::format::signing::revocation::RevocationList;
 use crate::format::signing::signature::{read_chain, read_signature, SignatureBlock};
 use crate::format::signing::KeyId;
 use crate::format::structure::parse_structure;
+use crate::format::tensor_index::TensorIndex;
 use crate::format::tensors::{encode_tensor_blob, OwnedTensor, TensorBlob};
 use crate::format::{ExpertReader, FileBytes, ReaderLimits, ReaderOptions, SectionType};
 use crate::osd::section::{decode_layer, encode_layer};
@@ -239,6 +240,24 @@ pub fn tensor_section(data: &[u8]) {
         };
         assert_eq!(key(&blob.tensors), key(&back.tensors));
         assert_eq!(blob.metadata, back.metadata);
+    }
+}
+
+/// One tensor index section (format 2.1), with views over its own bytes:
+/// every record is bounds-checked, so nothing here may panic.
+pub fn tensor_index(data: &[u8]) {
+    let Ok(Some(index)) = TensorIndex::parse(data) else {
+        return;
+    };
+    for section in index.sections() {
+        let modules = index.modules(&section);
+        assert!(modules.len() <= index.tensor_count().max(data.len()));
+        if let Ok(views) = index.views(&section, data) {
+            for (name, view) in views {
+                assert!(view.data().len() <= data.len());
+                assert!(name.len() <= data.len());
+            }
+        }
     }
 }
 

@@ -33,6 +33,7 @@ const TARGETS: &[(&str, Harness)] = &[
     ("container", fuzzing::container),
     ("inspect_file", fuzzing::inspect_file),
     ("tensor_section", fuzzing::tensor_section),
+    ("tensor_index", fuzzing::tensor_index),
     ("osd_section", fuzzing::osd_section),
     ("osd_module", fuzzing::osd_module),
     ("csr", fuzzing::csr),

@@ -22,7 +22,7 @@ pub mod loader;
 pub mod signing;
 
 pub use container::{atomic, digests, layout, reader, shuffle, structure, writer};
-pub use content::{basecheck, grammar, manifest, npy, package, peft, tensors};
+pub use content::{basecheck, grammar, manifest, npy, package, peft, tensor_index, tensors};
 
 pub use error::{FormatError, Result};
 pub use layout::{Codec, Header, SectionType, TocEntry};

@@ -7,15 +7,17 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::device_tensors::{load_section, raw_to_tensor, tensor_nbytes};
+use super::device_tensors::{load_section, raw_to_tensor, tensor_nbytes, view_to_tensor};
 use super::error::{Result, RuntimeError};
 use super::osd_runtime::{osd_modules, OsdResident};
 use crate::format::layout::SectionType;
 use crate::format::loader::{ExpertLoader, SourceFormat};
 use crate::format::package::{ExpertContents, ADAPTER_WEIGHTS};
 use crate::format::peft::PeftType;
+use crate::format::tensor_index::{IndexedSection, TensorIndex};
 use crate::format::tensors::ModuleInfo;
-use crate::format::ExpertReader;
+use crate::format::{ExpertReader, SectionInfo};
+use rayon::prelude::*;
 
 /// Name of the soft prompt tensor (PEFT prompt tuning).
 pub const SOFT_PROMPT: &str = "prompt_embeddings";
@@ -112,35 +114,46 @@ impl AdapterWeights {
         if options.verify {
             check_weight_sections(reader)?;
         }
+        let index_bytes = match reader.first(SectionType::TensorIndex) {
+            Some(info) => Some(reader.section(info.index)?),
+            None => None,
+        };
+        let index = match &index_bytes {
+            Some(bytes) => TensorIndex::parse(bytes)?,
+            None => None,
+        };
+        let mut indexed: HashMap<usize, IndexedSection<'_>> = HashMap::new();
+        for section in index.iter().flat_map(|i| i.sections()) {
+            let info = reader.find(section.kind, section.name).ok_or_else(|| {
+                RuntimeError::Invalid(format!(
+                    "the tensor index lists section {:?}, which the file does not have",
+                    crate::diagnostics::printable(section.name)
+                ))
+            })?;
+            indexed.insert(info.index, section);
+        }
+        // Sections are independent: decoded and copied on all cores, then
+        // gathered in file order (module order is file order).
+        let loaded: Vec<SectionLoad> = reader
+            .sections()
+            .par_iter()
+            .map(|info| match (&index, indexed.get(&info.index)) {
+                (Some(index), Some(section)) => load_indexed(reader, info, index, section, options),
+                _ => load_unindexed(reader, info, options),
+            })
+            .collect::<Result<_>>()?;
         let mut modules = Vec::new();
         let mut tensors = HashMap::new();
         let mut osd = HashMap::new();
         let mut soft_prompt = None;
-        for info in reader.sections() {
-            if info.kind == SectionType::Osd {
-                let bytes = reader.section(info.index)?;
-                for (module, resident) in osd_modules(&bytes, info.layer)? {
-                    osd.insert(module.module.clone(), resident);
-                    modules.push(module);
-                }
-                continue;
+        for section in loaded {
+            for (module, resident) in section.osd {
+                osd.insert(module.module.clone(), resident);
+                modules.push(module);
             }
-            if !matches!(info.kind, SectionType::Tensors | SectionType::SoftPrompt) {
-                continue;
-            }
-            let section = load_section(
-                reader,
-                info.index,
-                &options.device,
-                options.dtype,
-                false, // checked above, all at once
-            )?;
-            if section.table.source.as_deref() != Some(ADAPTER_WEIGHTS) {
-                continue; // OSD or other payloads: not adapter weights
-            }
-            modules.extend(section.table.modules);
+            modules.extend(section.modules);
             for (name, tensor) in section.tensors {
-                if info.kind == SectionType::SoftPrompt && soft_prompt.is_none() {
+                if section.soft_prompt && soft_prompt.is_none() {
                     soft_prompt = Some(tensor.clone());
                 }
                 tensors.insert(name, tensor);
@@ -236,6 +249,80 @@ impl AdapterWeights {
             warnings: self.warnings.clone(),
         })
     }
+}
+
+/// What one section adds to an adapter.
+#[derive(Default)]
+struct SectionLoad {
+    tensors: Vec<(String, Tensor)>,
+    modules: Vec<ModuleInfo>,
+    osd: Vec<(ModuleInfo, OsdResident)>,
+    /// The tensors are a soft prompt.
+    soft_prompt: bool,
+}
+
+/// A section the tensor index describes (2.1): views from the binary
+/// records, no JSON parsed.
+fn load_indexed(
+    reader: &ExpertReader,
+    info: &SectionInfo,
+    index: &TensorIndex<'_>,
+    section: &IndexedSection<'_>,
+    options: &LoadOptions,
+) -> Result<SectionLoad> {
+    if section.source != Some(ADAPTER_WEIGHTS) {
+        return Ok(SectionLoad::default()); // not adapter weights
+    }
+    let bytes = reader.section(info.index)?;
+    let tensors = index
+        .views(section, &bytes)?
+        .into_iter()
+        .map(|(name, view)| {
+            let tensor = view_to_tensor(&view, &options.device, options.dtype)?;
+            Ok((name.to_string(), tensor))
+        })
+        .collect::<Result<_>>()?;
+    Ok(SectionLoad {
+        tensors,
+        modules: index.modules(section),
+        osd: Vec::new(),
+        soft_prompt: info.kind == SectionType::SoftPrompt,
+    })
+}
+
+/// A section read through its own header: OSD sections, and tensor
+/// sections of files without an index (2.0).
+fn load_unindexed(
+    reader: &ExpertReader,
+    info: &SectionInfo,
+    options: &LoadOptions,
+) -> Result<SectionLoad> {
+    if info.kind == SectionType::Osd {
+        let bytes = reader.section(info.index)?;
+        return Ok(SectionLoad {
+            osd: osd_modules(&bytes, info.layer)?,
+            ..SectionLoad::default()
+        });
+    }
+    if !matches!(info.kind, SectionType::Tensors | SectionType::SoftPrompt) {
+        return Ok(SectionLoad::default());
+    }
+    let section = load_section(
+        reader,
+        info.index,
+        &options.device,
+        options.dtype,
+        false, // checked by the caller, all at once
+    )?;
+    if section.table.source.as_deref() != Some(ADAPTER_WEIGHTS) {
+        return Ok(SectionLoad::default()); // OSD or other payloads: not adapter weights
+    }
+    Ok(SectionLoad {
+        tensors: section.tensors,
+        modules: section.table.modules,
+        osd: Vec::new(),
+        soft_prompt: info.kind == SectionType::SoftPrompt,
+    })
 }
 
 /// Hashes every section the weights come from (tensors, soft prompts, OSD)

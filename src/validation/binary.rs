@@ -14,6 +14,7 @@ use crate::format::package::ExpertContents;
 use crate::format::peft::PeftType;
 use crate::format::reader::{ExpertReader, ReaderOptions};
 use crate::format::signing::{Policy, SigningError};
+use crate::format::tensor_index::TensorIndex;
 use crate::format::tensors::{ModuleInfo, TensorBlob};
 
 /// Adapters above this many tensor bytes are not reassembled to compare
@@ -137,6 +138,9 @@ pub(super) fn check_reader(
     } else {
         None
     };
+    if deep && integrity_error.is_none() {
+        report.time("tensor index", |report| check_tensor_index(reader, report));
+    }
     // After the integrity check: the adapter's digest is compared with the
     // manifest only over sections known to be intact (damage is already an
     // error; a digest warning on top would only repeat it).
@@ -312,6 +316,93 @@ fn check_every_section(
         }
     }
     Ok(integrity_error)
+}
+
+/// The tensor index (2.1) against the headers it summarises: loaders read
+/// only the index, so a disagreement would load other tensors than the ones
+/// `extract` and `convert` see.
+fn check_tensor_index(reader: &ExpertReader, report: &mut ValidationReport) {
+    let Some(info) = reader.first(SectionType::TensorIndex) else {
+        return;
+    };
+    let at = || Location::section(info.name.clone());
+    let bytes = match reader.section(info.index) {
+        Ok(b) => b,
+        Err(e) => {
+            report
+                .findings
+                .push(Finding::error("tensor-index.invalid", e.to_string()).at(at()));
+            return;
+        }
+    };
+    let index = match TensorIndex::parse(&bytes) {
+        Ok(Some(index)) => index,
+        Ok(None) => {
+            report.findings.push(
+                Finding::note(
+                    "tensor-index.newer",
+                    "the tensor index is a newer version than this build reads: tensors are read through their section headers",
+                )
+                .at(at()),
+            );
+            return;
+        }
+        Err(e) => {
+            report
+                .findings
+                .push(Finding::error("tensor-index.invalid", e.to_string()).at(at()));
+            return;
+        }
+    };
+    let mut listed = std::collections::HashSet::new();
+    for section in index.sections() {
+        let name = crate::diagnostics::printable(section.name);
+        let Some(target) = reader.find(section.kind, section.name) else {
+            report.findings.push(
+                Finding::error(
+                    "tensor-index.invalid",
+                    format!("the index lists section {name:?}, which the file does not have"),
+                )
+                .at(at()),
+            );
+            continue;
+        };
+        listed.insert(target.index);
+        // A section that does not decode or parse is reported on its own.
+        let Ok(data) = reader.section(target.index) else {
+            continue;
+        };
+        let Ok(blob) = TensorBlob::parse(&data, &target.name) else {
+            continue;
+        };
+        let Ok(table) = blob.table(&target.name) else {
+            continue;
+        };
+        if let Some(why) = index.disagreement(&section, &data, &blob, &table) {
+            report.findings.push(
+                Finding::error(
+                    "tensor-index.disagrees",
+                    format!("section {name:?}: {why}; loaders would read other tensors than its header lists"),
+                )
+                .at(at()),
+            );
+        }
+    }
+    for missing in reader.sections().iter().filter(|s| {
+        matches!(s.kind, SectionType::Tensors | SectionType::SoftPrompt)
+            && !listed.contains(&s.index)
+    }) {
+        report.findings.push(
+            Finding::warning(
+                "tensor-index.incomplete",
+                format!(
+                    "section {:?} is not in the tensor index (it is read through its header)",
+                    crate::diagnostics::printable(&missing.name)
+                ),
+            )
+            .at(at()),
+        );
+    }
 }
 
 /// The signature against the policy (a signed file always; an unsigned one

@@ -18,7 +18,7 @@ pub const MAGIC: [u8; 8] = *b"\x89EXP\r\n\x1a\n";
 pub const VERSION_MAJOR: u16 = 2;
 /// The minor version this build writes. Files with a newer minor are read:
 /// a minor release only adds section types, codecs or optional flags.
-pub const VERSION_MINOR: u16 = 0;
+pub const VERSION_MINOR: u16 = 1;
 
 /// Size in bytes of [`Header`] as written by this version.
 pub const HEADER_SIZE: usize = 128;
@@ -166,6 +166,9 @@ pub enum SectionType {
     Tokenizer,
     /// Any other file carried along unchanged.
     Blob,
+    /// The binary tensor index (2.1): every tensor's name, dtype, shape and
+    /// range and every module table, read without JSON.
+    TensorIndex,
     /// A code in the extension range `0x8000..=0xFFFF`, free for users.
     Custom(u16),
     /// A code this build does not know (from a newer minor version); skipped.
@@ -227,8 +230,8 @@ pub struct TypeRow {
     pub carried: Carried,
 }
 
-/// The built-in section types (codes 1–15; `0x8000..` is custom).
-pub const SECTION_TYPES: [TypeRow; 15] = {
+/// The built-in section types (codes 1–16; `0x8000..` is custom).
+pub const SECTION_TYPES: [TypeRow; 16] = {
     use Carried as C;
     use Payload as P;
     use SectionType as T;
@@ -281,6 +284,7 @@ pub const SECTION_TYPES: [TypeRow; 15] = {
         ),
         row(T::Tokenizer, 14, "tokenizer", P::Opaque, C::File),
         row(T::Blob, 15, "blob", P::Opaque, C::File),
+        row(T::TensorIndex, 16, "tensor_index", P::Opaque, C::Derived),
     ]
 };
 
@@ -307,6 +311,7 @@ impl SectionType {
             Self::AdapterConfig => 12,
             Self::Tokenizer => 13,
             Self::Blob => 14,
+            Self::TensorIndex => 15,
             Self::Custom(_) | Self::Unknown(_) => return None,
         };
         SECTION_TYPES.get(index)

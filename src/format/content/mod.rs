@@ -9,4 +9,5 @@ pub mod manifest;
 pub mod npy;
 pub mod package;
 pub mod peft;
+pub mod tensor_index;
 pub mod tensors;

@@ -9,6 +9,7 @@ use safetensors::Dtype;
 use serde_json::{json, Value};
 
 use super::peft::{layer_of, PeftAdapter, PeftError, PeftType};
+use super::tensor_index::{IndexBuilder, INDEX_SECTION_NAME};
 use super::tensors::{encode_tensor_blob, OwnedTensor, SectionTable, TensorBlob, TensorError};
 use crate::format::error::FormatError;
 use crate::format::layout::{Carried, Codec, SectionType};
@@ -433,7 +434,13 @@ impl ExpertContents {
         let mut writer = ExpertWriter::create(out, writer_options)?;
         let total = self.input_bytes();
         let mut done = 0u64;
+        // Every tensor section written is summarised in the tensor index,
+        // written last (it needs every section's layout).
+        let mut index = IndexBuilder::default();
         let mut add = |writer: &mut ExpertWriter, spec: SectionSpec, data: &[u8]| {
+            if matches!(spec.kind, SectionType::Tensors | SectionType::SoftPrompt) {
+                index.add(spec.kind, &spec.name, data);
+            }
             writer.add_section(spec, data)?;
             done += data.len() as u64;
             progress(done, total);
@@ -481,6 +488,10 @@ impl ExpertContents {
         }
         for (spec, bytes) in extra {
             add(&mut writer, spec.clone(), bytes)?;
+        }
+        if let Some(bytes) = index.finish() {
+            let spec = SectionSpec::new(SectionType::TensorIndex, INDEX_SECTION_NAME);
+            writer.add_section(spec, &bytes)?;
         }
         Ok(writer.finish()?)
     }

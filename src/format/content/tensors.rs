@@ -53,6 +53,9 @@ pub enum TensorError {
     /// A module table that does not parse or does not match the tensors.
     #[error("invalid module table in {context}: {reason}")]
     Modules { context: String, reason: String },
+    /// A tensor index section that is not well formed.
+    #[error("invalid tensor index: {0}")]
+    Index(String),
 }
 
 /// Adapter method of one module.
