@@ -7,7 +7,7 @@ use serde_json::json;
 use super::{print_json, Failure};
 use crate::diagnostics::printable;
 use crate::format::atomic::write_atomic;
-use crate::format::{ExpertReader, FormatError};
+use crate::format::{ExpertReader, FormatError, SectionType};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -100,12 +100,30 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     if crate::format::loader::is_legacy_file(&args.file) {
         return extract_legacy(&args, json_out);
     }
-    let reader = ExpertReader::open(&args.file)?;
-    let found = reader.sections().iter().find(|s| {
-        args.section == s.name
-            || args.section == format!("{}:{}", s.kind.label(), s.name)
-            || args.section == format!("#{}", s.index)
-    });
+    let selected = |index: usize, kind: SectionType, name: &str| {
+        args.section == name
+            || args.section == format!("{}:{}", kind.label(), name)
+            || args.section == format!("#{index}")
+    };
+    let reader = match crate::format::remote::url_of(&args.file) {
+        // Only the header, the TOC, the small text sections and the
+        // section asked for are fetched.
+        Some(url) => {
+            let section = args.section.clone();
+            let plan = crate::format::remote::Plan::Pick(Box::new(move |i, e| {
+                let name = e.name_str().unwrap_or_default();
+                section == name
+                    || section == format!("{}:{}", e.kind().label(), name)
+                    || section == format!("#{i}")
+            }));
+            crate::format::remote::open_reader(&url, &plan, Default::default(), &mut |_, _| {})?.0
+        }
+        None => ExpertReader::open(&args.file)?,
+    };
+    let found = reader
+        .sections()
+        .iter()
+        .find(|s| selected(s.index, s.kind, &s.name));
     let info =
         found.ok_or_else(|| Failure::error(FormatError::SectionNotFound(args.section.clone())))?;
     // Never hand out damaged bytes: check this section's digest first.

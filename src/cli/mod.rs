@@ -49,6 +49,15 @@ pub struct Cli {
     /// size). Accepts K, M, G suffixes (powers of 1024).
     #[arg(long, global = true, value_name = "BYTES", value_parser = parse_bytes)]
     pub max_decoded: Option<u64>,
+    /// Remote experts: allow plain http:// to hosts other than loopback.
+    #[arg(long, global = true)]
+    pub allow_http: bool,
+    /// Remote experts: follow redirects to another host.
+    #[arg(long, global = true)]
+    pub allow_redirects: bool,
+    /// Remote experts: do not read or fill the section cache.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
     /// Expert file to open (the embedded demo expert when absent).
     pub file: Option<PathBuf>,
     /// Trust policy for the file opened without a verb (TUI or overview):
@@ -194,6 +203,11 @@ pub fn run() -> ExitCode {
     };
     let json = cli.json;
     crate::format::reader::set_max_decoded(cli.max_decoded);
+    crate::format::remote::configure(|s| {
+        s.allow_http |= cli.allow_http;
+        s.allow_redirects |= cli.allow_redirects;
+        s.no_cache |= cli.no_cache;
+    });
     let result = match cli.command {
         Some(Command::Validate(args)) => validate::run(args, json),
         Some(Command::Package(args)) => package::run(args, json),

@@ -24,6 +24,10 @@ pub type Unreadable = (PathBuf, String);
 /// line; only `root` itself failing stops the run). Symbolic links are not
 /// followed, so a link cannot loop the walk or lead outside it.
 pub fn expert_files(root: &Path) -> Result<(Vec<PathBuf>, Vec<Unreadable>), Failure> {
+    if let Some(url) = crate::format::remote::url_of(root) {
+        let listed = crate::format::remote::list_experts(&url)?;
+        return Ok((listed.into_iter().map(PathBuf::from).collect(), Vec::new()));
+    }
     let mut out = Vec::new();
     let mut unreadable = Vec::new();
     let mut stack = vec![(root.to_path_buf(), 0usize)];

@@ -202,6 +202,24 @@ pub enum FormatError {
     /// The writer refused a request (alignment, duplicate section, size limits, zstd).
     #[error("writer: {0}")]
     Writer(String),
+
+    /// A remote expert could not be read (not found, refused, timed out, a
+    /// server that ignores range requests, a redirect to another host...).
+    #[error("{url}: {reason}")]
+    Remote { url: String, reason: String },
+
+    /// A remote object changed between two requests (its ETag or
+    /// modification time moved): nothing mixed from two versions is used.
+    #[error("{url}: the object changed while it was read (was {before}, now {now}); retry")]
+    RemoteChanged {
+        url: String,
+        before: String,
+        now: String,
+    },
+
+    /// A section of a remote expert that this command did not fetch.
+    #[error("{url}: section {name:?} was not fetched")]
+    NotFetched { url: String, name: String },
 }
 
 impl FormatError {
@@ -232,6 +250,9 @@ impl FormatError {
                 | Self::Writer(_)
                 | Self::InvalidName { .. }
                 | Self::SectionNotFound(_)
+                | Self::Remote { .. }
+                | Self::RemoteChanged { .. }
+                | Self::NotFetched { .. }
         )
     }
 
@@ -265,6 +286,9 @@ impl FormatError {
             Self::SectionNotFound(_) => "container.section-not-found",
             Self::InvalidName { .. } => "container.invalid-name",
             Self::Writer(_) => "io.writer",
+            Self::Remote { .. } => "remote.error",
+            Self::RemoteChanged { .. } => "remote.changed",
+            Self::NotFetched { .. } => "remote.not-fetched",
         }
     }
 

@@ -45,6 +45,17 @@ pub struct Inspected {
 impl Inspected {
     /// Opens `path` as far as it goes; only I/O errors fail.
     pub fn open(path: &Path) -> Result<Self, FormatError> {
+        if let Some(url) = super::remote::url_of(path) {
+            // A viewer shows every byte: the whole object is fetched once
+            // (sections already in the cache are not fetched again).
+            eprintln!("fetching {} ...", super::remote::store::display(&url));
+            let fetched =
+                super::remote::fetch(&url, &super::remote::Plan::All, &mut |done, total| {
+                    eprint!("\r{done}/{total} bytes");
+                })?;
+            eprintln!();
+            return Ok(Self::from_bytes(fetched.cost.url, fetched.bytes));
+        }
         let bytes = Arc::new(FileBytes::map(path)?);
         let mut inspected = Self::from_bytes(path.display().to_string(), bytes);
         if let Opened::Binary(reader) = &mut inspected.opened {

@@ -152,6 +152,9 @@ pub struct ExpertLoader;
 impl ExpertLoader {
     /// Opens `path` with the reader its content calls for.
     pub fn open(path: &Path) -> Result<LoadedExpert, PackageError> {
+        if super::remote::is_url(path) {
+            return Self::open_exact(path);
+        }
         match Self::open_exact(path) {
             Ok(loaded) => Ok(loaded),
             Err(error) => {
@@ -207,6 +210,21 @@ impl ExpertLoader {
 
     /// Opens `path` without any fallback.
     pub fn open_exact(path: &Path) -> Result<LoadedExpert, PackageError> {
+        if let Some(url) = super::remote::url_of(path) {
+            // Every section is read to build the contents: fetch it all.
+            let plan = super::remote::Plan::All;
+            let (reader, _) =
+                super::remote::open_reader(&url, &plan, Default::default(), &mut |_, _| {})?;
+            reader.verify_all()?;
+            let contents = ExpertContents::read_binary(&reader)?;
+            return Ok(LoadedExpert {
+                path: path.to_path_buf(),
+                format: SourceFormat::Binary,
+                reader: Some(reader),
+                contents,
+                warnings: Vec::new(),
+            });
+        }
         super::reader::check_input_file(path)?;
         let mut head = [0u8; 8];
         let read = {

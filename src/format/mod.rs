@@ -19,6 +19,7 @@ pub mod error;
 pub mod inspect;
 pub mod legacy;
 pub mod loader;
+pub mod remote;
 pub mod signing;
 
 pub use container::{atomic, digests, layout, reader, shuffle, structure, writer};

@@ -80,6 +80,16 @@ impl AdapterWeights {
     /// tensor. A binary file that fails to open falls back to a legacy
     /// package beside it, as `ExpertLoader` does.
     pub fn open(path: &Path, options: &LoadOptions) -> Result<Self> {
+        if let Some(url) = crate::format::remote::url_of(path) {
+            let plan = crate::format::remote::Plan::Weights;
+            let (reader, _) = crate::format::remote::open_reader(
+                &url,
+                &plan,
+                Default::default(),
+                &mut |_, _| {},
+            )?;
+            return Self::from_reader(&reader, options);
+        }
         // The binary reader checks the magic itself: try it first.
         if let Ok(reader) = ExpertReader::open(path) {
             return Self::from_reader(&reader, options);

@@ -58,6 +58,47 @@ pub(super) fn validate_file(
     Ok(report)
 }
 
+/// Validates a remote expert: the header, the TOC and the text sections
+/// (at most two range requests when they lie in the first 64 KiB), or every
+/// byte when the file is signed or `--verify-integrity` is asked for.
+pub(super) fn validate_remote(
+    url: &url::Url,
+    options: &ValidateOptions<'_>,
+) -> Result<ValidationReport, FormatError> {
+    use crate::format::remote::{fetch, store::display, Plan};
+    let mut report = ValidationReport::new(display(url), FORMAT_BINARY);
+    let plan = Plan::Validate {
+        deep: options.verify_integrity,
+    };
+    let fetched = report.time("fetch", |_| fetch(url, &plan, &mut |_, _| {}))?;
+    if crate::format::loader::detect(fetched.bytes.get(..8).unwrap_or(&[]))
+        == Some(crate::format::loader::SourceFormat::LegacyTarGz)
+    {
+        return Err(FormatError::Remote {
+            url: display(url),
+            reason: "a legacy tar.gz package: remote reads need .expert v2 (download it, or `convert` it once)".into(),
+        });
+    }
+    report.remote = Some(fetched.cost.clone());
+    let reader_options = ReaderOptions {
+        check_root: false,
+        ..Default::default()
+    };
+    let opened = report.time("open+structure", |_| {
+        ExpertReader::from_shared(fetched.bytes, reader_options)
+    });
+    report.scope.push("structure");
+    match opened {
+        Ok(reader) => check_reader(&reader, &mut report, options)?,
+        Err(e) if e.is_corruption() => {
+            report.findings.push(structure_finding(&e));
+            report.error = Some(e.to_string());
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(report)
+}
+
 pub fn section_summaries(reader: &ExpertReader) -> Vec<SectionSummary> {
     reader
         .sections()

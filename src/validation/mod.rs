@@ -120,6 +120,9 @@ pub struct ValidationReport {
     pub manifest: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings_ms: Option<serde_json::Map<String, Value>>,
+    /// What reading a remote expert cost (requests, bytes, cache hits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote: Option<crate::format::remote::RemoteCost>,
     /// Step timings in order, for text output.
     #[serde(skip)]
     pub steps: Vec<(&'static str, f64)>,
@@ -146,6 +149,7 @@ impl ValidationReport {
             header: None,
             manifest: None,
             timings_ms: None,
+            remote: None,
             steps: Vec::new(),
         }
     }
@@ -205,6 +209,10 @@ pub fn validate_path(
     path: &Path,
     options: &ValidateOptions<'_>,
 ) -> Result<ValidationReport, FormatError> {
+    if let Some(url) = crate::format::remote::url_of(path) {
+        let report = binary::validate_remote(&url, options)?;
+        return Ok(report.finish(options));
+    }
     crate::format::reader::check_input_file(path)?;
     let label = path.display().to_string();
     let mut head = [0u8; 8];

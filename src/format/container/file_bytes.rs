@@ -23,6 +23,15 @@ pub enum FileBytes {
     Static(&'static [u8]),
     /// Bytes owned in memory.
     Owned(Vec<u8>),
+    /// A remote object mirrored in an anonymous map of its full size, of
+    /// which only `present` (sorted, disjoint byte ranges) was fetched;
+    /// the rest reads as zeros, so readers check [`FileBytes::has`] before
+    /// handing out a section (`crate::format::remote`).
+    Remote {
+        map: Mmap,
+        present: Vec<(u64, u64)>,
+        url: String,
+    },
 }
 
 /// Refuses inputs that are not regular files before they are opened: a
@@ -83,6 +92,27 @@ impl FileBytes {
     }
 }
 
+impl FileBytes {
+    /// True when `start..end` holds the file's real bytes (always, except
+    /// for the parts of a remote object that were not fetched).
+    pub fn has(&self, start: u64, end: u64) -> bool {
+        match self {
+            Self::Remote { present, .. } => {
+                start >= end || present.iter().any(|&(s, e)| s <= start && end <= e)
+            }
+            _ => true,
+        }
+    }
+
+    /// The URL of a remote object.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            Self::Remote { url, .. } => Some(url),
+            _ => None,
+        }
+    }
+}
+
 impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
@@ -90,6 +120,7 @@ impl Deref for FileBytes {
             Self::Map { map, .. } => map,
             Self::Static(s) => s,
             Self::Owned(v) => v,
+            Self::Remote { map, .. } => map,
         }
     }
 }

@@ -374,6 +374,12 @@ impl ExpertReader {
             .sections
             .get(index)
             .ok_or_else(|| FormatError::SectionNotFound(format!("#{index}")))?;
+        if !self.data.has(info.offset, info.end()) {
+            return Err(FormatError::NotFetched {
+                url: self.data.url().unwrap_or_default().to_string(),
+                name: info.name.clone(),
+            });
+        }
         let (start, end) = (usize::try_from(info.offset), usize::try_from(info.end()));
         match (start, end) {
             (Ok(s), Ok(e)) => self.data.get(s..e),
