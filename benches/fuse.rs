@@ -67,6 +67,93 @@ fn synthetic_7b(dir: &Path, layers: usize, dora: bool) {
     write_adapter_dir(dir, &tensors, &config);
 }
 
+/// One module of `out × inn`, rank 16, as a PEFT folder packaged and loaded.
+fn one_module(dir: &Path, out: usize, inn: usize, dora: bool) -> AdapterWeights {
+    let r = 16;
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let base = "base_model.model.model.layers.0.mlp.proj";
+    let mut tensors = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>| {
+        let data = rng.weights(shape.iter().product());
+        tensors.push(OwnedTensor {
+            name,
+            dtype: Dtype::F32,
+            shape,
+            data,
+        })
+    };
+    push(format!("{base}.lora_A.weight"), vec![r, inn]);
+    push(format!("{base}.lora_B.weight"), vec![out, r]);
+    if dora {
+        push(format!("{base}.lora_magnitude_vector"), vec![out]);
+    }
+    let config = format!(
+        r#"{{"peft_type":"LORA","r":16,"lora_alpha":32,"use_dora":{dora},"use_rslora":false,
+"target_modules":["proj"],"fan_in_fan_out":false,
+"base_model_name_or_path":"synthetic","rank_pattern":{{}},"alpha_pattern":{{}}}}"#
+    );
+    let folder = dir.join(format!("m-{out}-{inn}-{dora}"));
+    write_adapter_dir(&folder, &tensors, &config);
+    package(&folder, &folder.with_extension("expert"))
+}
+
+/// The fuse per module shape against its roofline: the time the bytes take
+/// at this machine's warm memcpy bandwidth, and the time the FLOPs take at
+/// its measured GEMM rate (faer, all cores, 1024³); the bound is the larger.
+fn roofline(dir: &Path) {
+    use faer::{Accum, Mat, Par};
+    let n = 1024;
+    let a = Mat::<f32>::from_fn(n, n, |i, j| ((i * 7 + j) % 13) as f32 * 0.01);
+    let mut c = Mat::<f32>::zeros(n, n);
+    let gemm_ms = median_ms(5, || {
+        faer::linalg::matmul::matmul(
+            c.as_mut(),
+            Accum::Replace,
+            a.as_ref(),
+            a.as_ref(),
+            1.0f32,
+            Par::rayon(0),
+        );
+        black_box(&c);
+    });
+    let peak = 2.0 * (n as f64).powi(3) / (gemm_ms / 1e3);
+    println!(
+        "\nRoofline inputs, same run: GEMM {:.1} GFLOP/s (faer, 1024³, all cores); warm memcpy measured per shape.\n",
+        peak / 1e9
+    );
+    println!("| shape (rank 16) | kind | fuse | warm memcpy of W | fuse / memcpy bandwidth | FLOPs per byte moved | roofline bound | fuse / bound |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for (out, inn) in [(1024, 1024), (1024, 3072), (4096, 4096), (4096, 11008)] {
+        for dora in [false, true] {
+            let adapter = one_module(dir, out, inn, dora);
+            let m = &adapter.modules[0];
+            let w = Tensor::randn(0f32, 0.02, (out, inn), &Device::Cpu).unwrap();
+            let repeat = if out * inn > 1 << 24 { 5 } else { 15 };
+            let fuse = median_ms(repeat, || {
+                black_box(fuse_module(&adapter, m, &w, None).unwrap());
+            });
+            let src = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut dst = vec![0f32; src.len()];
+            let memcpy = median_ms(repeat, || {
+                dst.copy_from_slice(black_box(&src));
+                black_box(&dst);
+            });
+            let bytes = 2.0 * 4.0 * (out * inn) as f64;
+            // P·Q: 2·r FLOPs per element; DoRA adds the row norm and scale.
+            let flops = (2.0 * 16.0 + if dora { 3.0 } else { 0.0 }) * (out * inn) as f64;
+            let bound = (memcpy / 1e3).max(flops / peak) * 1e3;
+            println!(
+                "| {out}×{inn} | {} | {fuse:.3} ms | {memcpy:.3} ms | {:.0} % | {:.1} | {bound:.3} ms ({}-bound) | {:.0} % |",
+                if dora { "DoRA" } else { "LoRA" },
+                memcpy / fuse * 100.0,
+                flops / bytes,
+                if memcpy / 1e3 >= flops / peak { "memory" } else { "compute" },
+                bound / fuse * 100.0
+            );
+        }
+    }
+}
+
 /// One table row: median over modules of the per-module medians.
 fn row(label: &str, adapter: &AdapterWeights, base: &HashMap<String, Tensor>, repeat: usize) {
     let (mut fuse, mut copy, mut warm, mut bytes) =
@@ -179,4 +266,5 @@ fn main() {
             7,
         );
     }
+    roofline(tmp.path());
 }

@@ -186,3 +186,40 @@ fn hot_swap_restores_the_base_bit_exactly() {
         validate(&out.path().join(format!("{name}.expert")));
     }
 }
+
+#[test]
+fn serve_http_serves_experts_that_validate_remotely() {
+    use std::io::BufRead;
+    let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+    let mut server = Command::new(example_binary("serve_http"))
+        .arg(&assets)
+        .arg("0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start serve_http");
+    let mut first = String::new();
+    let stderr = server.stderr.take().expect("stderr");
+    std::io::BufReader::new(stderr)
+        .read_line(&mut first)
+        .expect("the address line");
+    let base = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("an address")
+        .to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_expertui"))
+        .args(["--headless", "--no-cache", "validate", "--json"])
+        .arg(format!("{base}demo.expert"))
+        .output()
+        .expect("run expertui");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["remote"]["requests"], 2);
+}

@@ -36,8 +36,32 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     if policy.requires_signature() {
         crate::format::loader::ExpertLoader::open_admitted(&args.file, &policy)?;
     }
+    // The figures are about loading from disk: a remote expert is fetched
+    // once into a temporary file and measured there.
+    let local_copy = match crate::format::remote::url_of(&args.file) {
+        Some(url) => {
+            let fetched = crate::format::remote::fetch(
+                &url,
+                &crate::format::remote::Plan::All,
+                &mut |_, _| {},
+            )?;
+            let dir = tempfile::tempdir()
+                .map_err(|e| Failure::error(format!("temporary folder: {e}")))?;
+            let path = dir.path().join("remote.expert");
+            std::fs::write(&path, &**fetched.bytes)
+                .map_err(|e| Failure::error(format!("{}: {e}", path.display())))?;
+            eprintln!(
+                "{}: {} bytes in {} requests, measured from a local copy",
+                fetched.cost.url, fetched.cost.size, fetched.cost.requests
+            );
+            Some((dir, path))
+        }
+        None => None,
+    };
     let config = BenchConfig {
-        file: args.file.clone(),
+        file: local_copy
+            .as_ref()
+            .map_or_else(|| args.file.clone(), |(_, p)| p.clone()),
         base: args.base.clone(),
         device: args.device.clone(),
         repeat: args.repeat.max(1),

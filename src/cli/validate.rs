@@ -18,7 +18,7 @@ pub struct Args {
     /// code (3 if any is invalid, else 1 if any could not be read).
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    /// With --recursive: how many experts to validate at once [default: the cores].
+    /// With --recursive: how many experts to validate at once [default: the cores; 16 for a bucket prefix].
     #[arg(long, requires = "recursive")]
     pub jobs: Option<usize>,
     /// Hash every section (in parallel) and compare with the TOC; compare the
@@ -57,9 +57,16 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         time: args.time,
     };
     if args.recursive {
-        let jobs = args
-            .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        // Remote validations wait on the network, not the CPU: more at once.
+        let remote = crate::format::remote::is_url(&args.file);
+        let jobs = args.jobs.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if remote {
+                16
+            } else {
+                cores
+            }
+        });
         return super::validate_tree::run(&args.file, &options, jobs, json_out);
     }
     let report = validate_path(&args.file, &options)?;

@@ -141,7 +141,8 @@ pub enum Plan {
     /// (a signature vouches for every section's digest).
     Validate { deep: bool },
     /// [`Plan::Text`] plus every weight section (tensors, soft prompt, OSD,
-    /// the tensor index): what a load or a fuse reads.
+    /// the tensor index): what a load or a fuse reads; everything when the
+    /// file is signed (the trust policy checks every section).
     Weights,
     /// [`Plan::Text`] plus the sections `pick` chooses (by TOC index and entry).
     Pick(SectionFilter),
@@ -158,7 +159,10 @@ impl Plan {
         let signed = toc.iter().any(|e| e.kind() == SectionType::Signature);
         Some(match self {
             Self::All => return None,
+            // A signature vouches for every section through its digest:
+            // checking it (as `validate` and a trusted load do) reads them all.
             Self::Validate { deep } if *deep || signed => return None,
+            Self::Weights if signed => return None,
             Self::Text | Self::Validate { .. } => toc.iter().map(text).collect(),
             Self::Weights => toc
                 .iter()

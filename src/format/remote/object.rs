@@ -90,7 +90,10 @@ pub(super) fn remote_error(url: &str, e: &object_store::Error) -> FormatError {
         ),
         other => {
             let text = other.to_string();
-            if text.contains("non-partial response") || text.contains("Range") {
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("timed out") || lower.contains("timeout") {
+                format!("timed out ({text}); EXPERTUI_REMOTE_TIMEOUT=SECONDS allows more")
+            } else if text.contains("non-partial response") || text.contains("Range") {
                 format!("the server does not honour range requests ({text}); download the file and open it locally")
             } else {
                 text
