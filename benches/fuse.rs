@@ -34,66 +34,64 @@ fn package(dir: &Path, out: &Path) -> AdapterWeights {
     AdapterWeights::open(out, &LoadOptions::default()).unwrap()
 }
 
+/// A module's LoRA factors (A [r, inn], B [out, r]) and, for DoRA, its
+/// magnitude vector, named under `base`.
+fn lora_tensors(
+    rng: &mut Rng,
+    base: &str,
+    (out, inn): (usize, usize),
+    dora: bool,
+) -> Vec<OwnedTensor> {
+    let r = 16;
+    let mut shapes = vec![
+        (format!("{base}.lora_A.weight"), vec![r, inn]),
+        (format!("{base}.lora_B.weight"), vec![out, r]),
+    ];
+    if dora {
+        shapes.push((format!("{base}.lora_magnitude_vector"), vec![out]));
+    }
+    shapes
+        .into_iter()
+        .map(|(name, shape)| OwnedTensor {
+            name,
+            dtype: Dtype::F32,
+            data: rng.weights(shape.iter().product()),
+            shape,
+        })
+        .collect()
+}
+
+/// `adapter_config.json` of a rank-16 LoRA (or DoRA) on `targets`.
+fn lora_config(targets: &str, dora: bool) -> String {
+    format!(
+        r#"{{"peft_type":"LORA","r":16,"lora_alpha":32,"use_dora":{dora},"use_rslora":false,
+"target_modules":[{targets}],"fan_in_fan_out":false,
+"base_model_name_or_path":"synthetic","rank_pattern":{{}},"alpha_pattern":{{}}}}"#
+    )
+}
+
 /// A LoRA (or DoRA) adapter shaped like a 7B model's attention: rank 16 on
 /// q, k, v, o of `layers` layers, hidden 4096.
 fn synthetic_7b(dir: &Path, layers: usize, dora: bool) {
-    let (r, h) = (16usize, 4096usize);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut tensors = Vec::new();
     for layer in 0..layers {
         for m in ["q_proj", "k_proj", "v_proj", "o_proj"] {
             let base = format!("base_model.model.model.layers.{layer}.self_attn.{m}");
-            let mut push = |name: String, shape: Vec<usize>| {
-                let data = rng.weights(shape.iter().product());
-                tensors.push(OwnedTensor {
-                    name,
-                    dtype: Dtype::F32,
-                    shape,
-                    data,
-                })
-            };
-            push(format!("{base}.lora_A.weight"), vec![r, h]);
-            push(format!("{base}.lora_B.weight"), vec![h, r]);
-            if dora {
-                push(format!("{base}.lora_magnitude_vector"), vec![h]);
-            }
+            tensors.extend(lora_tensors(&mut rng, &base, (4096, 4096), dora));
         }
     }
-    let config = format!(
-        r#"{{"peft_type":"LORA","r":16,"lora_alpha":32,"use_dora":{dora},"use_rslora":false,
-"target_modules":["q_proj","k_proj","v_proj","o_proj"],"fan_in_fan_out":false,
-"base_model_name_or_path":"synthetic-7b","rank_pattern":{{}},"alpha_pattern":{{}}}}"#
-    );
+    let config = lora_config(r#""q_proj","k_proj","v_proj","o_proj""#, dora);
     write_adapter_dir(dir, &tensors, &config);
 }
 
 /// One module of `out × inn`, rank 16, as a PEFT folder packaged and loaded.
 fn one_module(dir: &Path, out: usize, inn: usize, dora: bool) -> AdapterWeights {
-    let r = 16;
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let base = "base_model.model.model.layers.0.mlp.proj";
-    let mut tensors = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>| {
-        let data = rng.weights(shape.iter().product());
-        tensors.push(OwnedTensor {
-            name,
-            dtype: Dtype::F32,
-            shape,
-            data,
-        })
-    };
-    push(format!("{base}.lora_A.weight"), vec![r, inn]);
-    push(format!("{base}.lora_B.weight"), vec![out, r]);
-    if dora {
-        push(format!("{base}.lora_magnitude_vector"), vec![out]);
-    }
-    let config = format!(
-        r#"{{"peft_type":"LORA","r":16,"lora_alpha":32,"use_dora":{dora},"use_rslora":false,
-"target_modules":["proj"],"fan_in_fan_out":false,
-"base_model_name_or_path":"synthetic","rank_pattern":{{}},"alpha_pattern":{{}}}}"#
-    );
+    let tensors = lora_tensors(&mut rng, base, (out, inn), dora);
     let folder = dir.join(format!("m-{out}-{inn}-{dora}"));
-    write_adapter_dir(&folder, &tensors, &config);
+    write_adapter_dir(&folder, &tensors, &lora_config(r#""proj""#, dora));
     package(&folder, &folder.with_extension("expert"))
 }
 

@@ -46,6 +46,16 @@ pub(super) fn validate_file(
     let opened = report.time("open+structure", |_| {
         ExpertReader::open_with(path, reader_options)
     });
+    check_opened(opened, report, options)
+}
+
+/// The report of a file as far as it opened: a structure that does not
+/// parse is a finding, an I/O failure the error.
+fn check_opened(
+    opened: Result<ExpertReader, FormatError>,
+    mut report: ValidationReport,
+    options: &ValidateOptions<'_>,
+) -> Result<ValidationReport, FormatError> {
     report.scope.push("structure");
     match opened {
         Ok(reader) => check_reader(&reader, &mut report, options)?,
@@ -87,16 +97,7 @@ pub(super) fn validate_remote(
     let opened = report.time("open+structure", |_| {
         ExpertReader::from_shared(fetched.bytes, reader_options)
     });
-    report.scope.push("structure");
-    match opened {
-        Ok(reader) => check_reader(&reader, &mut report, options)?,
-        Err(e) if e.is_corruption() => {
-            report.findings.push(structure_finding(&e));
-            report.error = Some(e.to_string());
-        }
-        Err(e) => return Err(e),
-    }
-    Ok(report)
+    check_opened(opened, report, options)
 }
 
 pub fn section_summaries(reader: &ExpertReader) -> Vec<SectionSummary> {
