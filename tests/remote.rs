@@ -342,6 +342,32 @@ fn the_viewer_opens_a_remote_expert() {
     let reader = doc.reader().expect("a binary expert");
     reader.verify_all().unwrap();
     assert_eq!(reader.bytes(), &bytes[..]);
+    // The viewer draws it as it draws the local file (but for its name).
+    let draw = |doc: expertui::format::inspect::Inspected| {
+        let mut app = expertui::app::App::new(doc);
+        app.wait_background();
+        let mut terminal =
+            ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 36)).unwrap();
+        terminal
+            .draw(|f| expertui::app::render::draw(f, &mut app))
+            .unwrap();
+        terminal.backend().to_string()
+    };
+    let url = servers.http_url("dora.expert");
+    let remote_screen = draw(doc);
+    let local_path = dir.path().join("dora.expert");
+    let local_screen = draw(expertui::format::inspect::Inspected::open(&local_path).unwrap());
+    assert!(
+        remote_screen.contains("all 10 sections verified"),
+        "{remote_screen}"
+    );
+    let name_free = |s: &str, name: &str| s.replace(name, "");
+    assert_eq!(
+        name_free(&remote_screen, &url).lines().count(),
+        name_free(&local_screen, local_path.to_str().unwrap())
+            .lines()
+            .count()
+    );
     // Off-terminal, `expertui URL` prints the overview.
     let out = servers
         .expertui()

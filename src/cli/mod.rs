@@ -185,11 +185,30 @@ pub(crate) fn print_json(value: &serde_json::Value) {
 fn open_tui(file: Option<PathBuf>, signature: &policy::PolicyArgs) -> Result<(), Failure> {
     let policy = signature.load()?;
     let doc = match file {
-        Some(path) => crate::format::inspect::Inspected::open(&path)?,
+        Some(path) => match crate::format::remote::url_of(&path) {
+            Some(url) => fetch_for_viewer(&url)?,
+            None => crate::format::inspect::Inspected::open(&path)?,
+        },
         None => crate::format::inspect::Inspected::demo(),
     };
     let policy = policy.requires_signature().then_some(policy);
     crate::app::run(doc, policy).map_err(|e| Failure::error(format!("terminal: {e}")))
+}
+
+/// A remote expert for the viewer: fetched whole, once, before the screen
+/// is taken (sections in the cache are not fetched again), with a bar.
+fn fetch_for_viewer(url: &url::Url) -> Result<crate::format::inspect::Inspected, Failure> {
+    let bar = progress::bytes_bar("fetching", false);
+    let plan = crate::format::remote::Plan::All;
+    let fetched = crate::format::remote::fetch(url, &plan, &mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    Ok(crate::format::inspect::Inspected::from_bytes(
+        fetched.cost.url,
+        fetched.bytes,
+    ))
 }
 
 /// Entry point of the binary.

@@ -48,12 +48,8 @@ impl Inspected {
         if let Some(url) = super::remote::url_of(path) {
             // A viewer shows every byte: the whole object is fetched once
             // (sections already in the cache are not fetched again).
-            eprintln!("fetching {} ...", super::remote::store::display(&url));
-            let fetched =
-                super::remote::fetch(&url, &super::remote::Plan::All, &mut |done, total| {
-                    eprint!("\r{done}/{total} bytes");
-                })?;
-            eprintln!();
+            let plan = super::remote::Plan::All;
+            let fetched = super::remote::fetch(&url, &plan, &mut |_, _| {})?;
             return Ok(Self::from_bytes(fetched.cost.url, fetched.bytes));
         }
         let bytes = Arc::new(FileBytes::map(path)?);
