@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use expertui::format::package::{ExpertContents, PackageOptions};
+use expertui::format::package::{ExpertContents, PackageOptions, TensorCodec};
 use expertui::format::tensor_index::{
     IndexBuilder, IndexHeader, SectionRecord, TensorIndex, TensorRecord, INDEX_SECTION_NAME,
 };
@@ -25,13 +25,17 @@ const FIXTURES: [&str; 5] = [
 ];
 
 fn package(name: &str, dir: &Path) -> PathBuf {
+    package_with(name, dir, &PackageOptions::default())
+}
+
+fn package_with(name: &str, dir: &Path, options: &PackageOptions) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
-    let out = dir.join(format!("{name}.expert"));
+    let out = dir.join(format!("{name}-{:?}.expert", options.tensor_codec));
     ExpertContents::from_adapter_dir(&src)
         .unwrap()
-        .write_binary(&out, &PackageOptions::default(), &mut |_, _| {})
+        .write_binary(&out, options, &mut |_, _| {})
         .unwrap();
     out
 }
@@ -120,9 +124,22 @@ fn every_fixture_gets_an_index_that_agrees_with_its_sections() {
 #[test]
 fn loads_through_the_index_equal_loads_through_the_headers() {
     let dir = tempfile::tempdir().unwrap();
-    for name in FIXTURES {
-        let indexed = package(name, dir.path());
-        let plain = dir.path().join(format!("{name}.2.0.expert"));
+    // Compressed tensor sections too: index ranges are in decoded bytes.
+    let codecs = [
+        TensorCodec::None,
+        TensorCodec::Zstd,
+        TensorCodec::ShuffleZstd,
+    ];
+    for (name, codec) in FIXTURES
+        .iter()
+        .flat_map(|n| codecs.iter().map(move |c| (*n, *c)))
+    {
+        let options = PackageOptions {
+            tensor_codec: codec,
+            ..PackageOptions::default()
+        };
+        let indexed = package_with(name, dir.path(), &options);
+        let plain = dir.path().join(format!("{name}-{codec:?}.2.0.expert"));
         rewrite(&indexed, &plain, None);
         assert!(ExpertReader::open(&plain)
             .unwrap()
