@@ -355,6 +355,46 @@ fn the_viewer_opens_a_remote_expert() {
     };
     let url = servers.http_url("dora.expert");
     let remote_screen = draw(doc);
+    // As `expertui URL` opens it: header, TOC and text sections first (the
+    // unfetched bytes drawn as gaps, nothing judged yet), the rest fetched
+    // in the background with progress, then checked and drawn in full.
+    let parsed = expertui::format::remote::url_of(Path::new(&url)).unwrap();
+    let partial = expertui::format::remote::fetch(
+        &parsed,
+        &expertui::format::remote::Plan::Text,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(!partial.bytes.complete());
+    let partial_doc =
+        expertui::format::inspect::Inspected::from_bytes(url.clone(), partial.bytes.clone());
+    assert!(!partial_doc.sections_present());
+    let mut app = expertui::app::App::new(expertui::format::inspect::Inspected::from_bytes(
+        url.clone(),
+        partial.bytes,
+    ));
+    assert!(app.findings.is_empty());
+    assert!(app.message.contains("fetching"), "{}", app.message);
+    app.panel = expertui::app::state::PanelId::Hex;
+    app.goto(bytes.len() as u64 / 2);
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 36)).unwrap();
+    terminal
+        .draw(|f| expertui::app::render::draw(f, &mut app))
+        .unwrap();
+    let hex = terminal.backend().to_string();
+    assert!(
+        hex.contains("·· ··"),
+        "unfetched bytes drawn as gaps: {hex}"
+    );
+    app.fetch_remote(parsed);
+    app.wait_background();
+    assert!(app.fetching.is_none());
+    assert!(app.doc.sections_present());
+    assert!(
+        app.message.contains("all 10 sections intact"),
+        "{}",
+        app.message
+    );
     let local_path = dir.path().join("dora.expert");
     let local_screen = draw(expertui::format::inspect::Inspected::open(&local_path).unwrap());
     assert!(

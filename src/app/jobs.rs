@@ -18,6 +18,10 @@ pub enum Envelope {
         checks: Vec<SectionCheck>,
         tail_clean: bool,
     },
+    /// Progress of the remote fetch the viewer started with.
+    Fetching { done: u64, total: u64 },
+    /// The remote expert, every byte fetched (or why not).
+    Fetched(Result<Box<crate::format::inspect::Inspected>, String>),
     /// A message for the panel at `slot` in tab order; its type is that
     /// panel's `Panel::Message`.
     ForPanel {
@@ -48,6 +52,27 @@ impl Jobs {
             _message: PhantomData,
         };
         std::thread::spawn(move || job(reply));
+    }
+
+    /// Fetches every byte of the remote expert at `url` on a worker thread
+    /// (sections in the cache are not fetched again), with progress.
+    pub fn fetch_remote(&self, url: url::Url) {
+        let tx = self.tx.clone();
+        std::thread::spawn(move || {
+            use crate::format::remote::{fetch, Plan};
+            let progress = tx.clone();
+            let fetched = fetch(&url, &Plan::All, &mut |done, total| {
+                let _ = progress.send(Envelope::Fetching { done, total });
+            });
+            let doc = fetched
+                .map(|f| {
+                    Box::new(crate::format::inspect::Inspected::from_bytes(
+                        f.cost.url, f.bytes,
+                    ))
+                })
+                .map_err(|e| e.to_string());
+            let _ = tx.send(Envelope::Fetched(doc));
+        });
     }
 
     /// Hashes every section of `reader` on a worker thread.

@@ -42,7 +42,13 @@ use crate::format::inspect::Inspected;
 /// Runs the TUI on `doc` until the user quits, checking its signature
 /// against `policy` when one is given. The terminal is restored on exit, on
 /// error and on panic.
-pub fn run(doc: Inspected, policy: Option<crate::format::signing::Policy>) -> io::Result<()> {
+/// `remote`: the URL of a remote expert `doc` holds only part of (its
+/// header, TOC and text sections); the rest is fetched in the background.
+pub fn run(
+    doc: Inspected,
+    policy: Option<crate::format::signing::Policy>,
+    remote: Option<url::Url>,
+) -> io::Result<()> {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let _ = crossterm::execute!(stdout(), DisableMouseCapture);
@@ -54,8 +60,13 @@ pub fn run(doc: Inspected, policy: Option<crate::format::signing::Policy>) -> io
     // handler: it restores the terminal itself while this flag is set.
     crate::sigbus::restores_terminal(true);
     let mut terminal = ratatui::init();
-    let result = crossterm::execute!(stdout(), EnableMouseCapture)
-        .and_then(|_| event_loop(&mut terminal, App::with_policy(doc, policy)));
+    let result = crossterm::execute!(stdout(), EnableMouseCapture).and_then(|_| {
+        let mut app = App::with_policy(doc, policy);
+        if let Some(url) = remote {
+            app.fetch_remote(url);
+        }
+        event_loop(&mut terminal, app)
+    });
     let _ = crossterm::execute!(stdout(), DisableMouseCapture);
     ratatui::restore();
     crate::sigbus::restores_terminal(false);

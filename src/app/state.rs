@@ -62,6 +62,11 @@ pub struct App {
     pub colors: bool,
     /// Every panel's own state; `app.osd`, `app.bench`… reach it directly.
     pub panels: Panels,
+    /// A remote expert being fetched: bytes done and total.
+    pub fetching: Option<(u64, u64)>,
+    /// The trust policy the TUI started with (findings are made again
+    /// when a remote expert's bytes arrive).
+    policy: Option<Policy>,
     tx: Sender<Envelope>,
     rx: Receiver<Envelope>,
 }
@@ -90,11 +95,21 @@ impl App {
     pub fn with_policy(doc: Inspected, policy: Option<Policy>) -> Self {
         let doc = Arc::new(doc);
         let (tx, rx) = channel();
+        // A remote expert opened on its header, TOC and text sections is
+        // judged once every byte has arrived (see `fetch_remote`).
+        let complete = doc.sections_present();
         let mut app = Self {
             regions: doc.regions(),
             rows: doc.rows(),
-            findings: findings_of(&doc, policy.as_ref()),
-            trust: policy.as_ref().map(|p| TrustView::of(&doc, p)),
+            findings: if complete {
+                findings_of(&doc, policy.as_ref())
+            } else {
+                Vec::new()
+            },
+            trust: policy
+                .as_ref()
+                .filter(|_| complete)
+                .map(|p| TrustView::of(&doc, p)),
             doc,
             panel: PanelId::Overview,
             selected: 0,
@@ -109,11 +124,16 @@ impl App {
             quit: false,
             colors: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             panels: Panels::default(),
+            fetching: None,
+            policy,
             tx,
             rx,
         };
         let doc = app.doc.clone();
         match &doc.opened {
+            Opened::Binary(_) if !complete => {
+                app.message = "fetching the rest of the file...".into();
+            }
             Opened::Binary(_) => app.start_verification(),
             Opened::Broken(e) => {
                 // Open straight onto the bytes where parsing stopped.
@@ -181,6 +201,28 @@ impl App {
         self.with_panel(self.panel, |_, ctx| ctx.start_verification());
     }
 
+    /// Fetches the rest of the remote expert at `url` in the background;
+    /// the status line shows the progress, and the file is checked and
+    /// shown in full when it has arrived.
+    pub fn fetch_remote(&mut self, url: url::Url) {
+        self.fetching = Some((0, 0));
+        Jobs::new(self.tx.clone(), 0).fetch_remote(url);
+    }
+
+    /// The fetched remote expert replaces the partial one.
+    fn fetched(&mut self, doc: crate::format::inspect::Inspected) {
+        let doc = Arc::new(doc);
+        self.regions = doc.regions();
+        self.rows = doc.rows();
+        self.findings = findings_of(&doc, self.policy.as_ref());
+        self.trust = self.policy.as_ref().map(|p| TrustView::of(&doc, p));
+        self.doc = doc;
+        self.fetching = None;
+        if matches!(self.doc.opened, Opened::Binary(_)) {
+            self.start_verification();
+        }
+    }
+
     /// Applies finished background work; returns whether anything changed.
     pub fn poll_background(&mut self) -> bool {
         let mut changed = false;
@@ -203,6 +245,7 @@ impl App {
 
     fn busy(&self) -> bool {
         matches!(self.verification, Verification::Running)
+            || self.fetching.is_some()
             || PanelId::ALL.iter().any(|&id| self.panels.get(id).busy())
     }
 
@@ -216,6 +259,24 @@ impl App {
                     format!("verification: {damaged} damaged section(s)")
                 };
                 self.verification = Verification::Done { checks, tail_clean };
+            }
+            Envelope::Fetching { done, total } => {
+                self.fetching = Some((done, total));
+                self.message = format!(
+                    "fetching {:.0} % ({:.1} of {:.1} MB)",
+                    if total == 0 {
+                        0.0
+                    } else {
+                        done as f64 * 100.0 / total as f64
+                    },
+                    done as f64 / 1e6,
+                    total as f64 / 1e6
+                );
+            }
+            Envelope::Fetched(Ok(doc)) => self.fetched(*doc),
+            Envelope::Fetched(Err(e)) => {
+                self.fetching = None;
+                self.message = format!("fetch failed: {e}");
             }
             Envelope::ForPanel { slot, message } => {
                 if let Some(id) = PanelId::at(slot) {

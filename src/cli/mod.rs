@@ -184,27 +184,22 @@ pub(crate) fn print_json(value: &serde_json::Value) {
 /// Opens the terminal UI on a file (as far as it parses) or the demo expert.
 fn open_tui(file: Option<PathBuf>, signature: &policy::PolicyArgs) -> Result<(), Failure> {
     let policy = signature.load()?;
-    let doc = match file {
-        Some(path) => match crate::format::remote::url_of(&path) {
-            Some(url) => fetch_for_viewer(&url)?,
-            None => crate::format::inspect::Inspected::open(&path)?,
-        },
-        None => crate::format::inspect::Inspected::demo(),
+    let remote = file.as_deref().and_then(crate::format::remote::url_of);
+    let doc = match (&file, &remote) {
+        (_, Some(url)) => open_remote_for_viewer(url)?,
+        (Some(path), None) => crate::format::inspect::Inspected::open(path)?,
+        (None, None) => crate::format::inspect::Inspected::demo(),
     };
     let policy = policy.requires_signature().then_some(policy);
-    crate::app::run(doc, policy).map_err(|e| Failure::error(format!("terminal: {e}")))
+    crate::app::run(doc, policy, remote).map_err(|e| Failure::error(format!("terminal: {e}")))
 }
 
-/// A remote expert for the viewer: fetched whole, once, before the screen
-/// is taken (sections in the cache are not fetched again), with a bar.
-fn fetch_for_viewer(url: &url::Url) -> Result<crate::format::inspect::Inspected, Failure> {
-    let bar = progress::bytes_bar("fetching", false);
-    let plan = crate::format::remote::Plan::All;
-    let fetched = crate::format::remote::fetch(url, &plan, &mut |done, total| {
-        bar.set_length(total);
-        bar.set_position(done);
-    })?;
-    bar.finish_and_clear();
+/// A remote expert for the viewer, opened on its header, TOC and text
+/// sections (two requests): the overview and the section list show at
+/// once, and the viewer fetches the rest in the background.
+fn open_remote_for_viewer(url: &url::Url) -> Result<crate::format::inspect::Inspected, Failure> {
+    let fetched =
+        crate::format::remote::fetch(url, &crate::format::remote::Plan::Text, &mut |_, _| {})?;
     Ok(crate::format::inspect::Inspected::from_bytes(
         fetched.cost.url,
         fetched.bytes,

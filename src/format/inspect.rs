@@ -62,6 +62,18 @@ impl Inspected {
         Ok(inspected)
     }
 
+    /// True when every section's bytes are here (false while a remote
+    /// expert opened on its header, TOC and text sections is fetched).
+    pub fn sections_present(&self) -> bool {
+        match &self.opened {
+            Opened::Binary(reader) => reader
+                .sections()
+                .iter()
+                .all(|s| self.bytes.has(s.offset, s.end())),
+            _ => self.bytes.complete(),
+        }
+    }
+
     /// The embedded demo expert.
     pub fn demo() -> Self {
         Self::from_bytes(

@@ -248,8 +248,18 @@ fn hex_rows(ctx: &Context, theme: Theme) -> Paragraph<'static> {
         let chunk = bytes.get(start as usize..end as usize).unwrap_or(&[]);
         let mut spans = vec![Span::styled(format!("{start:08x}  "), theme.dim())];
         let mut ascii = Vec::with_capacity(chunk.len());
+        // Parts of a remote expert not fetched yet read as zeros: shown as
+        // gaps, never as bytes.
+        let whole_row = ctx.doc.bytes.has(start, end);
         for (i, &b) in chunk.iter().enumerate() {
             let offset = start + i as u64;
+            if !whole_row && !ctx.doc.bytes.has(offset, offset + 1) {
+                let gap = i % 8 == 7 && (i as u64) + 1 < per_row;
+                spans.push(Span::styled("··", theme.dim()));
+                spans.push(Span::raw(if gap { "  " } else { " " }));
+                ascii.push(Span::styled(" ", theme.dim()));
+                continue;
+            }
             let style = byte_style(ctx, theme, offset, b, error_at);
             spans.push(Span::styled(format!("{b:02x}"), style));
             let gap = i % 8 == 7 && (i as u64) + 1 < per_row;

@@ -104,6 +104,12 @@ impl FileBytes {
         }
     }
 
+    /// True when every byte is the file's (false while parts of a remote
+    /// object are not fetched).
+    pub fn complete(&self) -> bool {
+        self.has(0, self.len() as u64)
+    }
+
     /// The URL of a remote object.
     pub fn url(&self) -> Option<&str> {
         match self {

@@ -362,6 +362,11 @@ pub fn fetch(url: &Url, plan: &Plan, progress: &mut dyn FnMut(u64, u64)) -> Resu
             spans.extend(present.missing(start, end));
             fresh.push(index);
         }
+        if wants.is_none() && cached == 0 {
+            // Everything, padding included (with cache hits, only the
+            // sections: the gaps between cached ones stay unfetched).
+            spans = present.missing(0, size);
+        }
         let requests = requests_for(spans);
         let total: u64 = requests.iter().map(|r| r.end - r.start).sum();
         let mut done = 0;
