@@ -272,6 +272,20 @@ fn bad_remotes_get_clear_errors() {
         1,
         "not found",
     );
+    // Wrong credentials: the S3 server refuses the signature.
+    let out = servers
+        .expertui()
+        .env("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+        .args(["validate", &servers.s3_url("dora.expert")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        !err.contains("wrong-secret"),
+        "the secret is never printed: {err}"
+    );
     fails(
         &["validate", &servers.http_url("norange/dora.expert")],
         1,
