@@ -142,6 +142,18 @@ impl AdapterWeights {
             })?;
             indexed.insert(info.index, section);
         }
+        reader.will_read(
+            reader
+                .sections()
+                .iter()
+                .filter(|s| {
+                    matches!(
+                        s.kind,
+                        SectionType::Tensors | SectionType::SoftPrompt | SectionType::Osd
+                    )
+                })
+                .map(|s| s.index),
+        );
         // Sections are independent: decoded and copied on all cores, then
         // gathered in file order (module order is file order).
         let loaded: Vec<SectionLoad> = reader

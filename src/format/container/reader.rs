@@ -442,6 +442,19 @@ impl ExpertReader {
         Ok(SectionBytes::Decoded(decoded))
     }
 
+    /// Hints that sections `indices` are about to be read (a load of every
+    /// weight section): the kernel reads them ahead in one go.
+    pub fn will_read(&self, indices: impl IntoIterator<Item = usize>) {
+        let mut span: Option<(u64, u64)> = None;
+        for info in indices.into_iter().filter_map(|i| self.sections.get(i)) {
+            let (s, e) = span.unwrap_or((info.offset, info.end()));
+            span = Some((s.min(info.offset), e.max(info.end())));
+        }
+        if let Some((start, end)) = span {
+            self.data.will_need(start, end);
+        }
+    }
+
     /// Most bytes this file's compressed sections may decode to, together.
     pub fn decoded_budget(&self) -> u64 {
         self.options
