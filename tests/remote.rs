@@ -319,6 +319,19 @@ fn bad_remotes_get_clear_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Credentials in a URL are refused, and never repeated.
+    let out = servers
+        .expertui()
+        .args([
+            "validate",
+            &format!("http://user:hunter2@{}/dora.expert", servers.http),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("credentials in the URL"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
     // Plain http to another host is refused before anything is sent.
     fails(
         &["validate", "http://192.0.2.1/x.expert"],
@@ -496,5 +509,45 @@ fn a_signed_expert_is_checked_in_full_before_a_remote_load() {
         Some(3),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+#[test]
+fn keys_with_spaces_and_weak_etags_work() {
+    let servers = Servers::start();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = dora_expert(dir.path());
+    servers.publish("my expert.expert", &bytes);
+    for url in [
+        servers.s3_url("my%20expert.expert"),
+        servers.http_url("my%20expert.expert"),
+    ] {
+        let out = servers
+            .expertui()
+            .args(["validate", "--verify-integrity", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A weak ETag cannot be sent as If-Match (it never matches strongly):
+    // reads are pinned by comparing ETag, date and size instead.
+    servers.publish("weak.expert", &bytes);
+    let out = servers
+        .expertui()
+        .args([
+            "validate",
+            "--verify-integrity",
+            &servers.http_url("weak/weak.expert"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

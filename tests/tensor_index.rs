@@ -282,3 +282,20 @@ fn random_edits_of_a_real_index_never_panic() {
         "{parsed} parsed, {refused} refused"
     );
 }
+
+#[test]
+fn a_verified_load_checks_the_index_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = package("minilm-lora-r8", dir.path());
+    let reader = ExpertReader::open(&path).unwrap();
+    let info = reader.first(SectionType::TensorIndex).unwrap().clone();
+    drop(reader);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // A byte of the string table (the index's last bytes): still parses.
+    let at = (info.offset + info.stored_len - 3) as usize;
+    bytes[at] ^= 0x01;
+    let bad = dir.path().join("index-flipped.expert");
+    std::fs::write(&bad, &bytes).unwrap();
+    let err = load(&bad).unwrap_err();
+    assert!(err.contains("tensor_index"), "{err}");
+}

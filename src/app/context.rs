@@ -95,6 +95,11 @@ impl Context<'_> {
         let Some(reader) = self.doc.reader().cloned() else {
             return;
         };
+        if !self.doc.sections_present() {
+            // A remote expert still arriving: unfetched bytes are zeros.
+            *self.message = "still fetching: the check starts when every section is here".into();
+            return;
+        }
         *self.verification = Verification::Running;
         self.jobs.verify(reader);
     }

@@ -33,9 +33,6 @@ pub struct Args {
 
 pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
     let policy = args.signature.load()?;
-    if policy.requires_signature() {
-        crate::format::loader::ExpertLoader::open_admitted(&args.file, &policy)?;
-    }
     // The figures are about loading from disk: a remote expert is fetched
     // once into a temporary file and measured there.
     let local_copy = match crate::format::remote::url_of(&args.file) {
@@ -58,10 +55,15 @@ pub fn run(args: Args, json_out: bool) -> Result<(), Failure> {
         }
         None => None,
     };
+    let file = local_copy
+        .as_ref()
+        .map_or_else(|| args.file.clone(), |(_, p)| p.clone());
+    // The policy judges the bytes that are measured (one fetch, not two).
+    if policy.requires_signature() {
+        crate::format::loader::ExpertLoader::open_admitted(&file, &policy)?;
+    }
     let config = BenchConfig {
-        file: local_copy
-            .as_ref()
-            .map_or_else(|| args.file.clone(), |(_, p)| p.clone()),
+        file,
         base: args.base.clone(),
         device: args.device.clone(),
         repeat: args.repeat.max(1),

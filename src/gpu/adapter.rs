@@ -292,7 +292,8 @@ fn load_indexed(
     section: &IndexedSection<'_>,
     options: &LoadOptions,
 ) -> Result<SectionLoad> {
-    if section.source != Some(ADAPTER_WEIGHTS) {
+    let weights = matches!(info.kind, SectionType::Tensors | SectionType::SoftPrompt);
+    if !weights || section.source != Some(ADAPTER_WEIGHTS) {
         return Ok(SectionLoad::default()); // not adapter weights
     }
     let bytes = reader.section(info.index)?;
@@ -357,9 +358,13 @@ fn check_weight_sections(reader: &ExpertReader) -> Result<()> {
         .sections()
         .iter()
         .filter(|s| {
+            // The tensor index too: it says where the tensors are.
             matches!(
                 s.kind,
-                SectionType::Tensors | SectionType::SoftPrompt | SectionType::Osd
+                SectionType::Tensors
+                    | SectionType::SoftPrompt
+                    | SectionType::Osd
+                    | SectionType::TensorIndex
             )
         })
         .map(|s| s.index)

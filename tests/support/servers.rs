@@ -189,6 +189,16 @@ async fn changing(
     partial(&data, &headers, &format!("\"v{n}\""))
 }
 
+/// Range support with a weak ETag (`W/"…"`, as many static servers send).
+async fn weak(
+    State(web): State<Web>,
+    UrlPath(file): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let data = std::fs::read(web.root.join(file)).unwrap();
+    partial(&data, &headers, "W/\"weak-1\"")
+}
+
 async fn slow(UrlPath(_file): UrlPath<String>) -> Response {
     tokio::time::sleep(Duration::from_secs(10)).await;
     StatusCode::OK.into_response()
@@ -244,6 +254,7 @@ impl Servers {
                 .route("/norange/{file}", axum::routing::get(no_range))
                 .route("/changing/{file}", axum::routing::get(changing))
                 .route("/slow/{file}", axum::routing::get(slow))
+                .route("/weak/{file}", axum::routing::get(weak))
                 .route("/redirect/{file}", axum::routing::get(redirect))
                 .fallback_service(tower_http::services::ServeDir::new(&web.root))
                 .with_state(web.clone());

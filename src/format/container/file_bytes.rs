@@ -116,7 +116,7 @@ impl FileBytes {
     pub fn will_need(&self, start: u64, end: u64) {
         #[cfg(unix)]
         if let Self::Map { map, .. } = self {
-            let page = 4096u64;
+            let page = page_size() as u64;
             let from = start - start % page;
             let to = end.min(map.len() as u64);
             if let (Ok(offset), Ok(len)) = (
@@ -146,10 +146,21 @@ impl FileBytes {
     }
 }
 
+/// The system's page size (4 KiB when it cannot be read).
+#[cfg(unix)]
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
+}
+
 /// Whether the page of `map` holding byte `at` is in memory (`mincore`).
 #[cfg(unix)]
 fn page_resident(map: &Mmap, at: usize) -> bool {
-    let page = 4096usize;
+    let page = page_size();
     if at >= map.len() {
         return true;
     }
@@ -162,7 +173,7 @@ fn page_resident(map: &Mmap, at: usize) -> bool {
         libc::mincore(
             map.as_ptr().add(start) as *mut libc::c_void,
             1,
-            vec.as_mut_ptr(),
+            vec.as_mut_ptr().cast(),
         )
     };
     rc != 0 || vec[0] & 1 == 1

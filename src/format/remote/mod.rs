@@ -317,8 +317,17 @@ pub fn fetch(url: &Url, plan: &Plan, progress: &mut dyn FnMut(u64, u64)) -> Resu
         }
     };
     put(&mut map, &mut present, 0, &prefix);
-    // The TOC ends the file: read it unless the first read reached it.
+    // The TOC ends the file: read it unless the first read reached it
+    // (and the rest of a header longer than the first read, so the root
+    // digest is computed over real bytes).
     if let Ok((header, _)) = Header::read_from_prefix(&prefix) {
+        let header_end = u64::from(header.header_size.get());
+        if header_end <= size.min(MAX_TOC_BYTES) {
+            for (start, end) in present.clone().missing(0, header_end) {
+                let bytes = object.read(start..end)?;
+                put(&mut map, &mut present, start, &bytes);
+            }
+        }
         let toc_start = header.toc_offset.get();
         if toc_start < size && size - toc_start <= MAX_TOC_BYTES {
             for (start, end) in present.clone().missing(toc_start, size) {
@@ -332,10 +341,12 @@ pub fn fetch(url: &Url, plan: &Plan, progress: &mut dyn FnMut(u64, u64)) -> Resu
     // would be for a local file: nothing more is fetched.
     if let Ok(structure) = parse_structure(&map) {
         let cache = (!settings.no_cache).then(SectionCache::from_env).flatten();
-        // `--verify-integrity` checks the remote object itself: its sections
-        // are read from the store (and still fill the cache), never from it.
-        let read_cache = !matches!(plan, Plan::Validate { deep: true });
         let wants = plan.wants(&structure.toc);
+        // A plan that needs every byte (`--verify-integrity`, a signature
+        // check, the viewer, a conversion) reads the remote object itself,
+        // padding included, and still fills the cache; partial plans (a
+        // load, `extract`, `validate`) take sections from it.
+        let read_cache = wants.is_some();
         let mut spans = Vec::new();
         let mut fresh = Vec::new();
         for (index, entry) in structure.toc.iter().enumerate() {
@@ -362,9 +373,7 @@ pub fn fetch(url: &Url, plan: &Plan, progress: &mut dyn FnMut(u64, u64)) -> Resu
             spans.extend(present.missing(start, end));
             fresh.push(index);
         }
-        if wants.is_none() && cached == 0 {
-            // Everything, padding included (with cache hits, only the
-            // sections: the gaps between cached ones stay unfetched).
+        if wants.is_none() {
             spans = present.missing(0, size);
         }
         let requests = requests_for(spans);

@@ -153,9 +153,13 @@ impl RemoteObject {
         if range.is_empty() {
             return Ok(Bytes::new());
         }
+        // If-Match compares strongly: a weak ETag (`W/"…"`) never matches,
+        // so it is not sent; the answer's ETag, date and size are still
+        // compared below.
+        let strong = self.version.e_tag.clone().filter(|t| !t.starts_with("W/"));
         let options = GetOptions::new()
             .with_range(Some(GetRange::Bounded(range.clone())))
-            .with_if_match(self.version.e_tag.clone());
+            .with_if_match(strong);
         let result = runtime().block_on(self.store.get_opts(&self.path, options));
         self.traffic.requests.fetch_add(1, Ordering::Relaxed);
         let result = result.map_err(|e| remote_error(&self.url, &e))?;

@@ -110,9 +110,16 @@ fn s3_endpoint() -> Option<Url> {
 pub fn locate(url: &Url, settings: &RemoteSettings) -> Result<Located> {
     let shown = display(url);
     let fail = |e: object_store::Error| bad(&shown, format!("cannot configure the store: {e}"));
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            &shown,
+            "credentials in the URL are refused (they would travel in every request and error): set them in the store's environment variables",
+        ));
+    }
+    // `url.path()` is percent-encoded already; the stores encode again.
     let key = |url: &Url| {
-        let raw = url.path().trim_start_matches('/');
-        ObjectPath::parse(raw).map_err(|e| bad(&shown, format!("bad object key {raw:?}: {e}")))
+        ObjectPath::from_url_path(url.path())
+            .map_err(|e| bad(&shown, format!("bad object key {:?}: {e}", url.path())))
     };
     let scheme = url.scheme().to_ascii_lowercase();
     let (store, path, host): (Arc<dyn ObjectStore>, ObjectPath, Option<String>) =
