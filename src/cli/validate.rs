@@ -112,6 +112,12 @@ fn print_text(report: &ValidationReport) {
     if let Some(sections) = &report.sections {
         print_sections(sections);
     }
+    if let Some(remote) = &report.remote {
+        println!(
+            "fetched {} of {} bytes in {} requests ({} sections from the cache)",
+            remote.bytes_received, remote.size, remote.requests, remote.sections_from_cache
+        );
+    }
     for f in report.at_least(Severity::Error) {
         println!("  {f}");
     }
