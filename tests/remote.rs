@@ -319,6 +319,11 @@ fn bad_remotes_get_clear_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    fails(
+        &["validate", "--recursive", &servers.http_url("")],
+        1,
+        "no listing",
+    );
     // Credentials in a URL are refused, and never repeated.
     let out = servers
         .expertui()

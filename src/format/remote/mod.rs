@@ -420,6 +420,12 @@ pub fn fetch(url: &Url, plan: &Plan, progress: &mut dyn FnMut(u64, u64)) -> Resu
 /// as URLs.
 pub fn list_experts(url: &Url) -> Result<Vec<String>> {
     use futures::TryStreamExt;
+    if matches!(url.scheme(), "http" | "https") {
+        return Err(FormatError::Remote {
+            url: store::display(url),
+            reason: "an HTTP server has no listing: give a bucket prefix (s3://, gs://, az://) or a local folder".into(),
+        });
+    }
     let located = store::locate(url, &settings())?;
     let prefix = (!located.path.as_ref().is_empty()).then_some(&located.path);
     let listed: Vec<object_store::ObjectMeta> = runtime()
