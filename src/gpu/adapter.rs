@@ -146,12 +146,7 @@ impl AdapterWeights {
             reader
                 .sections()
                 .iter()
-                .filter(|s| {
-                    matches!(
-                        s.kind,
-                        SectionType::Tensors | SectionType::SoftPrompt | SectionType::Osd
-                    )
-                })
+                .filter(|s| s.kind.is_weights())
                 .map(|s| s.index),
         );
         // Sections are independent: decoded and copied on all cores, then
@@ -357,16 +352,8 @@ fn check_weight_sections(reader: &ExpertReader) -> Result<()> {
     let wanted: Vec<usize> = reader
         .sections()
         .iter()
-        .filter(|s| {
-            // The tensor index too: it says where the tensors are.
-            matches!(
-                s.kind,
-                SectionType::Tensors
-                    | SectionType::SoftPrompt
-                    | SectionType::Osd
-                    | SectionType::TensorIndex
-            )
-        })
+        // The tensor index too: it says where the tensors are.
+        .filter(|s| s.kind.is_weights() || s.kind == SectionType::TensorIndex)
         .map(|s| s.index)
         .collect();
     let results: Vec<std::result::Result<(), crate::format::FormatError>> = wanted

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use super::adapter::LoadOptions;
 use super::device_tensors::{load_section, SectionTensors};
 use super::error::Result;
-use crate::format::layout::SectionType;
 use crate::format::ExpertReader;
 
 /// Section indices of the tensor sections in streaming order.
@@ -20,12 +19,7 @@ pub fn stream_order(reader: &ExpertReader) -> Vec<usize> {
     let mut order: Vec<(i64, usize)> = reader
         .sections()
         .iter()
-        .filter(|s| {
-            matches!(
-                s.kind,
-                SectionType::Tensors | SectionType::SoftPrompt | SectionType::Osd
-            )
-        })
+        .filter(|s| s.kind.is_weights())
         .map(|s| (s.layer.map_or(i64::MAX, i64::from), s.index))
         .collect();
     order.sort();

@@ -368,6 +368,12 @@ impl SectionType {
         )
     }
 
+    /// Sections that hold an adapter's weights: tensors, a soft prompt, OSD
+    /// modules (what a load reads, hashes and streams).
+    pub fn is_weights(self) -> bool {
+        matches!(self, Self::Tensors | Self::SoftPrompt | Self::Osd)
+    }
+
     /// Whether this build understands the type (unknown ones are skipped).
     pub fn is_known(self) -> bool {
         !matches!(self, Self::Unknown(_))

@@ -167,14 +167,8 @@ impl Plan {
             Self::Weights => toc
                 .iter()
                 .map(|e| {
-                    text(e)
-                        || matches!(
-                            e.kind(),
-                            SectionType::Tensors
-                                | SectionType::SoftPrompt
-                                | SectionType::Osd
-                                | SectionType::TensorIndex
-                        )
+                    let kind = e.kind();
+                    text(e) || kind.is_weights() || kind == SectionType::TensorIndex
                 })
                 .collect(),
             Self::Pick(pick) => toc
