@@ -19,6 +19,11 @@ use crate::format::tensors::ModuleInfo;
 use crate::format::{ExpertReader, SectionInfo};
 use rayon::prelude::*;
 
+/// Weight bytes from which a load copies sections on all cores (measured:
+/// a 1.5 MB expert loads in 0.30 ms on the pool, faster alone; a 26 MB one
+/// gains a third on two cores).
+const PARALLEL_LOAD_BYTES: u64 = 8 << 20;
+
 /// Name of the soft prompt tensor (PEFT prompt tuning).
 pub const SOFT_PROMPT: &str = "prompt_embeddings";
 
@@ -149,16 +154,28 @@ impl AdapterWeights {
                 .filter(|s| s.kind.is_weights())
                 .map(|s| s.index),
         );
-        // Sections are independent: decoded and copied on all cores, then
-        // gathered in file order (module order is file order).
-        let loaded: Vec<SectionLoad> = reader
+        // Sections are independent: decoded and copied on all cores when
+        // there is enough to copy (below that, waking the pool costs more
+        // than it saves), then gathered in file order (module order).
+        let load = |info: &SectionInfo| match (&index, indexed.get(&info.index)) {
+            (Some(index), Some(section)) => load_indexed(reader, info, index, section, options),
+            _ => load_unindexed(reader, info, options),
+        };
+        let weight_bytes: u64 = reader
             .sections()
-            .par_iter()
-            .map(|info| match (&index, indexed.get(&info.index)) {
-                (Some(index), Some(section)) => load_indexed(reader, info, index, section, options),
-                _ => load_unindexed(reader, info, options),
-            })
-            .collect::<Result<_>>()?;
+            .iter()
+            .filter(|s| s.kind.is_weights())
+            .map(|s| s.raw_len)
+            .sum();
+        let loaded: Vec<SectionLoad> = if weight_bytes >= PARALLEL_LOAD_BYTES {
+            reader
+                .sections()
+                .par_iter()
+                .map(load)
+                .collect::<Result<_>>()?
+        } else {
+            reader.sections().iter().map(load).collect::<Result<_>>()?
+        };
         let mut modules = Vec::new();
         let mut tensors = HashMap::new();
         let mut osd = HashMap::new();
