@@ -61,11 +61,7 @@ fn validate_costs_at_most_two_requests_and_128_kib_on_both_stores() {
         servers.http_url("dora.expert"),
     ] {
         servers.costs();
-        let out = servers
-            .expertui()
-            .args(["validate", "--json", &url])
-            .output()
-            .unwrap();
+        let out = servers.run(&["validate", "--json", &url]);
         assert!(
             out.status.success(),
             "{url}: {}",
@@ -165,15 +161,11 @@ fn verify_integrity_names_the_damaged_section_and_the_cache_makes_loads_cheap() 
     let mut damaged = bytes.clone();
     damaged[layer.offset as usize + 5000] ^= 0x40;
     servers.publish("damaged.expert", &damaged);
-    let out = servers
-        .expertui()
-        .args([
-            "validate",
-            "--verify-integrity",
-            &servers.http_url("damaged.expert"),
-        ])
-        .output()
-        .unwrap();
+    let out = servers.run(&[
+        "validate",
+        "--verify-integrity",
+        &servers.http_url("damaged.expert"),
+    ]);
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("layer.2"), "{text}");
@@ -217,16 +209,12 @@ fn a_bucket_prefix_validates_recursively() {
     let mut cut = bytes.clone();
     cut.truncate(100_000);
     servers.publish("team/cut.expert", &cut);
-    let out = servers
-        .expertui()
-        .args([
-            "validate",
-            "--recursive",
-            "--json",
-            &servers.s3_url("team/"),
-        ])
-        .output()
-        .unwrap();
+    let out = servers.run(&[
+        "validate",
+        "--recursive",
+        "--json",
+        &servers.s3_url("team/"),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<serde_json::Value> = text
         .lines()
@@ -305,15 +293,11 @@ fn bad_remotes_get_clear_errors() {
         1,
         "redirect",
     );
-    let out = servers
-        .expertui()
-        .args([
-            "--allow-redirects",
-            "validate",
-            &servers.http_url("redirect/dora.expert"),
-        ])
-        .output()
-        .unwrap();
+    let out = servers.run(&[
+        "--allow-redirects",
+        "validate",
+        &servers.http_url("redirect/dora.expert"),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -325,14 +309,10 @@ fn bad_remotes_get_clear_errors() {
         "no listing",
     );
     // Credentials in a URL are refused, and never repeated.
-    let out = servers
-        .expertui()
-        .args([
-            "validate",
-            &format!("http://user:hunter2@{}/dora.expert", servers.http),
-        ])
-        .output()
-        .unwrap();
+    let out = servers.run(&[
+        "validate",
+        &format!("http://user:hunter2@{}/dora.expert", servers.http),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("credentials in the URL"), "{err}");
@@ -527,11 +507,7 @@ fn keys_with_spaces_and_weak_etags_work() {
         servers.s3_url("my%20expert.expert"),
         servers.http_url("my%20expert.expert"),
     ] {
-        let out = servers
-            .expertui()
-            .args(["validate", "--verify-integrity", &url])
-            .output()
-            .unwrap();
+        let out = servers.run(&["validate", "--verify-integrity", &url]);
         assert!(
             out.status.success(),
             "{url}: {}",
@@ -541,15 +517,11 @@ fn keys_with_spaces_and_weak_etags_work() {
     // A weak ETag cannot be sent as If-Match (it never matches strongly):
     // reads are pinned by comparing ETag, date and size instead.
     servers.publish("weak.expert", &bytes);
-    let out = servers
-        .expertui()
-        .args([
-            "validate",
-            "--verify-integrity",
-            &servers.http_url("weak/weak.expert"),
-        ])
-        .output()
-        .unwrap();
+    let out = servers.run(&[
+        "validate",
+        "--verify-integrity",
+        &servers.http_url("weak/weak.expert"),
+    ]);
     assert!(
         out.status.success(),
         "{}",

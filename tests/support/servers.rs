@@ -309,6 +309,11 @@ impl Servers {
         cmd
     }
 
+    /// Runs the binary with `args` and returns what it did.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.expertui().args(args).output().unwrap()
+    }
+
     pub fn costs(&self) -> ((u64, u64), (u64, u64)) {
         (self.s3_counters.take(), self.http_counters.take())
     }

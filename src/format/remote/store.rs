@@ -121,6 +121,17 @@ pub fn locate(url: &Url, settings: &RemoteSettings) -> Result<Located> {
         ObjectPath::from_url_path(url.path())
             .map_err(|e| bad(&shown, format!("bad object key {:?}: {e}", url.path())))
     };
+    // The same settings on every store's builder (they share no trait).
+    macro_rules! build {
+        ($builder:expr, $url:expr, $allow_http:expr) => {
+            $builder
+                .with_url($url)
+                .with_client_options(client(settings, $allow_http))
+                .with_retry(retry(settings))
+                .build()
+                .map_err(fail)?
+        };
+    }
     let scheme = url.scheme().to_ascii_lowercase();
     let (store, path, host): (Arc<dyn ObjectStore>, ObjectPath, Option<String>) =
         match scheme.as_str() {
@@ -132,30 +143,15 @@ pub fn locate(url: &Url, settings: &RemoteSettings) -> Result<Located> {
                     ),
                     None => (false, None),
                 };
-                let store = AmazonS3Builder::from_env()
-                    .with_url(url.as_str())
-                    .with_client_options(client(settings, allow_http))
-                    .with_retry(retry(settings))
-                    .build()
-                    .map_err(fail)?;
+                let store = build!(AmazonS3Builder::from_env(), url.as_str(), allow_http);
                 (Arc::new(store), key(url)?, host)
             }
             "gs" => {
-                let store = GoogleCloudStorageBuilder::from_env()
-                    .with_url(url.as_str())
-                    .with_client_options(client(settings, false))
-                    .with_retry(retry(settings))
-                    .build()
-                    .map_err(fail)?;
+                let store = build!(GoogleCloudStorageBuilder::from_env(), url.as_str(), false);
                 (Arc::new(store), key(url)?, None)
             }
             "az" | "abfs" | "abfss" => {
-                let store = MicrosoftAzureBuilder::from_env()
-                    .with_url(url.as_str())
-                    .with_client_options(client(settings, false))
-                    .with_retry(retry(settings))
-                    .build()
-                    .map_err(fail)?;
+                let store = build!(MicrosoftAzureBuilder::from_env(), url.as_str(), false);
                 // az://container/key: the key is the path.
                 (Arc::new(store), key(url)?, None)
             }
@@ -165,12 +161,7 @@ pub fn locate(url: &Url, settings: &RemoteSettings) -> Result<Located> {
                 base.set_path("/");
                 base.set_query(None);
                 base.set_fragment(None);
-                let store = HttpBuilder::new()
-                    .with_url(base.as_str())
-                    .with_client_options(client(settings, allow_http))
-                    .with_retry(retry(settings))
-                    .build()
-                    .map_err(fail)?;
+                let store = build!(HttpBuilder::new(), base.as_str(), allow_http);
                 (
                     Arc::new(store),
                     key(url)?,
